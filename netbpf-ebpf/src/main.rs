@@ -1,0 +1,52 @@
+//! netbpf's kernel programs, one entry point per attachment point. Each reads as the
+//! packet's path: parse, decide an [`Outcome`], count it, return the verdict.
+#![no_std]
+#![no_main]
+
+mod packet;
+mod stats;
+
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
+use netbpf_common::stats::{Hook, Outcome};
+
+/// tc (tcx) ingress on the host's uplink: traffic arriving from outside.
+#[classifier]
+pub fn from_uplink(ctx: TcContext) -> i32 {
+    // skb->len counts the whole frame; data..data_end may cover only the linear part.
+    let frame_len = ctx.len();
+    let outcome = packet::check_headers(ctx.data(), ctx.data_end(), frame_len);
+    stats::count(Hook::FromUplink, outcome, frame_len);
+    match outcome {
+        Outcome::Pass => TC_ACT_OK,
+        Outcome::DropMalformed => TC_ACT_SHOT,
+    }
+}
+
+/// XDP on the host's uplink: the same decisions before the kernel allocates an skb.
+#[xdp]
+pub fn xdp_uplink(ctx: XdpContext) -> u32 {
+    let (data, data_end) = (ctx.data(), ctx.data_end());
+    // Without the xdp.frags flag a frame is one buffer: data..data_end is all of it.
+    let frame_len = (data_end - data) as u32;
+    let outcome = packet::check_headers(data, data_end, frame_len);
+    stats::count(Hook::XdpUplink, outcome, frame_len);
+    match outcome {
+        Outcome::Pass => xdp_action::XDP_PASS,
+        Outcome::DropMalformed => xdp_action::XDP_DROP,
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // Unreachable: a reachable panic would fail verification.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

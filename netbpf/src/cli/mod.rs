@@ -1,0 +1,129 @@
+//! Command-line interface: what the user said ([`Args`]), then what it means here ([`run`]).
+
+mod render;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use netbpf_common::stats::Hook;
+
+use crate::{
+    Result,
+    kernel::{self, datapath, netns, pins::PinDir, stats},
+};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "netbpf",
+    version,
+    about = "eBPF data plane for the containers of a Linux host"
+)]
+pub struct Args {
+    /// Operate inside this network namespace (a name under /run/netns, or a path).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub netns: Option<String>,
+
+    /// Pin directory on bpffs [default: /sys/fs/bpf/netbpf, or /sys/fs/bpf/netbpf-ns/NAME
+    /// with --netns NAME].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub pin_dir: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Attach the uplink programs to an interface (again: swap in the new programs).
+    Attach {
+        /// Interface to attach to.
+        #[arg(long, value_name = "IFACE")]
+        iface: String,
+        /// Hooks to attach [default: tc and xdp].
+        #[arg(long = "hook", value_enum, value_name = "HOOK")]
+        hooks: Vec<HookArg>,
+    },
+    /// Show what the datapath holds.
+    Show {
+        #[command(subcommand)]
+        what: ShowWhat,
+    },
+    /// Detach every program and remove every pin netbpf made here.
+    Down,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ShowWhat {
+    /// Packets and bytes per hook and outcome.
+    Stats {
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum HookArg {
+    /// tcx ingress (`from_uplink`)
+    Tc,
+    /// XDP (`xdp_uplink`)
+    Xdp,
+}
+
+impl From<HookArg> for Hook {
+    fn from(arg: HookArg) -> Hook {
+        match arg {
+            HookArg::Tc => Hook::FromUplink,
+            HookArg::Xdp => Hook::XdpUplink,
+        }
+    }
+}
+
+/// Runs one command. Validation comes first, so a bad invocation changes nothing.
+pub fn run(args: Args) -> Result<()> {
+    kernel::require_root()?;
+    let pins = PinDir::resolve(args.pin_dir.as_deref(), args.netns.as_deref());
+    if let Some(name) = &args.netns {
+        netns::enter(name)?;
+    }
+    let netns_label = match &args.netns {
+        Some(name) => format!("network namespace {name:?}"),
+        None => "the current network namespace".to_owned(),
+    };
+
+    match args.command {
+        Command::Attach { iface, hooks } => {
+            let mut hooks: Vec<Hook> = if hooks.is_empty() {
+                Hook::ALL.to_vec()
+            } else {
+                hooks.into_iter().map(Hook::from).collect()
+            };
+            hooks.dedup();
+            let attached = datapath::attach(&pins, &iface, &netns_label, &hooks)?;
+            print!("{}", render::attached(&attached));
+        }
+        Command::Show {
+            what: ShowWhat::Stats { output },
+        } => {
+            let rows = stats::read_pinned(&pins)?;
+            match output {
+                Output::Table => print!("{}", render::stats_table(&rows)),
+                Output::Json => println!("{}", render::json(&rows)),
+            }
+        }
+        Command::Down => {
+            if !pins.on_bpffs()? || !pins.path().exists() {
+                println!("nothing to remove under {}", pins.path().display());
+                return Ok(());
+            }
+            let removed = datapath::remove_all(&pins)?;
+            print!("{}", render::removed(pins.path(), &removed));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,223 @@
+//! Attaching netbpf's programs to interfaces and removing everything again.
+//!
+//! Links are pinned, so the datapath keeps running after the process exits. Attaching over
+//! an existing pinned link swaps the program inside it (BPF_LINK_UPDATE): no packet sees
+//! an interface without a program.
+
+use std::{
+    ffi::CString,
+    fs, io,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf,
+    programs::{
+        SchedClassifier, TcAttachType, Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        tc::SchedClassifierLink,
+        xdp::XdpLink,
+    },
+};
+use netbpf_common::stats::Hook;
+
+use super::{object, pins::PinDir};
+use crate::{Error, Result};
+
+/// What attaching one hook did.
+#[derive(Debug)]
+pub struct Attached {
+    pub hook: Hook,
+    pub iface: String,
+    pub link_pin: PathBuf,
+    /// A pinned link existed and now runs the new program.
+    pub replaced: bool,
+}
+
+/// What `remove_all` took away.
+#[derive(Debug, Default)]
+pub struct Removed {
+    pub links: Vec<PathBuf>,
+    pub maps: Vec<PathBuf>,
+}
+
+/// Loads the programs for `hooks` and attaches them to `iface` in the current network
+/// namespace, pinning maps and links under `pins`. On failure, a pin directory this call
+/// created is removed again.
+pub fn attach(
+    pins: &PinDir,
+    iface: &str,
+    netns_label: &str,
+    hooks: &[Hook],
+) -> Result<Vec<Attached>> {
+    let c_iface = CString::new(iface).map_err(|_| Error::UnknownInterface {
+        iface: iface.to_owned(),
+        netns: netns_label.to_owned(),
+    })?;
+    // SAFETY: a NUL-terminated name; 0 means "no such interface".
+    let ifindex = unsafe { libc::if_nametoindex(c_iface.as_ptr()) };
+    if ifindex == 0 {
+        return Err(Error::UnknownInterface {
+            iface: iface.to_owned(),
+            netns: netns_label.to_owned(),
+        });
+    }
+
+    let fresh = !pins.has_maps();
+    pins.prepare()?;
+    let result = attach_hooks(pins, ifindex, iface, hooks);
+    if result.is_err() && fresh {
+        // Best effort: leave nothing behind from a setup that never worked.
+        let _ = remove_all(pins);
+    }
+    result
+}
+
+fn attach_hooks(pins: &PinDir, ifindex: u32, iface: &str, hooks: &[Hook]) -> Result<Vec<Attached>> {
+    let mut ebpf = object::open(Some(pins))?;
+    // Attach everything first, pin only when all succeeded: an unpinned link detaches
+    // when `ebpf` drops, so a failure halfway leaves no new link behind.
+    let mut pending = Vec::new();
+    for &hook in hooks {
+        let link_pin = pins.link(hook, iface);
+        let (link, replaced) = attach_one(&mut ebpf, hook, ifindex, &link_pin)?;
+        pending.push((hook, link_pin, link, replaced));
+    }
+    let mut attached = Vec::new();
+    for (hook, link_pin, link, replaced) in pending {
+        if !replaced {
+            link.pin(&link_pin).map_err(|source| Error::Pin {
+                path: link_pin.clone(),
+                source,
+            })?;
+        }
+        attached.push(Attached {
+            hook,
+            iface: iface.to_owned(),
+            link_pin,
+            replaced,
+        });
+    }
+    Ok(attached)
+}
+
+/// Attaches one program, into the pinned link at `link_pin` if there is a live one.
+/// Returns the link (already pinned when replaced) and whether it replaced a program.
+fn attach_one(
+    ebpf: &mut Ebpf,
+    hook: Hook,
+    ifindex: u32,
+    link_pin: &Path,
+) -> Result<(FdLink, bool)> {
+    let name = hook.name();
+    let program = ebpf.program_mut(name).ok_or(Error::MissingProgram(name))?;
+    let prog_err = |source| Error::Program {
+        program: name,
+        source,
+    };
+    let existing = open_pinned_link(link_pin)?;
+    match hook {
+        Hook::FromUplink => {
+            let prog: &mut SchedClassifier = program.try_into().map_err(prog_err)?;
+            prog.load().map_err(prog_err)?;
+            let id = match existing.and_then(|l| SchedClassifierLink::try_from(l).ok()) {
+                Some(old) => match prog.attach_to_link(old) {
+                    Ok(id) => {
+                        let link = prog.take_link(id).map_err(prog_err)?;
+                        return Ok((to_fd_link(link.try_into(), link_pin)?, true));
+                    }
+                    // A link whose interface is gone cannot be updated: attach anew.
+                    Err(_) => {
+                        unpin_stale(link_pin)?;
+                        prog.attach(ifindex, TcAttachType::Ingress)
+                            .map_err(prog_err)?
+                    }
+                },
+                None => prog
+                    .attach(ifindex, TcAttachType::Ingress)
+                    .map_err(prog_err)?,
+            };
+            let link = prog.take_link(id).map_err(prog_err)?;
+            Ok((to_fd_link(link.try_into(), link_pin)?, false))
+        }
+        Hook::XdpUplink => {
+            let prog: &mut Xdp = program.try_into().map_err(prog_err)?;
+            prog.load().map_err(prog_err)?;
+            let id = match existing.and_then(|l| XdpLink::try_from(l).ok()) {
+                Some(old) => match prog.attach_to_link(old) {
+                    Ok(id) => {
+                        let link = prog.take_link(id).map_err(prog_err)?;
+                        return Ok((to_fd_link(link.try_into(), link_pin)?, true));
+                    }
+                    Err(_) => {
+                        unpin_stale(link_pin)?;
+                        prog.attach(ifindex, XdpMode::Default).map_err(prog_err)?
+                    }
+                },
+                None => prog.attach(ifindex, XdpMode::Default).map_err(prog_err)?,
+            };
+            let link = prog.take_link(id).map_err(prog_err)?;
+            Ok((to_fd_link(link.try_into(), link_pin)?, false))
+        }
+    }
+}
+
+fn to_fd_link(
+    link: Result<FdLink, aya::programs::links::LinkError>,
+    link_pin: &Path,
+) -> Result<FdLink> {
+    link.map_err(|source| Error::Link {
+        path: link_pin.to_owned(),
+        source,
+    })
+}
+
+fn open_pinned_link(path: &Path) -> Result<Option<FdLink>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    PinnedLink::from_pin(path)
+        .map(|link| Some(FdLink::from(link)))
+        .map_err(|source| Error::Link {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+fn unpin_stale(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(
+            format!("removing stale link {}", path.display()),
+            e,
+        )),
+    }
+}
+
+/// Detaches every pinned link and unpins every map, then removes the pin directory.
+/// Links go first, so no program is left running against a map that is being removed.
+pub fn remove_all(pins: &PinDir) -> Result<Removed> {
+    let mut removed = Removed::default();
+    for path in pins.pinned_links()? {
+        // Unpinning drops the last reference: the kernel detaches the link.
+        match PinnedLink::from_pin(&path) {
+            Ok(link) => {
+                let fd_link = link
+                    .unpin()
+                    .map_err(|e| Error::io(format!("unpinning {}", path.display()), e))?;
+                drop(fd_link);
+            }
+            // Not a link (or unreadable): remove the file so the directory can go.
+            Err(_) => unpin_stale(&path)?,
+        }
+        removed.links.push(path);
+    }
+    for path in pins.pinned_maps()? {
+        fs::remove_file(&path)
+            .map_err(|e| Error::io(format!("unpinning {}", path.display()), e))?;
+        removed.maps.push(path);
+    }
+    pins.remove_layout()?;
+    Ok(removed)
+}

@@ -1,0 +1,10 @@
+//! netbpf: an eBPF data plane for the containers of a Linux host.
+//!
+//! - [`kernel`]: the embedded kernel object, loading, attaching, pinning, namespaces, counters.
+//! - [`cli`]: command-line parsing and rendering; `main` only maps its result to an exit code.
+
+pub mod cli;
+pub mod error;
+pub mod kernel;
+
+pub use error::{Error, Result};
