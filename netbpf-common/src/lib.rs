@@ -14,3 +14,15 @@ pub mod maps {
     /// Every map the object defines, in the order `netbpf down` unpins them.
     pub const ALL: &[&str] = &[STATS];
 }
+
+/// Where netbpf pins its maps and links on bpffs (user space only; shared with the test
+/// harness so its cleanup guards find what an instance left behind).
+pub mod pin_paths {
+    /// Where the kernel's bpf filesystem is conventionally mounted.
+    pub const BPFFS_ROOT: &str = "/sys/fs/bpf";
+    /// Pin directory of the instance in the namespace netbpf runs in.
+    pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/netbpf";
+    /// Parent of the pin directories of instances started with `--netns NAME`
+    /// (each at `NETNS_PIN_ROOT/NAME`).
+    pub const NETNS_PIN_ROOT: &str = "/sys/fs/bpf/netbpf-ns";
+}

@@ -1,1 +1,77 @@
+//! Test harness for netbpf: network namespaces with cleanup guards ([`netns`]), lab
+//! topologies ([`lab`]), processes and threads inside namespaces ([`process`]), and packets
+//! and fixtures for BPF_PROG_TEST_RUN ([`packet`]).
+//!
+//! Everything a test makes is named with a prefix unique to the run (`<base>-<pid>-<n>`), so
+//! tests run in parallel, and is removed on drop, also when the test panics.
 
+pub mod lab;
+pub mod netns;
+pub mod packet;
+pub mod process;
+
+use std::{
+    env,
+    path::PathBuf,
+    sync::atomic::{AtomicUsize, Ordering},
+};
+
+/// Name prefix of everything the test suite creates.
+pub const TEST_PREFIX: &str = "nbt";
+
+/// A prefix unique to this process and call: `<base>-<pid>-<n>`.
+pub fn unique_prefix(base: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{base}-{}-{n}", std::process::id())
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Whether a test that needs root may run. Without root it says so loudly and the test
+/// returns early, except under CI, where every test must run: there it fails.
+pub fn root_or_skip(test: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(
+        env::var_os("CI").is_none(),
+        "{test}: needs root, and CI must run every test"
+    );
+    eprintln!("SKIPPED {test}: needs root (CAP_BPF, CAP_NET_ADMIN); run as root to test this");
+    false
+}
+
+/// Returns early from a test that needs root (see [`root_or_skip`]).
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if !$crate::root_or_skip(module_path!()) {
+            return;
+        }
+    };
+}
+
+/// The `netbpf` binary under test: `$NETBPF_BIN`, or the one cargo built next to the
+/// running test (`target/<profile>/netbpf`).
+pub fn netbpf_bin() -> PathBuf {
+    if let Some(bin) = env::var_os("NETBPF_BIN") {
+        return PathBuf::from(bin);
+    }
+    let exe = env::current_exe().expect("path of the running test binary");
+    // target/<profile>/deps/<test>-<hash> -> target/<profile>/netbpf
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test binary lives in target/<profile>/deps");
+    let bin = profile_dir.join("netbpf");
+    assert!(
+        bin.exists(),
+        "{} not built: run `cargo build -p netbpf` first (`cargo xtask test` does)",
+        bin.display()
+    );
+    bin
+}

@@ -10,16 +10,13 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use netbpf_common::stats::Hook;
+use netbpf_common::{
+    pin_paths::{BPFFS_ROOT, DEFAULT_PIN_DIR, NETNS_PIN_ROOT},
+    stats::Hook,
+};
 
 use crate::{Error, Result};
 
-/// Where the kernel's bpf filesystem is conventionally mounted.
-pub const BPFFS_ROOT: &str = "/sys/fs/bpf";
-/// Pin directory of the instance in the namespace netbpf runs in.
-pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/netbpf";
-/// Parent of the pin directories of instances started with `--netns NAME`.
-pub const NETNS_PIN_ROOT: &str = "/sys/fs/bpf/netbpf-ns";
 
 /// `f_type` of a bpf filesystem in statfs (linux/magic.h).
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;

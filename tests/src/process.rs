@@ -1,0 +1,92 @@
+//! Processes and traffic inside namespaces: background servers that end with their
+//! guard, and senders that put exact packets on a link.
+
+use std::{
+    io,
+    net::{SocketAddrV4, UdpSocket},
+    process::{Child, Command, Stdio},
+};
+
+/// A process started by a test; killed (by its PID, which we own) and reaped on drop.
+#[derive(Debug)]
+pub struct Background {
+    child: Child,
+}
+
+impl Background {
+    pub fn spawn(mut cmd: Command) -> io::Result<Background> {
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| io::Error::new(e.kind(), format!("{cmd:?}: {e}")))?;
+        Ok(Background { child })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends `count` UDP datagrams of `payload` from `from` to `to` (call inside a namespace,
+/// see [`crate::netns::Netns::run`]).
+pub fn send_udp(from: SocketAddrV4, to: SocketAddrV4, payload: &[u8], count: usize) -> io::Result<()> {
+    let socket = UdpSocket::bind(from)?;
+    for _ in 0..count {
+        socket.send_to(payload, to)?;
+    }
+    Ok(())
+}
+
+/// Puts raw Ethernet frames on `iface` through an AF_PACKET socket, bypassing the stack:
+/// the way to send malformed packets. Call inside the namespace that owns `iface`.
+pub fn send_frames(iface: &str, frames: &[Vec<u8>]) -> io::Result<()> {
+    let c_iface = std::ffi::CString::new(iface).map_err(io::Error::other)?;
+    // SAFETY: NUL-terminated name.
+    let ifindex = unsafe { libc::if_nametoindex(c_iface.as_ptr()) };
+    if ifindex == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // Protocol 0: this socket only sends, it never receives.
+    // SAFETY: plain socket(2) call.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a new socket we own; OwnedFd closes it.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    for frame in frames {
+        let dst_mac = frame
+            .get(..6)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "frame shorter than a MAC"))?;
+        // SAFETY: zeroed sockaddr_ll is valid; we fill the fields sendto needs.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_ifindex = ifindex as i32;
+        addr.sll_halen = 6;
+        addr.sll_addr[..6].copy_from_slice(dst_mac);
+        // SAFETY: valid buffer and address for the lengths given.
+        let sent = unsafe {
+            libc::sendto(
+                std::os::fd::AsRawFd::as_raw_fd(&fd),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&raw const addr).cast(),
+                size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
