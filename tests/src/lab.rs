@@ -50,14 +50,39 @@ impl Lab {
             (&lab.outside, OUTSIDE_IF, OUTSIDE_MAC),
         )?;
         for (ns, ifname, ip, peer_ip, peer_mac) in [
-            (&lab.host, HOST_UPLINK_IF, HOST_UPLINK_IP, OUTSIDE_IP, OUTSIDE_MAC),
-            (&lab.outside, OUTSIDE_IF, OUTSIDE_IP, HOST_UPLINK_IP, HOST_UPLINK_MAC),
+            (
+                &lab.host,
+                HOST_UPLINK_IF,
+                HOST_UPLINK_IP,
+                OUTSIDE_IP,
+                OUTSIDE_MAC,
+            ),
+            (
+                &lab.outside,
+                OUTSIDE_IF,
+                OUTSIDE_IP,
+                HOST_UPLINK_IP,
+                HOST_UPLINK_MAC,
+            ),
         ] {
-            ns.ip(&["addr", "add", &format!("{ip}/{UPLINK_PREFIX_LEN}"), "dev", ifname])?;
+            ns.ip(&[
+                "addr",
+                "add",
+                &format!("{ip}/{UPLINK_PREFIX_LEN}"),
+                "dev",
+                ifname,
+            ])?;
             ns.ip(&["link", "set", ifname, "up"])?;
             ns.ip(&[
-                "neigh", "replace", &peer_ip.to_string(), "lladdr", &peer_mac.to_string(),
-                "dev", ifname, "nud", "permanent",
+                "neigh",
+                "replace",
+                &peer_ip.to_string(),
+                "lladdr",
+                &peer_mac.to_string(),
+                "dev",
+                ifname,
+                "nud",
+                "permanent",
             ])?;
         }
         Ok(lab)
@@ -70,7 +95,19 @@ pub fn veth_pair(a: (&Netns, &str, Mac), b: (&Netns, &str, Mac)) -> io::Result<(
     let (a_ns, a_if, a_mac) = a;
     let (b_ns, b_if, b_mac) = b;
     a_ns.ip(&[
-        "link", "add", a_if, "address", &a_mac.to_string(), "type", "veth", "peer", "name",
-        b_if, "address", &b_mac.to_string(), "netns", b_ns.name(),
+        "link",
+        "add",
+        a_if,
+        "address",
+        &a_mac.to_string(),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b_if,
+        "address",
+        &b_mac.to_string(),
+        "netns",
+        b_ns.name(),
     ])
 }

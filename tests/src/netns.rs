@@ -82,7 +82,9 @@ impl Netns {
                     .unwrap_or_else(|e| panic!("entering netns {}: {e}", self.name));
                 f()
             });
-            handle.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+            handle
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))
         })
     }
 }

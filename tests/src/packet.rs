@@ -113,7 +113,14 @@ pub mod tcp_flags {
 }
 
 /// A TCP segment (20-byte header, window 65535) with its checksum.
-pub fn tcp(src: SocketAddrV4, dst: SocketAddrV4, seq: u32, ack: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
+pub fn tcp(
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut segment = Vec::with_capacity(20 + payload.len());
     segment.extend_from_slice(&src.port().to_be_bytes());
     segment.extend_from_slice(&dst.port().to_be_bytes());
@@ -127,9 +134,20 @@ pub fn tcp(src: SocketAddrV4, dst: SocketAddrV4, seq: u32, ack: u32, flags: u8, 
 }
 
 /// An Ethernet + IPv4 + UDP frame.
-pub fn udp4_frame(dst_mac: Mac, src_mac: Mac, src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Vec<u8> {
+pub fn udp4_frame(
+    dst_mac: Mac,
+    src_mac: Mac,
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    payload: &[u8],
+) -> Vec<u8> {
     let l4 = udp(src, dst, payload);
-    ethernet(dst_mac, src_mac, ETH_P_IPV4, &ipv4(*src.ip(), *dst.ip(), IPPROTO_UDP, &l4))
+    ethernet(
+        dst_mac,
+        src_mac,
+        ETH_P_IPV4,
+        &ipv4(*src.ip(), *dst.ip(), IPPROTO_UDP, &l4),
+    )
 }
 
 /// An Ethernet + IPv4 + TCP frame.
@@ -142,7 +160,12 @@ pub fn tcp4_frame(
     payload: &[u8],
 ) -> Vec<u8> {
     let l4 = tcp(src, dst, 1, 0, flags, payload);
-    ethernet(dst_mac, src_mac, ETH_P_IPV4, &ipv4(*src.ip(), *dst.ip(), IPPROTO_TCP, &l4))
+    ethernet(
+        dst_mac,
+        src_mac,
+        ETH_P_IPV4,
+        &ipv4(*src.ip(), *dst.ip(), IPPROTO_TCP, &l4),
+    )
 }
 
 /// An ARP request (who has `target`? tell `sender`).
@@ -181,7 +204,11 @@ pub struct Fixture {
 pub fn byte_diff(expected: &[u8], actual: &[u8]) -> String {
     let mut out = String::new();
     if expected.len() != actual.len() {
-        out.push_str(&format!("length: expected {}, got {}\n", expected.len(), actual.len()));
+        out.push_str(&format!(
+            "length: expected {}, got {}\n",
+            expected.len(),
+            actual.len()
+        ));
     }
     for (i, (e, a)) in expected.iter().zip(actual).enumerate() {
         if e != a {
@@ -197,14 +224,22 @@ mod tests {
 
     #[test]
     fn ipv4_header_checksum_verifies_to_zero() {
-        let packet = ipv4(Ipv4Addr::new(198, 18, 0, 2), Ipv4Addr::new(198, 18, 0, 1), IPPROTO_UDP, &[]);
+        let packet = ipv4(
+            Ipv4Addr::new(198, 18, 0, 2),
+            Ipv4Addr::new(198, 18, 0, 1),
+            IPPROTO_UDP,
+            &[],
+        );
         assert_eq!(checksum(&packet[..IPV4_HLEN]), 0);
     }
 
     /// RFC 1071's worked example: the sum of these words is 0xddf2, so the checksum is !0xddf2.
     #[test]
     fn checksum_matches_rfc1071_example() {
-        assert_eq!(checksum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]), !0xddf2);
+        assert_eq!(
+            checksum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]),
+            !0xddf2
+        );
     }
 
     #[test]
@@ -215,7 +250,10 @@ mod tests {
             (IPPROTO_UDP, udp(src, dst, b"odd-length")),
             (IPPROTO_TCP, tcp(src, dst, 7, 9, tcp_flags::SYN, b"x")),
         ] {
-            let sum = sum16(&seg, pseudo_header_sum(*src.ip(), *dst.ip(), proto, seg.len()));
+            let sum = sum16(
+                &seg,
+                pseudo_header_sum(*src.ip(), *dst.ip(), proto, seg.len()),
+            );
             let folded = (sum & 0xffff) + (sum >> 16);
             assert_eq!((folded & 0xffff) + (folded >> 16), 0xffff, "proto {proto}");
         }
@@ -230,6 +268,9 @@ mod tests {
         assert_eq!(&frame[12..14], &[0x08, 0x00]);
         assert_eq!(u16::from_be_bytes([frame[16], frame[17]]), 38);
         assert_eq!(arp_request(Mac([2; 6]), *src.ip(), *dst.ip()).len(), 42);
-        assert_eq!(Mac([0x02, 0, 0xc6, 0x12, 0, 0x0a]).to_string(), "02:00:c6:12:00:0a");
+        assert_eq!(
+            Mac([0x02, 0, 0xc6, 0x12, 0, 0x0a]).to_string(),
+            "02:00:c6:12:00:0a"
+        );
     }
 }

@@ -38,7 +38,12 @@ impl Drop for Background {
 
 /// Sends `count` UDP datagrams of `payload` from `from` to `to` (call inside a namespace,
 /// see [`crate::netns::Netns::run`]).
-pub fn send_udp(from: SocketAddrV4, to: SocketAddrV4, payload: &[u8], count: usize) -> io::Result<()> {
+pub fn send_udp(
+    from: SocketAddrV4,
+    to: SocketAddrV4,
+    payload: &[u8],
+    count: usize,
+) -> io::Result<()> {
     let socket = UdpSocket::bind(from)?;
     for _ in 0..count {
         socket.send_to(payload, to)?;
@@ -64,9 +69,9 @@ pub fn send_frames(iface: &str, frames: &[Vec<u8>]) -> io::Result<()> {
     // SAFETY: fd is a new socket we own; OwnedFd closes it.
     let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     for frame in frames {
-        let dst_mac = frame
-            .get(..6)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "frame shorter than a MAC"))?;
+        let dst_mac = frame.get(..6).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "frame shorter than a MAC")
+        })?;
         // SAFETY: zeroed sockaddr_ll is valid; we fill the fields sendto needs.
         let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         addr.sll_family = libc::AF_PACKET as u16;

@@ -63,7 +63,14 @@ fn fixtures_for(hook: Hook) -> Vec<Fixture> {
         fixture("udp passes", udp_frame(), Outcome::Pass),
         fixture(
             "tcp syn passes",
-            packet::tcp4_frame(HOST, CLIENT, client(), server(), packet::tcp_flags::SYN, b""),
+            packet::tcp4_frame(
+                HOST,
+                CLIENT,
+                client(),
+                server(),
+                packet::tcp_flags::SYN,
+                b"",
+            ),
             Outcome::Pass,
         ),
         fixture(
@@ -76,8 +83,16 @@ fn fixtures_for(hook: Hook) -> Vec<Fixture> {
             packet::ethernet(HOST, CLIENT, 0x86dd, &[0x60; 40]),
             Outcome::Pass,
         ),
-        fixture("ipv4 version 6", udp_frame_with(ETH_HLEN, 0x65), Outcome::DropMalformed),
-        fixture("ipv4 header length 16", udp_frame_with(ETH_HLEN, 0x44), Outcome::DropMalformed),
+        fixture(
+            "ipv4 version 6",
+            udp_frame_with(ETH_HLEN, 0x65),
+            Outcome::DropMalformed,
+        ),
+        fixture(
+            "ipv4 header length 16",
+            udp_frame_with(ETH_HLEN, 0x44),
+            Outcome::DropMalformed,
+        ),
         fixture(
             "total length beyond the frame",
             udp_frame_with(total_len_at + 1, 0xff),
@@ -96,7 +111,11 @@ fn fixtures_for(hook: Hook) -> Vec<Fixture> {
     // The kernel refuses (EINVAL) an skb test run whose IPv4 header is cut short, so the
     // truncated case runs through XDP only; both hooks share the check.
     if hook == Hook::XdpUplink {
-        fixtures.push(fixture("truncated ipv4 header", truncated, Outcome::DropMalformed));
+        fixtures.push(fixture(
+            "truncated ipv4 header",
+            truncated,
+            Outcome::DropMalformed,
+        ));
     }
     fixtures
 }
@@ -136,14 +155,19 @@ fn run(ebpf: &Ebpf, fixture: &Fixture) -> Result<(), String> {
         ..Default::default()
     };
     let result = match fixture.hook {
-        Hook::FromUplink => <&SchedClassifier>::try_from(program).expect("tc").test_run(opts),
+        Hook::FromUplink => <&SchedClassifier>::try_from(program)
+            .expect("tc")
+            .test_run(opts),
         Hook::XdpUplink => <&Xdp>::try_from(program).expect("xdp").test_run(opts),
     }
     .map_err(|e| format!("test_run: {e}: {:?}", std::error::Error::source(&e)))?;
 
     let mut problems = String::new();
     if result.return_value != fixture.verdict {
-        problems += &format!("verdict: expected {}, got {}\n", fixture.verdict, result.return_value);
+        problems += &format!(
+            "verdict: expected {}, got {}\n",
+            fixture.verdict, result.return_value
+        );
     }
     out.truncate(result.data_size_out as usize);
     let expected_out = fixture.output.as_ref().unwrap_or(&fixture.input);
@@ -165,16 +189,28 @@ fn run(ebpf: &Ebpf, fixture: &Fixture) -> Result<(), String> {
             );
         }
     }
-    if problems.is_empty() { Ok(()) } else { Err(problems) }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
 }
 
 fn run_all(hook: Hook) {
     let ebpf = load();
     let failures: Vec<String> = fixtures_for(hook)
         .iter()
-        .filter_map(|f| run(&ebpf, f).err().map(|e| format!("{} / {}:\n{e}", hook.name(), f.name)))
+        .filter_map(|f| {
+            run(&ebpf, f)
+                .err()
+                .map(|e| format!("{} / {}:\n{e}", hook.name(), f.name))
+        })
         .collect();
-    assert!(failures.is_empty(), "fixtures failed:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "fixtures failed:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -196,8 +232,14 @@ fn fixtures_cover_every_outcome() {
     for hook in Hook::ALL {
         let fixtures = fixtures_for(hook);
         for outcome in Outcome::ALL {
-            assert!(fixtures.iter().any(|f| f.outcome == outcome), "{outcome:?} not covered");
+            assert!(
+                fixtures.iter().any(|f| f.outcome == outcome),
+                "{outcome:?} not covered"
+            );
         }
     }
-    assert_eq!(u16::from_be_bytes([udp_frame()[12], udp_frame()[13]]), ETH_P_IPV4);
+    assert_eq!(
+        u16::from_be_bytes([udp_frame()[12], udp_frame()[13]]),
+        ETH_P_IPV4
+    );
 }

@@ -17,7 +17,6 @@ use netbpf_common::{
 
 use crate::{Error, Result};
 
-
 /// `f_type` of a bpf filesystem in statfs (linux/magic.h).
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 

@@ -67,7 +67,9 @@ pub fn tcx_ingress_programs(ns: &Netns, iface: &str) -> Vec<String> {
 
 /// Whether an XDP program is attached to `iface` in `ns` (as `ip link` reports it).
 pub fn xdp_attached(ns: &Netns, iface: &str) -> bool {
-    let out = ns.exec("ip", &["-d", "link", "show", iface]).expect("ip link show");
+    let out = ns
+        .exec("ip", &["-d", "link", "show", iface])
+        .expect("ip link show");
     String::from_utf8_lossy(&out.stdout).contains("xdp")
 }
 
