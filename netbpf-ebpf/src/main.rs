@@ -2,6 +2,10 @@
 //! packet's path: parse, decide an [`Outcome`], count it, return the verdict.
 #![no_std]
 #![no_main]
+#![allow(
+    clippy::not_unsafe_ptr_arg_deref,
+    reason = "aya's entry-point macros wrap each program in a pub fn taking the kernel's raw context"
+)]
 
 mod packet;
 mod stats;

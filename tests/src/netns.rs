@@ -104,6 +104,8 @@ pub fn remove(name: &str) {
     {
         eprintln!("cleanup: removing {}: {e}", pins.display());
     }
+    // Gone once no other instance has pins left (fails harmlessly otherwise).
+    let _ = fs::remove_dir(NETNS_PIN_ROOT);
     if let Err(e) = run_checked(Command::new("ip").args(["netns", "del", name])) {
         eprintln!("cleanup: {e}");
     }

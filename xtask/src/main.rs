@@ -1,1 +1,40 @@
-fn main() {}
+//! Development tasks: `cargo xtask <task>` (or `./x <task>` on a fresh machine).
+
+mod cmd;
+mod demo;
+mod ebpf;
+mod setup;
+mod test;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "xtask", about = "netbpf development tasks")]
+struct Args {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Install what building and testing need (Debian packages, bpf-linker, bpffs); a
+    /// second run changes nothing.
+    Setup,
+    /// Build the kernel object for bpftool / llvm-objdump (target/bpf/netbpf.o).
+    BuildEbpf,
+    /// Set up, then run every test (unit, BPF_PROG_TEST_RUN fixtures, namespaces), rustfmt
+    /// and clippy (userspace and BPF target).
+    Test,
+    /// Set up, then build a lab, attach the programs, send real traffic, print the
+    /// counters, and tear everything down.
+    Demo,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Args::parse().task {
+        Task::Setup => setup::run(),
+        Task::BuildEbpf => ebpf::build().map(|path| println!("{}", path.display())),
+        Task::Test => test::run(),
+        Task::Demo => demo::run(),
+    }
+}

@@ -1,0 +1,119 @@
+//! `cargo xtask demo`: the built-in lab. A host and an outside client, each a network
+//! namespace joined by a veth; netbpf's programs on the host's uplink; real traffic; the
+//! counters as netbpf shows them; then everything removed.
+
+use std::{net::SocketAddrV4, path::Path, process::Command};
+
+use anyhow::{Context as _, anyhow, bail};
+use netbpf_common::pin_paths::NETNS_PIN_ROOT;
+use netbpf_tests::{
+    lab::{
+        HOST_UPLINK_IF, HOST_UPLINK_IP, HOST_UPLINK_MAC, Lab, OUTSIDE_IF, OUTSIDE_IP, OUTSIDE_MAC,
+    },
+    netns::{self, Netns},
+    packet::{self, ETH_HLEN},
+    process::{send_frames, send_udp},
+};
+
+use crate::{
+    cmd::{self, step},
+    setup,
+};
+
+const DEMO_PREFIX: &str = "nbdemo";
+const PINGS: usize = 10;
+const DATAGRAMS: usize = 1000;
+const MALFORMED: usize = 5;
+
+pub fn run() -> anyhow::Result<()> {
+    setup::run()?;
+    if !cmd::is_root() {
+        bail!("the demo builds network namespaces and loads BPF programs: run it as root");
+    }
+    netns::remove_stale(DEMO_PREFIX);
+    step("build netbpf");
+    cmd::run(cmd::cargo().args(["build", "--quiet", "--package", "netbpf"]))?;
+    let netbpf = cmd::workspace_root().join("target/debug/netbpf");
+
+    let lab = Lab::new(DEMO_PREFIX, 0).context("building the lab")?;
+    step(&format!(
+        "lab: namespace {} ({HOST_UPLINK_IF} {HOST_UPLINK_IP}) <-veth-> namespace {} ({OUTSIDE_IF} {OUTSIDE_IP})",
+        lab.host.name(),
+        lab.outside.name()
+    ));
+    let result = traffic_and_counters(&lab, &netbpf);
+    // Detach and unpin through netbpf itself, whatever happened above.
+    step("netbpf down");
+    let down = run_netbpf(&netbpf, &lab.host, &["down"]);
+    let pin_dir = Path::new(NETNS_PIN_ROOT).join(lab.host.name());
+    drop(lab);
+    result?;
+    down?;
+    if pin_dir.exists() {
+        bail!("{} still exists after netbpf down", pin_dir.display());
+    }
+    step("lab removed: no namespace, pin or process left");
+    Ok(())
+}
+
+fn traffic_and_counters(lab: &Lab, netbpf: &Path) -> anyhow::Result<()> {
+    step(&format!(
+        "netbpf attach: tcx and XDP programs on {HOST_UPLINK_IF} in the host namespace"
+    ));
+    run_netbpf(netbpf, &lab.host, &["attach", "--iface", HOST_UPLINK_IF])?;
+
+    step(&format!(
+        "traffic: {PINGS} pings, {DATAGRAMS} UDP datagrams, {MALFORMED} malformed frames"
+    ));
+    let ping = lab
+        .outside
+        .exec(
+            "ping",
+            &[
+                "-c",
+                &PINGS.to_string(),
+                "-i",
+                "0.05",
+                "-q",
+                &HOST_UPLINK_IP.to_string(),
+            ],
+        )
+        .context("ping from outside")?;
+    for line in String::from_utf8_lossy(&ping.stdout).lines() {
+        if line.contains("packets transmitted") {
+            println!("    ping: {line}");
+        }
+    }
+    let to = SocketAddrV4::new(HOST_UPLINK_IP, 9);
+    lab.outside
+        .run(|| send_udp(SocketAddrV4::new(OUTSIDE_IP, 0), to, &[0u8; 64], DATAGRAMS))
+        .context("sending UDP")?;
+    let mut bad = packet::udp4_frame(
+        HOST_UPLINK_MAC,
+        OUTSIDE_MAC,
+        SocketAddrV4::new(OUTSIDE_IP, 9),
+        to,
+        &[0u8; 64],
+    );
+    // An IPv4 total length far beyond the frame's end.
+    bad[ETH_HLEN + 2..ETH_HLEN + 4].copy_from_slice(&1500u16.to_be_bytes());
+    lab.outside
+        .run(|| send_frames(OUTSIDE_IF, &vec![bad; MALFORMED]))
+        .context("sending malformed frames")?;
+
+    step("netbpf show stats (a separate process reading the pinned counters)");
+    let table = run_netbpf(netbpf, &lab.host, &["show", "stats"])?;
+    print!("{table}");
+    println!(
+        "    expected: {} packets passed each hook ({PINGS} echo requests + {DATAGRAMS} datagrams), \
+         {MALFORMED} dropped by XDP as malformed",
+        PINGS + DATAGRAMS
+    );
+    Ok(())
+}
+
+fn run_netbpf(netbpf: &Path, ns: &Netns, args: &[&str]) -> anyhow::Result<String> {
+    let out = cmd::output(Command::new(netbpf).args(["--netns", ns.name()]).args(args))
+        .map_err(|e| anyhow!("netbpf {}: {e}", args.join(" ")))?;
+    Ok(out)
+}

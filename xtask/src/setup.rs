@@ -1,0 +1,140 @@
+//! Fresh-machine setup: everything the build and the tests need beyond the Rust toolchain
+//! (which `./x` installs first, since cargo itself needs it). Idempotent: each step checks
+//! before it acts, so a second run changes nothing and takes seconds.
+
+use std::{fs, process::Command};
+
+use anyhow::{Context as _, bail};
+
+use crate::cmd::{self, step};
+
+/// Debian packages, with why each is needed.
+const APT_PACKAGES: &[(&str, &str)] = &[
+    (
+        "llvm-22-dev",
+        "bpf-linker links LLVM 22, the LLVM of the pinned Rust",
+    ),
+    ("libpolly-22-dev", "bpf-linker's LLVM link line"),
+    ("libzstd-dev", "bpf-linker's LLVM link line"),
+    ("zlib1g-dev", "bpf-linker's LLVM link line"),
+    (
+        "iproute2",
+        "network namespaces and veths for labs and tests",
+    ),
+    ("iputils-ping", "ping in the demo lab"),
+    (
+        "bpftool",
+        "inspecting the kernel object, programs and links",
+    ),
+    ("util-linux", "setpriv (tests run netbpf unprivileged)"),
+];
+
+/// bpf-linker, built from source against Debian's LLVM 22 (prebuilt binaries are not
+/// reachable here, and its default feature targets LLVM 23).
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+
+const BPFFS: &str = netbpf_common::pin_paths::BPFFS_ROOT;
+
+pub fn run() -> anyhow::Result<()> {
+    apt_packages()?;
+    bpf_linker()?;
+    bpffs()?;
+    step("setup: done");
+    Ok(())
+}
+
+fn apt_packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .map(|(name, _)| *name)
+        .filter(|name| !deb_installed(name))
+        .collect();
+    if missing.is_empty() {
+        step("setup: Debian packages present");
+        return Ok(());
+    }
+    for (name, why) in APT_PACKAGES.iter().filter(|(n, _)| missing.contains(n)) {
+        println!("    {name}: {why}");
+    }
+    require_root("install Debian packages")?;
+    step(&format!("setup: installing {}", missing.join(" ")));
+    cmd::run(Command::new("apt-get").args(["update", "-qq"]))?;
+    cmd::run(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing),
+    )
+}
+
+fn deb_installed(name: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${db:Status-Status}", name])
+        .output()
+        .is_ok_and(|out| out.stdout == b"installed")
+}
+
+fn bpf_linker() -> anyhow::Result<()> {
+    if let Some(problem) = bpf_linker_problem() {
+        step(&format!(
+            "setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 ({problem}; about a minute)"
+        ));
+        cmd::run(
+            cmd::cargo()
+                .env("LLVM_PREFIX", LLVM_PREFIX)
+                .args(["install", "bpf-linker", "--locked", "--force", "--version"])
+                .arg(BPF_LINKER_VERSION)
+                .args(["--no-default-features", "--features", "llvm-22"]),
+        )?;
+        if let Some(problem) = bpf_linker_problem() {
+            bail!("bpf-linker still unusable after install: {problem}");
+        }
+    }
+    step(&format!(
+        "setup: bpf-linker {BPF_LINKER_VERSION} (LLVM 22) present"
+    ));
+    Ok(())
+}
+
+/// Why the installed bpf-linker won't do, if it won't.
+fn bpf_linker_problem() -> Option<String> {
+    let Ok(version) = cmd::output(Command::new("bpf-linker").arg("--version")) else {
+        return Some("not installed".into());
+    };
+    if !version.contains(BPF_LINKER_VERSION) {
+        return Some(format!("found {}", version.trim()));
+    }
+    let Ok(path) = cmd::output(Command::new("sh").args(["-c", "command -v bpf-linker"])) else {
+        return Some("not on PATH".into());
+    };
+    match cmd::output(Command::new("ldd").arg(path.trim())) {
+        Ok(libs) if libs.contains("libLLVM.so.22") => None,
+        _ => Some("not linked against LLVM 22".into()),
+    }
+}
+
+fn bpffs() -> anyhow::Result<()> {
+    let mounts = fs::read_to_string("/proc/self/mounts").context("reading /proc/self/mounts")?;
+    let mounted = mounts.lines().any(|line| {
+        let mut fields = line.split_whitespace();
+        let (_, target, fstype) = (fields.next(), fields.next(), fields.next());
+        target == Some(BPFFS) && fstype == Some("bpf")
+    });
+    if mounted {
+        step(&format!("setup: bpffs mounted at {BPFFS}"));
+        return Ok(());
+    }
+    require_root("mount bpffs")?;
+    step(&format!(
+        "setup: mounting bpffs at {BPFFS} (the pin directory lives there)"
+    ));
+    cmd::run(Command::new("mount").args(["-t", "bpf", "bpf", BPFFS]))
+}
+
+fn require_root(to: &str) -> anyhow::Result<()> {
+    if !cmd::is_root() {
+        bail!("setup must run as root to {to}");
+    }
+    Ok(())
+}
