@@ -8,6 +8,10 @@ use crate::{
     ebpf, setup,
 };
 
+/// The files of tests/tests/, by what they need (a unit test below keeps this complete).
+const FIXTURE_TESTS: &[&str] = &["fixtures"];
+const NAMESPACE_TESTS: &[&str] = &["datapath", "cli", "harness"];
+
 pub fn run() -> anyhow::Result<()> {
     setup::run()?;
     let stale = netns::remove_stale(TEST_PREFIX);
@@ -27,17 +31,9 @@ pub fn run() -> anyhow::Result<()> {
     step("unit tests");
     cmd::run(cmd::cargo().args(["test", "--lib", "--bins"]))?;
     step("BPF_PROG_TEST_RUN fixtures");
-    cmd::run(cmd::cargo().args(["test", "--package", "netbpf-tests", "--test", "fixtures"]))?;
+    integration_tests(FIXTURE_TESTS)?;
     step("namespace tests (real packets through attached programs)");
-    cmd::run(cmd::cargo().args([
-        "test",
-        "--package",
-        "netbpf-tests",
-        "--test",
-        "datapath",
-        "--test",
-        "cli",
-    ]))?;
+    integration_tests(NAMESPACE_TESTS)?;
 
     step("rustfmt");
     cmd::run(cmd::cargo().args(["fmt", "--all", "--check"]))?;
@@ -46,4 +42,41 @@ pub fn run() -> anyhow::Result<()> {
     ebpf::clippy()?;
     step("all tests and checks passed");
     Ok(())
+}
+
+fn integration_tests(files: &[&str]) -> anyhow::Result<()> {
+    let mut cargo = cmd::cargo();
+    cargo.args(["test", "--package", "netbpf-tests"]);
+    for file in files {
+        cargo.args(["--test", file]);
+    }
+    cmd::run(&mut cargo)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_integration_test_file_runs() {
+        let dir = cmd::workspace_root().join("tests/tests");
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .expect("tests/tests exists")
+            .filter_map(|e| {
+                e.ok()?
+                    .file_name()
+                    .to_str()?
+                    .strip_suffix(".rs")
+                    .map(String::from)
+            })
+            .collect();
+        files.sort();
+        let mut listed: Vec<&str> = FIXTURE_TESTS
+            .iter()
+            .chain(NAMESPACE_TESTS)
+            .copied()
+            .collect();
+        listed.sort();
+        assert_eq!(files, listed);
+    }
 }

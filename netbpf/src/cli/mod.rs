@@ -103,6 +103,7 @@ pub fn run(args: Args) -> Result<()> {
             } else {
                 hooks.into_iter().map(Hook::from).collect()
             };
+            hooks.sort_by_key(|h| *h as u32);
             hooks.dedup();
             let attached = datapath::attach(&pins, &iface, &netns_label, &hooks)?;
             print!("{}", render::attached(&attached));
@@ -126,4 +127,32 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_work_after_the_subcommand() {
+        let args =
+            Args::try_parse_from(["netbpf", "show", "stats", "-o", "json", "--netns", "lab"])
+                .expect("parses");
+        assert_eq!(args.netns.as_deref(), Some("lab"));
+        assert!(matches!(
+            args.command,
+            Command::Show {
+                what: ShowWhat::Stats {
+                    output: Output::Json
+                }
+            }
+        ));
+    }
 }

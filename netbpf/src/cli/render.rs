@@ -56,3 +56,50 @@ pub fn removed(pin_dir: &Path, removed: &Removed) -> String {
         pin_dir.display()
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows() -> Vec<StatRow> {
+        vec![
+            StatRow {
+                hook: "from_uplink",
+                outcome: "pass",
+                drop: false,
+                packets: 1010,
+                bytes: 106_980,
+            },
+            StatRow {
+                hook: "xdp_uplink",
+                outcome: "drop_malformed",
+                drop: true,
+                packets: 5,
+                bytes: 530,
+            },
+        ]
+    }
+
+    #[test]
+    fn stats_table_layout() {
+        assert_eq!(
+            stats_table(&rows()),
+            "HOOK         OUTCOME               PACKETS          BYTES\n\
+             from_uplink  pass                     1010         106980\n\
+             xdp_uplink   drop_malformed              5            530\n"
+        );
+    }
+
+    #[test]
+    fn stats_json_is_an_array_with_stable_keys() {
+        let value: serde_json::Value =
+            serde_json::from_str(&json(&rows()[..1])).expect("valid JSON");
+        assert_eq!(
+            value,
+            serde_json::json!([{
+                "hook": "from_uplink", "outcome": "pass", "drop": false,
+                "packets": 1010, "bytes": 106980
+            }])
+        );
+    }
+}
