@@ -12,6 +12,7 @@ pub mod process;
 
 use std::{
     env,
+    io::Write as _,
     path::PathBuf,
     sync::atomic::{AtomicUsize, Ordering},
 };
@@ -41,7 +42,11 @@ pub fn root_or_skip(test: &str) -> bool {
         env::var_os("CI").is_none(),
         "{test}: needs root, and CI must run every test"
     );
-    eprintln!("SKIPPED {test}: needs root (CAP_BPF, CAP_NET_ADMIN); run as root to test this");
+    // Straight to stderr: the test runner captures `eprintln!` of passing tests.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: needs root (CAP_BPF, CAP_NET_ADMIN); run as root to test this"
+    );
     false
 }
 
@@ -49,7 +54,10 @@ pub fn root_or_skip(test: &str) -> bool {
 #[macro_export]
 macro_rules! require_root {
     () => {
-        if !$crate::root_or_skip(module_path!()) {
+        // The enclosing function's path, for the message.
+        fn here() {}
+        let test = std::any::type_name_of_val(&here);
+        if !$crate::root_or_skip(test.strip_suffix("::here").unwrap_or(test)) {
             return;
         }
     };
