@@ -13,10 +13,10 @@ use std::{
 use aya::{
     Ebpf,
     programs::{
-        SchedClassifier, TcAttachType, Xdp, XdpMode,
-        links::{FdLink, PinnedLink},
-        tc::SchedClassifierLink,
-        xdp::XdpLink,
+        ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
+        links::{FdLink, LinkError, PinnedLink},
+        tc::{SchedClassifierLink, SchedClassifierLinkId},
+        xdp::{XdpLink, XdpLinkId},
     },
 };
 use netbpf_common::stats::Hook;
@@ -115,61 +115,110 @@ fn attach_one(
         program: name,
         source,
     };
-    let existing = open_pinned_link(link_pin)?;
     match hook {
         Hook::FromUplink => {
             let prog: &mut SchedClassifier = program.try_into().map_err(prog_err)?;
-            prog.load().map_err(prog_err)?;
-            let id = match existing.and_then(|l| SchedClassifierLink::try_from(l).ok()) {
-                Some(old) => match prog.attach_to_link(old) {
-                    Ok(id) => {
-                        let link = prog.take_link(id).map_err(prog_err)?;
-                        return Ok((to_fd_link(link.try_into(), link_pin)?, true));
-                    }
-                    // A link whose interface is gone cannot be updated: attach anew.
-                    Err(_) => {
-                        unpin_stale(link_pin)?;
-                        prog.attach(ifindex, TcAttachType::Ingress)
-                            .map_err(prog_err)?
-                    }
-                },
-                None => prog
-                    .attach(ifindex, TcAttachType::Ingress)
-                    .map_err(prog_err)?,
-            };
-            let link = prog.take_link(id).map_err(prog_err)?;
-            Ok((to_fd_link(link.try_into(), link_pin)?, false))
+            attach_program(prog, ifindex, link_pin).map_err(|e| e.into_error(name, link_pin))
         }
         Hook::XdpUplink => {
             let prog: &mut Xdp = program.try_into().map_err(prog_err)?;
-            prog.load().map_err(prog_err)?;
-            let id = match existing.and_then(|l| XdpLink::try_from(l).ok()) {
-                Some(old) => match prog.attach_to_link(old) {
-                    Ok(id) => {
-                        let link = prog.take_link(id).map_err(prog_err)?;
-                        return Ok((to_fd_link(link.try_into(), link_pin)?, true));
-                    }
-                    Err(_) => {
-                        unpin_stale(link_pin)?;
-                        prog.attach(ifindex, XdpMode::Default).map_err(prog_err)?
-                    }
-                },
-                None => prog.attach(ifindex, XdpMode::Default).map_err(prog_err)?,
-            };
-            let link = prog.take_link(id).map_err(prog_err)?;
-            Ok((to_fd_link(link.try_into(), link_pin)?, false))
+            attach_program(prog, ifindex, link_pin).map_err(|e| e.into_error(name, link_pin))
         }
     }
 }
 
-fn to_fd_link(
-    link: Result<FdLink, aya::programs::links::LinkError>,
+/// What attaching needs from each kind of program netbpf puts on an interface.
+trait InterfaceProgram {
+    type Link: TryFrom<FdLink> + TryInto<FdLink, Error = LinkError>;
+    type LinkId;
+    fn load(&mut self) -> Result<(), ProgramError>;
+    fn attach_to_interface(&mut self, ifindex: u32) -> Result<Self::LinkId, ProgramError>;
+    fn attach_to_link(&mut self, link: Self::Link) -> Result<Self::LinkId, ProgramError>;
+    fn take_link(&mut self, id: Self::LinkId) -> Result<Self::Link, ProgramError>;
+}
+
+impl InterfaceProgram for SchedClassifier {
+    type Link = SchedClassifierLink;
+    type LinkId = SchedClassifierLinkId;
+    fn load(&mut self) -> Result<(), ProgramError> {
+        SchedClassifier::load(self)
+    }
+    fn attach_to_interface(&mut self, ifindex: u32) -> Result<Self::LinkId, ProgramError> {
+        self.attach(ifindex, TcAttachType::Ingress)
+    }
+    fn attach_to_link(&mut self, link: Self::Link) -> Result<Self::LinkId, ProgramError> {
+        SchedClassifier::attach_to_link(self, link)
+    }
+    fn take_link(&mut self, id: Self::LinkId) -> Result<Self::Link, ProgramError> {
+        SchedClassifier::take_link(self, id)
+    }
+}
+
+impl InterfaceProgram for Xdp {
+    type Link = XdpLink;
+    type LinkId = XdpLinkId;
+    fn load(&mut self) -> Result<(), ProgramError> {
+        Xdp::load(self)
+    }
+    fn attach_to_interface(&mut self, ifindex: u32) -> Result<Self::LinkId, ProgramError> {
+        self.attach(ifindex, XdpMode::Default)
+    }
+    fn attach_to_link(&mut self, link: Self::Link) -> Result<Self::LinkId, ProgramError> {
+        Xdp::attach_to_link(self, link)
+    }
+    fn take_link(&mut self, id: Self::LinkId) -> Result<Self::Link, ProgramError> {
+        Xdp::take_link(self, id)
+    }
+}
+
+/// Why attaching one program failed, before it is given the program's name.
+enum AttachError {
+    Program(ProgramError),
+    Link(LinkError),
+    Other(Error),
+}
+
+impl AttachError {
+    fn into_error(self, program: &'static str, link_pin: &Path) -> Error {
+        match self {
+            AttachError::Program(source) => Error::Program { program, source },
+            AttachError::Link(source) => Error::Link {
+                path: link_pin.to_owned(),
+                source,
+            },
+            AttachError::Other(e) => e,
+        }
+    }
+}
+
+fn attach_program<P: InterfaceProgram>(
+    prog: &mut P,
+    ifindex: u32,
     link_pin: &Path,
-) -> Result<FdLink> {
-    link.map_err(|source| Error::Link {
-        path: link_pin.to_owned(),
-        source,
-    })
+) -> Result<(FdLink, bool), AttachError> {
+    prog.load().map_err(AttachError::Program)?;
+    let existing = open_pinned_link(link_pin).map_err(AttachError::Other)?;
+    let mut replaced = false;
+    let id = match existing.and_then(|l| P::Link::try_from(l).ok()) {
+        Some(old) => match prog.attach_to_link(old) {
+            Ok(id) => {
+                replaced = true;
+                id
+            }
+            // A link whose interface is gone cannot be updated: attach anew.
+            Err(_) => {
+                unpin_stale(link_pin).map_err(AttachError::Other)?;
+                prog.attach_to_interface(ifindex)
+                    .map_err(AttachError::Program)?
+            }
+        },
+        None => prog
+            .attach_to_interface(ifindex)
+            .map_err(AttachError::Program)?,
+    };
+    let link = prog.take_link(id).map_err(AttachError::Program)?;
+    let link: FdLink = link.try_into().map_err(AttachError::Link)?;
+    Ok((link, replaced))
 }
 
 fn open_pinned_link(path: &Path) -> Result<Option<FdLink>> {
