@@ -4,15 +4,26 @@
 //! type is `#[repr(C)]` without implicit padding, and every enum has a fixed discriminant.
 #![no_std]
 
+pub mod net;
 pub mod stats;
 
 /// Names of the maps in the kernel object (at most 15 bytes: the kernel's object name limit).
 pub mod maps {
     /// Per-CPU packet and byte counters per hook and outcome; see [`crate::stats`].
     pub const STATS: &str = "NB_STATS";
+    /// Network id -> [`crate::net::NetworkInfo`].
+    pub const NETWORKS: &str = "NB_NETWORKS";
+    /// Container address -> [`crate::net::EndpointInfo`].
+    pub const ENDPOINTS: &str = "NB_ENDPOINTS";
+    /// Host-side veth ifindex -> the address of the container behind it.
+    pub const IFACES: &str = "NB_IFACES";
 
-    /// Every map the object defines, in the order `netbpf down` unpins them.
-    pub const ALL: &[&str] = &[STATS];
+    /// Every map the object defines.
+    pub const ALL: &[&str] = &[ENDPOINTS, IFACES, NETWORKS, STATS];
+
+    /// Capacities.
+    pub const MAX_NETWORKS: u32 = 1024;
+    pub const MAX_ENDPOINTS: u32 = 65536;
 }
 
 /// Where netbpf pins its maps and links on bpffs (user space only; shared with the test

@@ -9,10 +9,12 @@ pub enum Hook {
     FromUplink = 0,
     /// XDP on the host's uplink: the same traffic before the kernel builds an skb.
     XdpUplink = 1,
+    /// tc (tcx) ingress on a container's host-side veth: traffic leaving the container.
+    FromContainer = 2,
 }
 
 impl Hook {
-    pub const ALL: [Hook; 2] = [Hook::FromUplink, Hook::XdpUplink];
+    pub const ALL: [Hook; 3] = [Hook::FromUplink, Hook::XdpUplink, Hook::FromContainer];
     pub const COUNT: u32 = Self::ALL.len() as u32;
 
     /// The stable name used in pins, tables and JSON (also the program's name).
@@ -20,6 +22,7 @@ impl Hook {
         match self {
             Hook::FromUplink => "from_uplink",
             Hook::XdpUplink => "xdp_uplink",
+            Hook::FromContainer => "from_container",
         }
     }
 }
@@ -28,36 +31,91 @@ impl Hook {
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Outcome {
-    /// Handed on to the kernel's network stack unchanged.
     Pass = 0,
-    /// Dropped: the Ethernet or IPv4 header is truncated or invalid.
-    DropMalformed = 1,
+    Forward = 1,
+    ArpReply = 2,
+    DropMalformed = 3,
+    DropUnknownSource = 4,
+    DropSpoofedMac = 5,
+    DropSpoofedIp = 6,
+    DropCrossNetwork = 7,
+    DropIcc = 8,
+    DropInternal = 9,
+    DropNoEndpoint = 10,
+    DropNotUnicast = 11,
+    DropUnsupportedL3 = 12,
+    DropArpUnanswered = 13,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 2] = [Outcome::Pass, Outcome::DropMalformed];
+    pub const ALL: [Outcome; 14] = [
+        Outcome::Pass,
+        Outcome::Forward,
+        Outcome::ArpReply,
+        Outcome::DropMalformed,
+        Outcome::DropUnknownSource,
+        Outcome::DropSpoofedMac,
+        Outcome::DropSpoofedIp,
+        Outcome::DropCrossNetwork,
+        Outcome::DropIcc,
+        Outcome::DropInternal,
+        Outcome::DropNoEndpoint,
+        Outcome::DropNotUnicast,
+        Outcome::DropUnsupportedL3,
+        Outcome::DropArpUnanswered,
+    ];
     pub const COUNT: u32 = Self::ALL.len() as u32;
 
     /// The stable name used in tables and JSON.
     pub const fn name(self) -> &'static str {
         match self {
             Outcome::Pass => "pass",
+            Outcome::Forward => "forward",
+            Outcome::ArpReply => "arp_reply",
             Outcome::DropMalformed => "drop_malformed",
+            Outcome::DropUnknownSource => "drop_unknown_source",
+            Outcome::DropSpoofedMac => "drop_spoofed_mac",
+            Outcome::DropSpoofedIp => "drop_spoofed_ip",
+            Outcome::DropCrossNetwork => "drop_cross_network",
+            Outcome::DropIcc => "drop_icc",
+            Outcome::DropInternal => "drop_internal",
+            Outcome::DropNoEndpoint => "drop_no_endpoint",
+            Outcome::DropNotUnicast => "drop_not_unicast",
+            Outcome::DropUnsupportedL3 => "drop_unsupported_l3",
+            Outcome::DropArpUnanswered => "drop_arp_unanswered",
         }
     }
 
     /// One line for operators: what this outcome means.
     pub const fn meaning(self) -> &'static str {
         match self {
-            Outcome::Pass => "handed to the kernel network stack unchanged",
-            Outcome::DropMalformed => {
-                "Ethernet or IPv4 header truncated or invalid (version, header length, total length)"
+            Outcome::Pass => {
+                "handed to the kernel network stack (the host's own addresses, routing)"
             }
+            Outcome::Forward => "redirected straight into a container of the same network",
+            Outcome::ArpReply => "ARP request for the gateway or a peer answered in place",
+            Outcome::DropMalformed => {
+                "Ethernet, ARP or IPv4 header truncated or invalid (version, header length, total length)"
+            }
+            Outcome::DropUnknownSource => "arrived on an interface with no container behind it",
+            Outcome::DropSpoofedMac => "source MAC is not the container's own",
+            Outcome::DropSpoofedIp => "source IPv4 address is not the container's own",
+            Outcome::DropCrossNetwork => "destination is a container of another network",
+            Outcome::DropIcc => "destination is a peer, but the network has icc = false",
+            Outcome::DropInternal => "internal network: nothing leaves it but to its gateway",
+            Outcome::DropNoEndpoint => {
+                "destination is in the container's subnet, but no container has it"
+            }
+            Outcome::DropNotUnicast => {
+                "broadcast or multicast destination: there is no bridge to flood it"
+            }
+            Outcome::DropUnsupportedL3 => "neither IPv4 nor ARP",
+            Outcome::DropArpUnanswered => "ARP request for an address that no peer or gateway has",
         }
     }
 
     pub const fn is_drop(self) -> bool {
-        !matches!(self, Outcome::Pass)
+        !matches!(self, Outcome::Pass | Outcome::Forward | Outcome::ArpReply)
     }
 }
 
@@ -71,6 +129,7 @@ pub const fn slot(hook: Hook, outcome: Outcome) -> u32 {
 }
 
 /// One counter of the stats array (per CPU in the kernel; summed by user space).
+/// tc programs count skbs: a GRO or GSO skb that carries several segments counts once.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counter {

@@ -1,3 +1,4 @@
-//! Empty library target: it lets `netbpf`'s build script depend on this crate, so cargo
-//! rebuilds the kernel object when it changes. The programs live in `main.rs`.
+//! Empty library target, so that `netbpf` can name this crate as a build dependency
+//! (aya-build's `rerun-if-changed` on this directory is what rebuilds the object). The
+//! programs live in `main.rs`.
 #![no_std]

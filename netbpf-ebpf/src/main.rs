@@ -7,6 +7,8 @@
     reason = "aya's entry-point macros wrap each program in a pub fn taking the kernel's raw context"
 )]
 
+mod container;
+mod endpoints;
 mod packet;
 mod stats;
 
@@ -22,12 +24,23 @@ use netbpf_common::stats::{Hook, Outcome};
 pub fn from_uplink(ctx: TcContext) -> i32 {
     // skb->len counts the whole frame; data..data_end may cover only the linear part.
     let frame_len = ctx.len();
+    packet::pull_headers(&ctx);
     let outcome = packet::check_headers(ctx.data(), ctx.data_end(), frame_len);
     stats::count(Hook::FromUplink, outcome, frame_len);
     match outcome {
         Outcome::Pass => TC_ACT_OK,
-        Outcome::DropMalformed => TC_ACT_SHOT,
+        _ => TC_ACT_SHOT,
     }
+}
+
+/// tc (tcx) ingress on a container's host-side veth: traffic leaving the container.
+#[classifier]
+pub fn from_container(ctx: TcContext) -> i32 {
+    let frame_len = ctx.len();
+    packet::pull_headers(&ctx);
+    let (outcome, verdict) = container::handle(&ctx);
+    stats::count(Hook::FromContainer, outcome, frame_len);
+    verdict
 }
 
 /// XDP on the host's uplink: the same decisions before the kernel allocates an skb.
@@ -40,7 +53,7 @@ pub fn xdp_uplink(ctx: XdpContext) -> u32 {
     stats::count(Hook::XdpUplink, outcome, frame_len);
     match outcome {
         Outcome::Pass => xdp_action::XDP_PASS,
-        Outcome::DropMalformed => xdp_action::XDP_DROP,
+        _ => xdp_action::XDP_DROP,
     }
 }
 

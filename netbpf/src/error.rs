@@ -6,6 +6,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error(transparent)]
+    Invalid(#[from] crate::config::Invalid),
+
     #[error("must run as root (needs CAP_BPF and CAP_NET_ADMIN)")]
     NotRoot,
 
@@ -60,6 +63,9 @@ pub enum Error {
         source: aya::maps::MapError,
     },
 
+    #[error("not everything could be removed: {0}")]
+    Incomplete(String),
+
     #[error("{context}: {source}")]
     Io { context: String, source: io::Error },
 }
@@ -68,7 +74,8 @@ impl Error {
     /// 2 for input the user can fix on the command line, 1 for everything else.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::NetnsNotFound { .. }
+            Error::Invalid(_)
+            | Error::NetnsNotFound { .. }
             | Error::PinDirNotBpffs { .. }
             | Error::UnknownInterface { .. } => 2,
             _ => 1,

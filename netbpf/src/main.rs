@@ -3,10 +3,26 @@
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
+use clap::{Parser as _, error::ErrorKind};
 
 fn main() -> ExitCode {
-    let args = netbpf::cli::Args::parse();
+    let args = match netbpf::cli::Args::try_parse() {
+        Ok(args) => args,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // One line, like every other error: clap's first line, without its prefix.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid usage");
+            eprintln!(
+                "netbpf: {} (see netbpf --help)",
+                first.trim_start_matches("error: ")
+            );
+            return ExitCode::from(2);
+        }
+    };
     match netbpf::cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -182,6 +182,7 @@ pub fn arp_request(sender_mac: Mac, sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u
 pub mod verdict {
     pub const TC_ACT_OK: u32 = 0;
     pub const TC_ACT_SHOT: u32 = 2;
+    pub const TC_ACT_REDIRECT: u32 = 7;
     pub const XDP_DROP: u32 = 1;
     pub const XDP_PASS: u32 = 2;
 }

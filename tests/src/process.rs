@@ -3,8 +3,9 @@
 
 use std::{
     io,
-    net::{SocketAddrV4, UdpSocket},
+    net::{SocketAddrV4, TcpListener, TcpStream, UdpSocket},
     process::{Child, Command, Stdio},
+    time::{Duration, Instant},
 };
 
 /// A process started by a test; killed (by its PID, which we own) and reaped on drop.
@@ -94,4 +95,45 @@ pub fn send_frames(iface: &str, frames: &[Vec<u8>]) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Accepts one connection, giving up after `limit` (a guard against a hung test, not a
+/// timing assertion). The stream comes back blocking, with `limit` as read/write timeout.
+pub fn accept_within(listener: &TcpListener, limit: Duration) -> io::Result<TcpStream> {
+    listener.set_nonblocking(true)?;
+    let deadline = Instant::now() + limit;
+    let stream = loop {
+        match listener.accept() {
+            Ok((stream, _)) => break stream,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no connection arrived",
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(limit))?;
+    stream.set_write_timeout(Some(limit))?;
+    Ok(stream)
+}
+
+/// Polls `check` until it returns `Some`, for at most `limit` (packets cross a veth in
+/// softirq context, a little after `sendto` returns). Returns the last `None` as an error.
+pub fn wait_for<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

@@ -10,6 +10,7 @@ use std::{
 };
 
 use netbpf_common::{
+    maps,
     pin_paths::NETNS_PIN_ROOT,
     stats::{Hook, Outcome},
 };
@@ -19,12 +20,15 @@ use netbpf_tests::{
         HOST_UPLINK_IF, HOST_UPLINK_IP, HOST_UPLINK_MAC, Lab, OUTSIDE_IF, OUTSIDE_IP, OUTSIDE_MAC,
     },
     packet::{self, ETH_HLEN, IPV4_HLEN, UDP_HLEN},
-    process::{send_frames, send_udp},
+    process::{accept_within, send_frames, send_udp},
     require_root,
 };
-use support::{counter, netbpf_ok, stats, tcx_ingress_programs, xdp_attached};
+use support::{
+    counter, link_ids, netbpf_ok, stats, tcx_ingress_programs, wait_for_count, xdp_attached,
+};
 
 const PAYLOAD: &[u8] = &[0x5a; 100];
+const UPLINK_HOOKS: [Hook; 2] = [Hook::FromUplink, Hook::XdpUplink];
 const UDP_FRAME_LEN: u64 = (ETH_HLEN + IPV4_HLEN + UDP_HLEN + 100) as u64;
 
 fn lab() -> Lab {
@@ -80,7 +84,7 @@ fn counters_rise_by_exactly_the_packets_sent() {
 
     // Read by a separate process from the pinned map.
     let rows = stats(&lab.host);
-    for hook in Hook::ALL {
+    for hook in UPLINK_HOOKS {
         assert_eq!(
             counter(&rows, hook, Outcome::Pass),
             (25, 25 * UDP_FRAME_LEN),
@@ -120,8 +124,7 @@ fn malformed_packets_are_dropped_and_counted_at_the_first_hook() {
     lab.outside
         .run(|| send_frames(OUTSIDE_IF, &malformed_frames(4)))
         .expect("raw send");
-    let rows = stats(&lab.host);
-    assert_eq!(counter(&rows, Hook::XdpUplink, Outcome::DropMalformed).0, 4);
+    let rows = wait_for_count(&lab.host, Hook::XdpUplink, Outcome::DropMalformed, 4);
     assert_eq!(
         counter(&rows, Hook::FromUplink, Outcome::DropMalformed).0,
         3
@@ -134,17 +137,28 @@ fn attaching_again_swaps_programs_in_place_and_keeps_counters() {
     require_root!();
     let lab = lab();
     netbpf_ok(&lab.host, &["attach", "--iface", HOST_UPLINK_IF]);
+    let pins = Path::new(NETNS_PIN_ROOT)
+        .join(lab.host.name())
+        .join("links");
+    let links = [pins.join("from_uplink@up0"), pins.join("xdp_uplink@up0")];
+    let before: Vec<(u32, u32)> = links.iter().map(|l| link_ids(l)).collect();
     udp_through_uplink(&lab, 5);
     let out = netbpf_ok(&lab.host, &["attach", "--iface", HOST_UPLINK_IF]);
     assert_eq!(out.matches("replaced program in").count(), 2, "{out}");
-    // Still one program per hook, now the new one, counting into the same pinned map.
+    // The same links, now running new programs, counting into the same pinned map.
+    for (link, (link_id, prog_id)) in links.iter().zip(before) {
+        let (new_link_id, new_prog_id) = link_ids(link);
+        assert_eq!(new_link_id, link_id, "{}", link.display());
+        assert_ne!(new_prog_id, prog_id, "{}", link.display());
+    }
     assert_eq!(
         tcx_ingress_programs(&lab.host, HOST_UPLINK_IF),
         ["from_uplink"]
     );
+    assert!(xdp_attached(&lab.host, HOST_UPLINK_IF));
     udp_through_uplink(&lab, 7);
     let rows = stats(&lab.host);
-    for hook in Hook::ALL {
+    for hook in UPLINK_HOOKS {
         assert_eq!(
             counter(&rows, hook, Outcome::Pass),
             (12, 12 * UDP_FRAME_LEN),
@@ -164,7 +178,7 @@ fn tcp_works_through_the_attached_programs() {
         .run(|| TcpListener::bind(addr).expect("listen in host"));
     std::thread::scope(|s| {
         s.spawn(|| {
-            let (mut conn, _) = listener.accept().expect("accept");
+            let mut conn = accept_within(&listener, Duration::from_secs(5)).expect("accept");
             let mut buf = [0u8; 5];
             conn.read_exact(&mut buf).expect("read");
             conn.write_all(&buf).expect("echo");
@@ -172,6 +186,8 @@ fn tcp_works_through_the_attached_programs() {
         let reply = lab.outside.run(|| {
             let mut conn =
                 TcpStream::connect_timeout(&addr.into(), Duration::from_secs(5)).expect("connect");
+            conn.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
             conn.write_all(b"hello").expect("write");
             let mut buf = [0u8; 5];
             conn.read_exact(&mut buf).expect("read echo");
@@ -181,7 +197,7 @@ fn tcp_works_through_the_attached_programs() {
     });
     let rows = stats(&lab.host);
     // SYN, ACK, data, ACKs, FIN...: at least the handshake and the data passed both hooks.
-    for hook in Hook::ALL {
+    for hook in UPLINK_HOOKS {
         assert!(
             counter(&rows, hook, Outcome::Pass).0 >= 3,
             "{hook:?}: {rows:?}"
@@ -200,7 +216,8 @@ fn down_leaves_nothing_attached_or_pinned() {
     assert!(pin_dir.join("links/xdp_uplink@up0").exists());
 
     let out = netbpf_ok(&lab.host, &["down"]);
-    assert!(out.starts_with("removed 2 link(s) and 1 map(s)"), "{out}");
+    let expected = format!("removed 2 link(s) and {} map(s)", maps::ALL.len());
+    assert!(out.starts_with(&expected), "{out}");
     assert!(!pin_dir.exists(), "{} still exists", pin_dir.display());
     assert!(tcx_ingress_programs(&lab.host, HOST_UPLINK_IF).is_empty());
     assert!(!xdp_attached(&lab.host, HOST_UPLINK_IF));

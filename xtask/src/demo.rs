@@ -10,7 +10,7 @@ use netbpf_tests::{
     lab::{
         HOST_UPLINK_IF, HOST_UPLINK_IP, HOST_UPLINK_MAC, Lab, OUTSIDE_IF, OUTSIDE_IP, OUTSIDE_MAC,
     },
-    netns::{self, Netns},
+    netns::{self, NETNS_RUN_DIR, Netns},
     packet::{self, ETH_HLEN},
     process::{send_frames, send_udp},
 };
@@ -46,13 +46,27 @@ pub fn run() -> anyhow::Result<()> {
     step("netbpf down");
     let down = run_netbpf(&netbpf, &lab.host, &["down"]);
     let pin_dir = Path::new(NETNS_PIN_ROOT).join(lab.host.name());
+    let names: Vec<String> = [&lab.host, &lab.outside]
+        .iter()
+        .map(|ns| ns.name().to_owned())
+        .collect();
     drop(lab);
-    result?;
-    down?;
+    match (result, down) {
+        (Err(e), Err(down)) => return Err(e.context(format!("and then: {down}"))),
+        (Err(e), Ok(_)) | (Ok(()), Err(e)) => return Err(e),
+        (Ok(()), Ok(_)) => {}
+    }
     if pin_dir.exists() {
         bail!("{} still exists after netbpf down", pin_dir.display());
     }
-    step("lab removed: no namespace, pin or process left");
+    let left: Vec<&String> = names
+        .iter()
+        .filter(|n| Path::new(NETNS_RUN_DIR).join(n).exists())
+        .collect();
+    if !left.is_empty() {
+        bail!("namespaces left behind: {left:?}");
+    }
+    step("lab removed: no namespace or pin left (netbpf runs no process)");
     Ok(())
 }
 

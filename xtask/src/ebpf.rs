@@ -16,7 +16,7 @@ fn ebpf_cargo(subcommand: &str) -> Command {
         .env(
             "CARGO_ENCODED_RUSTFLAGS",
             [
-                "--cfg=bpf_target_arch=\"x86_64\"",
+                &format!("--cfg=bpf_target_arch=\"{}\"", std::env::consts::ARCH),
                 "-Cdebuginfo=2",
                 "-Clink-arg=--btf",
             ]

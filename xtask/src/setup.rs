@@ -27,6 +27,7 @@ const APT_PACKAGES: &[(&str, &str)] = &[
         "inspecting the kernel object, programs and links",
     ),
     ("util-linux", "setpriv (tests run netbpf unprivileged)"),
+    ("procps", "sysctl inside lab namespaces"),
 ];
 
 /// bpf-linker, built from source against Debian's LLVM 22 (prebuilt binaries are not

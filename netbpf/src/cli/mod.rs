@@ -89,7 +89,11 @@ pub fn run(args: Args) -> Result<()> {
     kernel::require_root()?;
     let pins = PinDir::resolve(args.pin_dir.as_deref(), args.netns.as_deref());
     if let Some(name) = &args.netns {
-        netns::enter(name)?;
+        match netns::enter(name) {
+            // With its namespace gone, its links are gone too; `down` still removes the pins.
+            Err(crate::Error::NetnsNotFound { .. }) if matches!(args.command, Command::Down) => {}
+            other => other?,
+        }
     }
     let netns_label = match &args.netns {
         Some(name) => format!("network namespace {name:?}"),
@@ -99,7 +103,7 @@ pub fn run(args: Args) -> Result<()> {
     match args.command {
         Command::Attach { iface, hooks } => {
             let mut hooks: Vec<Hook> = if hooks.is_empty() {
-                Hook::ALL.to_vec()
+                vec![Hook::FromUplink, Hook::XdpUplink]
             } else {
                 hooks.into_iter().map(Hook::from).collect()
             };
@@ -122,7 +126,7 @@ pub fn run(args: Args) -> Result<()> {
                 println!("nothing to remove under {}", pins.path().display());
                 return Ok(());
             }
-            let removed = datapath::remove_all(&pins)?;
+            let removed = datapath::remove_all(&pins, true)?;
             print!("{}", render::removed(pins.path(), &removed));
         }
     }

@@ -19,7 +19,7 @@ use aya::{
         xdp::{XdpLink, XdpLinkId},
     },
 };
-use netbpf_common::stats::Hook;
+use netbpf_common::{maps, stats::Hook};
 
 use super::{object, pins::PinDir};
 use crate::{Error, Result};
@@ -64,11 +64,12 @@ pub fn attach(
     }
 
     let fresh = !pins.has_maps();
+    let root_existed = pins.path().exists();
     pins.prepare()?;
     let result = attach_hooks(pins, ifindex, iface, hooks);
     if result.is_err() && fresh {
         // Best effort: leave nothing behind from a setup that never worked.
-        let _ = remove_all(pins);
+        let _ = remove_all(pins, !root_existed);
     }
     result
 }
@@ -116,7 +117,7 @@ fn attach_one(
         source,
     };
     match hook {
-        Hook::FromUplink => {
+        Hook::FromUplink | Hook::FromContainer => {
             let prog: &mut SchedClassifier = program.try_into().map_err(prog_err)?;
             attach_program(prog, ifindex, link_pin).map_err(|e| e.into_error(name, link_pin))
         }
@@ -205,12 +206,14 @@ fn attach_program<P: InterfaceProgram>(
                 replaced = true;
                 id
             }
-            // A link whose interface is gone cannot be updated: attach anew.
-            Err(_) => {
+            // The link's interface is gone (the link is defunct): attach anew. Any other
+            // failure leaves the pinned link, and the program in it, as they were.
+            Err(e) if is_defunct_link(&e) => {
                 unpin_stale(link_pin).map_err(AttachError::Other)?;
                 prog.attach_to_interface(ifindex)
                     .map_err(AttachError::Program)?
             }
+            Err(e) => return Err(AttachError::Program(e)),
         },
         None => prog
             .attach_to_interface(ifindex)
@@ -219,6 +222,11 @@ fn attach_program<P: InterfaceProgram>(
     let link = prog.take_link(id).map_err(AttachError::Program)?;
     let link: FdLink = link.try_into().map_err(AttachError::Link)?;
     Ok((link, replaced))
+}
+
+/// BPF_LINK_UPDATE on a tcx or XDP link whose device was removed fails with ENOLINK.
+fn is_defunct_link(e: &ProgramError) -> bool {
+    matches!(e, ProgramError::SyscallError(sys) if sys.io_error.raw_os_error() == Some(libc::ENOLINK))
 }
 
 fn open_pinned_link(path: &Path) -> Result<Option<FdLink>> {
@@ -244,29 +252,51 @@ fn unpin_stale(path: &Path) -> Result<()> {
     }
 }
 
-/// Detaches every pinned link and unpins every map, then removes the pin directory.
-/// Links go first, so no program is left running against a map that is being removed.
-pub fn remove_all(pins: &PinDir) -> Result<Removed> {
+/// Detaches every pinned link and unpins every map netbpf made, then removes the layout
+/// (and the pin directory itself if `remove_root`). Links go first, so no program is left
+/// running against a map that is being removed. Goes on past errors and reports them all.
+pub fn remove_all(pins: &PinDir, remove_root: bool) -> Result<Removed> {
     let mut removed = Removed::default();
+    let mut errors = Vec::new();
     for path in pins.pinned_links()? {
-        // Unpinning drops the last reference: the kernel detaches the link.
-        match PinnedLink::from_pin(&path) {
-            Ok(link) => {
-                let fd_link = link
-                    .unpin()
-                    .map_err(|e| Error::io(format!("unpinning {}", path.display()), e))?;
-                drop(fd_link);
-            }
-            // Not a link (or unreadable): remove the file so the directory can go.
-            Err(_) => unpin_stale(&path)?,
+        if !is_netbpf_link_pin(&path) {
+            continue;
         }
-        removed.links.push(path);
+        // Unpinning drops the last reference: the kernel detaches the link.
+        let result = match PinnedLink::from_pin(&path) {
+            Ok(link) => link
+                .unpin()
+                .map(drop)
+                .map_err(|e| Error::io(format!("unpinning {}", path.display()), e)),
+            // A pin that is no link (or unreadable): remove the file so the directory can go.
+            Err(_) => unpin_stale(&path),
+        };
+        match result {
+            Ok(()) => removed.links.push(path),
+            Err(e) => errors.push(e.to_string()),
+        }
     }
-    for path in pins.pinned_maps()? {
-        fs::remove_file(&path)
-            .map_err(|e| Error::io(format!("unpinning {}", path.display()), e))?;
-        removed.maps.push(path);
+    for name in maps::ALL {
+        let path = pins.map(name);
+        match fs::remove_file(&path) {
+            Ok(()) => removed.maps.push(path),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => errors.push(format!("unpinning {}: {e}", path.display())),
+        }
     }
-    pins.remove_layout()?;
+    if let Err(e) = pins.remove_layout(remove_root) {
+        errors.push(e.to_string());
+    }
+    if !errors.is_empty() {
+        return Err(Error::Incomplete(errors.join("; ")));
+    }
     Ok(removed)
+}
+
+/// Pins netbpf makes are named `<hook>@<interface>`; anything else is left alone.
+fn is_netbpf_link_pin(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.split_once('@'))
+        .is_some_and(|(hook, _)| Hook::ALL.iter().any(|h| h.name() == hook))
 }

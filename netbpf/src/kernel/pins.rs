@@ -6,7 +6,7 @@
 use std::{
     ffi::CString,
     fs, io,
-    os::unix::ffi::OsStrExt as _,
+    os::unix::{ffi::OsStrExt as _, fs::MetadataExt as _},
     path::{Path, PathBuf},
 };
 
@@ -35,13 +35,7 @@ impl PinDir {
     pub fn resolve(explicit: Option<&Path>, netns: Option<&str>) -> Self {
         match (explicit, netns) {
             (Some(dir), _) => PinDir::new(dir),
-            (None, Some(ns)) => {
-                // A namespace given by path is named after its last component.
-                let name = Path::new(ns)
-                    .file_name()
-                    .map_or_else(|| ns.into(), |n| n.to_owned());
-                PinDir::new(Path::new(NETNS_PIN_ROOT).join(name))
-            }
+            (None, Some(ns)) => PinDir::new(Path::new(NETNS_PIN_ROOT).join(netns_key(ns))),
             (None, None) => PinDir::new(DEFAULT_PIN_DIR),
         }
     }
@@ -115,21 +109,40 @@ impl PinDir {
         list_dir(&self.maps_dir())
     }
 
-    /// Removes the (by then empty) layout, and the per-namespace parent if nothing else is
-    /// left in it. Links and maps must have been unpinned first.
-    pub fn remove_layout(&self) -> Result<()> {
-        for dir in [self.links_dir(), self.maps_dir(), self.root.clone()] {
+    /// Removes the (by then empty) layout, and the directory itself if `remove_root`.
+    /// Links and maps must have been unpinned first. The shared parent of per-namespace
+    /// directories stays: another instance may be creating its directory in it.
+    pub fn remove_layout(&self, remove_root: bool) -> Result<()> {
+        let mut dirs = vec![self.links_dir(), self.maps_dir()];
+        if remove_root {
+            dirs.push(self.root.clone());
+        }
+        for dir in dirs {
             match fs::remove_dir(&dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(Error::io(format!("removing {}", dir.display()), e)),
             }
         }
-        if self.root.parent() == Some(Path::new(NETNS_PIN_ROOT)) {
-            // Fails harmlessly while other namespaces' instances remain.
-            let _ = fs::remove_dir(NETNS_PIN_ROOT);
-        }
         Ok(())
+    }
+}
+
+/// The directory name of a namespace's instance: its name under /run/netns, or for any
+/// other path (such as /proc/PID/ns/net) the namespace's inode, which identifies it.
+fn netns_key(ns: &str) -> String {
+    let path = Path::new(ns);
+    if !ns.contains('/') {
+        return ns.to_owned();
+    }
+    if path.parent() == Some(Path::new(super::netns::NETNS_RUN_DIR))
+        && let Some(name) = path.file_name().and_then(|n| n.to_str())
+    {
+        return name.to_owned();
+    }
+    match fs::metadata(path) {
+        Ok(meta) => format!("netns-{}", meta.ino()),
+        Err(_) => ns.replace('/', "_"),
     }
 }
 
@@ -206,8 +219,14 @@ mod tests {
             Path::new("/sys/fs/bpf/netbpf-ns/lab1")
         );
         assert_eq!(
-            PinDir::resolve(None, Some("/var/run/netns/lab2")).path(),
+            PinDir::resolve(None, Some("/run/netns/lab2")).path(),
             Path::new("/sys/fs/bpf/netbpf-ns/lab2")
+        );
+        // Two /proc paths of different namespaces never share a directory.
+        let own = fs::metadata("/proc/self/ns/net").expect("own netns");
+        assert_eq!(
+            PinDir::resolve(None, Some("/proc/self/ns/net")).path(),
+            Path::new(NETNS_PIN_ROOT).join(format!("netns-{}", own.ino()))
         );
         assert_eq!(
             PinDir::resolve(Some(Path::new("/sys/fs/bpf/x")), Some("lab1")).path(),

@@ -3,14 +3,21 @@
 
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
+pub mod fixture;
+
 use std::{
     ffi::CString,
+    path::Path,
     process::{Command, Output},
+    time::Duration,
 };
 
-use aya::programs::{SchedClassifier, TcAttachType};
+use aya::programs::{
+    SchedClassifier, TcAttachType,
+    links::{FdLink, PinnedLink},
+};
 use netbpf_common::stats::{Hook, Outcome};
-use netbpf_tests::{netbpf_bin, netns::Netns};
+use netbpf_tests::{netbpf_bin, netns::Netns, process::wait_for};
 use serde_json::Value;
 
 /// Runs `netbpf --netns NS ARGS...` and returns its output, whatever the exit status.
@@ -75,4 +82,28 @@ pub fn xdp_attached(ns: &Netns, iface: &str) -> bool {
 
 pub fn stderr_of(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Waits until the counter of (hook, outcome) shows `packets`, then returns all rows; panics
+/// with the last rows if it never does.
+pub fn wait_for_count(ns: &Netns, hook: Hook, outcome: Outcome, packets: u64) -> Vec<Value> {
+    let mut last = Vec::new();
+    wait_for(Duration::from_secs(5), || {
+        last = stats(ns);
+        (counter(&last, hook, outcome).0 == packets).then(|| last.clone())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{}/{} never reached {packets}: {last:?}",
+            hook.name(),
+            outcome.name()
+        )
+    })
+}
+
+/// (link id, program id) of a pinned link.
+pub fn link_ids(pin: &Path) -> (u32, u32) {
+    let link = FdLink::from(PinnedLink::from_pin(pin).expect("pinned link"));
+    let info = link.info().expect("link info");
+    (info.id(), info.program_id())
 }

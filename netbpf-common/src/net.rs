@@ -1,0 +1,75 @@
+//! Container networks: which interface belongs to which container, where each container
+//! address lives, and what each network allows. Addresses are IPv4 in network byte order,
+//! held as the native `u32` of those four bytes (`u32::from_ne_bytes(octets)`), which is
+//! how they sit in a packet.
+
+/// `NetworkInfo::flags`: containers of this network may talk to each other.
+pub const NET_ICC: u32 = 1 << 0;
+/// `NetworkInfo::flags`: no traffic to or from outside the host.
+pub const NET_INTERNAL: u32 = 1 << 1;
+/// `NetworkInfo::flags`: outbound traffic is masqueraded (north-south).
+pub const NET_MASQUERADE: u32 = 1 << 2;
+
+/// Length of the name fields (NUL-padded; user space only reads them).
+pub const NAME_LEN: usize = 32;
+
+/// `NB_NETWORKS` value, keyed by network id (`u32`, never 0).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetworkInfo {
+    pub subnet: u32,
+    pub gateway: u32,
+    pub prefix_len: u32,
+    pub flags: u32,
+    pub name: [u8; NAME_LEN],
+}
+
+/// `NB_ENDPOINTS` value, keyed by the container's address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EndpointInfo {
+    /// The container's MAC (its eth0).
+    pub mac: [u8; 6],
+    /// The host-side veth's MAC: what ARP for the gateway answers.
+    pub host_mac: [u8; 6],
+    /// The host-side veth: `bpf_redirect_peer` to it delivers into the container.
+    pub ifindex: u32,
+    pub network_id: u32,
+    /// User space only: a hash of the definition this endpoint was wired from; a change
+    /// means the container is wired again.
+    pub spec: u32,
+    pub name: [u8; NAME_LEN],
+}
+
+const _: () = assert!(size_of::<NetworkInfo>() == 48);
+const _: () = assert!(size_of::<EndpointInfo>() == 56);
+
+#[cfg(feature = "user")]
+// SAFETY: repr(C), only integers and byte arrays, no padding (sizes asserted above).
+unsafe impl aya::Pod for NetworkInfo {}
+#[cfg(feature = "user")]
+// SAFETY: as above.
+unsafe impl aya::Pod for EndpointInfo {}
+
+/// A name as stored in a map (truncated to NAME_LEN - 1 bytes, NUL-padded).
+pub fn name_bytes(name: &str) -> [u8; NAME_LEN] {
+    let mut out = [0u8; NAME_LEN];
+    let bytes = name.as_bytes();
+    let n = if bytes.len() < NAME_LEN {
+        bytes.len()
+    } else {
+        NAME_LEN - 1
+    };
+    let mut i = 0;
+    while i < n {
+        out[i] = bytes[i];
+        i += 1;
+    }
+    out
+}
+
+/// The name stored by [`name_bytes`].
+pub fn name_str(bytes: &[u8; NAME_LEN]) -> &str {
+    let len = bytes.iter().position(|b| *b == 0).unwrap_or(NAME_LEN);
+    core::str::from_utf8(&bytes[..len]).unwrap_or("?")
+}

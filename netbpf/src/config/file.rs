@@ -1,0 +1,120 @@
+//! The definitions file as written (TOML). Unknown fields are errors; values stay strings
+//! here so that validation can say exactly which one is wrong and why.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::Problem;
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefinitionsFile {
+    #[serde(default)]
+    pub host: HostDef,
+    #[serde(default)]
+    pub network: Vec<NetworkDef>,
+    #[serde(default)]
+    pub container: Vec<ContainerDef>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostDef {
+    /// The interface toward the outside (north-south).
+    pub uplink: Option<String>,
+    pub pin_dir: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkDef {
+    pub name: String,
+    pub subnet: String,
+    pub gateway: Option<String>,
+    pub icc: Option<bool>,
+    pub internal: Option<bool>,
+    pub masquerade: Option<bool>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerDef {
+    pub name: String,
+    /// A network namespace path...
+    pub netns: Option<PathBuf>,
+    /// ...or the PID of a process in it.
+    pub pid: Option<u32>,
+    /// A network name, or "none" (loopback only).
+    pub network: String,
+    pub ip: Option<String>,
+    pub mac: Option<String>,
+    pub ifname: Option<String>,
+}
+
+/// Parses the TOML; an error names its line and column, and the entry it is in.
+pub fn parse(text: &str) -> Result<DefinitionsFile, Problem> {
+    toml::from_str(text).map_err(|e| {
+        let (line, column) = e
+            .span()
+            .map(|span| line_col(text, span.start))
+            .unwrap_or((1, 1));
+        let place = match entry_at(text, line) {
+            Some(entry) => format!("line {line}, column {column} ({entry})"),
+            None => format!("line {line}, column {column}"),
+        };
+        Problem {
+            place,
+            field: None,
+            message: e.message().trim().to_owned(),
+        }
+    })
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, str::len) + 1;
+    (line, column)
+}
+
+/// The table a line belongs to: `[host]`, or `container #N` for the Nth `[[container]]`.
+fn entry_at(text: &str, line: usize) -> Option<String> {
+    let mut current = None;
+    let mut counts = std::collections::HashMap::<&str, usize>::new();
+    for l in text.lines().take(line) {
+        let l = l.trim();
+        if let Some(name) = l.strip_prefix("[[").and_then(|r| r.strip_suffix("]]")) {
+            let n = counts.entry(name.trim()).or_default();
+            *n += 1;
+            current = Some(format!("{} #{n}", name.trim()));
+        } else if let Some(name) = l.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+            current = Some(format!("[{}]", name.trim()));
+        }
+    }
+    current
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_field_names_line_entry_and_field() {
+        let text = "[[network]]\nname = \"a\"\nsubnet = \"198.18.10.0/24\"\n\n[[container]]\nname = \"x\"\nnetwork = \"a\"\ncolour = \"red\"\n";
+        let problem = parse(text).expect_err("unknown field");
+        assert_eq!(problem.place, "line 8, column 1 (container #1)");
+        assert!(
+            problem.message.contains("unknown field `colour`"),
+            "{}",
+            problem.message
+        );
+    }
+
+    #[test]
+    fn defaults_are_empty() {
+        let file = parse("").expect("empty file is valid");
+        assert!(file.network.is_empty() && file.container.is_empty());
+        assert!(file.host.uplink.is_none());
+    }
+}

@@ -1,0 +1,76 @@
+//! The validated, resolved definitions: every address allocated, every MAC derived, every
+//! network numbered. What the planner turns into kernel state.
+
+use std::{net::Ipv4Addr, path::PathBuf};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Model {
+    pub uplink: Option<String>,
+    pub pin_dir: Option<PathBuf>,
+    pub networks: Vec<Network>,
+    pub containers: Vec<Container>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Network {
+    /// Stable across reloads; never 0.
+    pub id: u32,
+    pub name: String,
+    pub subnet: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv4Addr,
+    pub icc: bool,
+    pub internal: bool,
+    pub masquerade: bool,
+}
+
+impl Network {
+    pub fn contains(&self, addr: Ipv4Addr) -> bool {
+        u32::from(addr) & mask(self.prefix_len) == u32::from(self.subnet)
+    }
+
+    pub fn broadcast(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.subnet) | !mask(self.prefix_len))
+    }
+
+    pub fn cidr(&self) -> String {
+        format!("{}/{}", self.subnet, self.prefix_len)
+    }
+}
+
+pub fn mask(prefix_len: u8) -> u32 {
+    match prefix_len {
+        0 => 0,
+        n => u32::MAX << (32 - u32::from(n.min(32))),
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Container {
+    pub name: String,
+    /// The container's network namespace (a path; `pid = N` resolves to /proc/N/ns/net).
+    pub netns: PathBuf,
+    /// `None` for `network = "none"`: loopback only, nothing to wire.
+    pub attachment: Option<Attachment>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attachment {
+    pub network: String,
+    pub network_id: u32,
+    pub ip: Ipv4Addr,
+    pub mac: [u8; 6],
+    /// The interface name inside the container.
+    pub ifname: String,
+}
+
+/// Docker's derivation: 02:42 followed by the four address bytes.
+pub fn mac_from_ip(ip: Ipv4Addr) -> [u8; 6] {
+    let [a, b, c, d] = ip.octets();
+    [0x02, 0x42, a, b, c, d]
+}
+
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    let [a, b, c, d, e, f] = mac;
+    format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
+}
