@@ -115,6 +115,8 @@ fn traffic_and_counters(lab: &Lab, netbpf: &Path) -> anyhow::Result<()> {
         .run(|| send_frames(OUTSIDE_IF, &vec![bad; MALFORMED]))
         .context("sending malformed frames")?;
 
+    // Raw frames cross the veth in softirq context, a moment after sendto returns.
+    std::thread::sleep(std::time::Duration::from_millis(200));
     step("netbpf show stats (a separate process reading the pinned counters)");
     let table = run_netbpf(netbpf, &lab.host, &["show", "stats"])?;
     print!("{table}");

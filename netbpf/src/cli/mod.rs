@@ -58,6 +58,9 @@ pub enum ShowWhat {
     Stats {
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
+        /// Also list counters that are zero in the table (JSON always lists every one).
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -113,11 +116,14 @@ pub fn run(args: Args) -> Result<()> {
             print!("{}", render::attached(&attached));
         }
         Command::Show {
-            what: ShowWhat::Stats { output },
+            what: ShowWhat::Stats { output, all },
         } => {
             let rows = stats::read_pinned(&pins)?;
             match output {
-                Output::Table => print!("{}", render::stats_table(&rows)),
+                Output::Table => {
+                    let shown: Vec<_> = rows.into_iter().filter(|r| all || r.packets > 0).collect();
+                    print!("{}", render::stats_table(&shown));
+                }
                 Output::Json => println!("{}", render::json(&rows)),
             }
         }
@@ -154,7 +160,8 @@ mod tests {
             args.command,
             Command::Show {
                 what: ShowWhat::Stats {
-                    output: Output::Json
+                    output: Output::Json,
+                    all: false
                 }
             }
         ));

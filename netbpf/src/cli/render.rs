@@ -16,13 +16,13 @@ pub fn json<T: Serialize>(rows: &[T]) -> String {
 
 pub fn stats_table(rows: &[StatRow]) -> String {
     let mut out = format!(
-        "{:<12} {:<16} {:>12} {:>14}\n",
+        "{:<15} {:<20} {:>12} {:>14}\n",
         "HOOK", "OUTCOME", "PACKETS", "BYTES"
     );
     for r in rows {
         let _ = writeln!(
             out,
-            "{:<12} {:<16} {:>12} {:>14}",
+            "{:<15} {:<20} {:>12} {:>14}",
             r.hook, r.outcome, r.packets, r.bytes
         );
     }
@@ -84,9 +84,9 @@ mod tests {
     fn stats_table_layout() {
         assert_eq!(
             stats_table(&rows()),
-            "HOOK         OUTCOME               PACKETS          BYTES\n\
-             from_uplink  pass                     1010         106980\n\
-             xdp_uplink   drop_malformed              5            530\n"
+            "HOOK            OUTCOME                   PACKETS          BYTES\n\
+             from_uplink     pass                         1010         106980\n\
+             xdp_uplink      drop_malformed                  5            530\n"
         );
     }
 
