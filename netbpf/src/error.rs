@@ -63,6 +63,9 @@ pub enum Error {
         source: aya::maps::MapError,
     },
 
+    #[error("{command}: {stderr}")]
+    Command { command: String, stderr: String },
+
     #[error("not everything could be removed: {0}")]
     Incomplete(String),
 

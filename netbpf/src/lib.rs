@@ -4,9 +4,12 @@
 //! - [`kernel`]: the embedded kernel object, loading, attaching, pinning, namespaces, counters.
 //! - [`cli`]: command-line parsing and rendering; `main` only maps its result to an exit code.
 
+pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod inspect;
 pub mod kernel;
+pub mod plan;
 
 pub use error::{Error, Result};

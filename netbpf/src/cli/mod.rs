@@ -9,7 +9,10 @@ use netbpf_common::stats::Hook;
 
 use crate::{
     Result,
+    agent::{self, reconcile},
+    config, inspect,
     kernel::{self, datapath, netns, pins::PinDir, stats},
+    plan,
 };
 
 #[derive(Debug, Parser)]
@@ -34,6 +37,17 @@ pub struct Args {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Validate a definitions file and print what it resolves to; changes nothing.
+    Check {
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Make the datapath match a definitions file once, then exit (the datapath keeps
+    /// running without any process).
+    Apply {
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Attach the uplink programs to an interface (again: swap in the new programs).
     Attach {
         /// Interface to attach to.
@@ -48,12 +62,22 @@ pub enum Command {
         #[command(subcommand)]
         what: ShowWhat,
     },
-    /// Detach every program and remove every pin netbpf made here.
+    /// Remove everything netbpf made here: links, pins, veths, map entries.
     Down,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ShowWhat {
+    /// Networks, with their subnet, gateway, policy and container count.
+    Networks {
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Wired containers: address, MAC, network, host-side interface.
+    Containers {
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
     /// Packets and bytes per hook and outcome.
     Stats {
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
@@ -89,8 +113,11 @@ impl From<HookArg> for Hook {
 
 /// Runs one command. Validation comes first, so a bad invocation changes nothing.
 pub fn run(args: Args) -> Result<()> {
+    if let Command::Check { config } = &args.command {
+        return check(config, &args);
+    }
     kernel::require_root()?;
-    let pins = PinDir::resolve(args.pin_dir.as_deref(), args.netns.as_deref());
+    let pins = resolve_pins(&args);
     if let Some(name) = &args.netns {
         match netns::enter(name) {
             // With its namespace gone, its links are gone too; `down` still removes the pins.
@@ -104,6 +131,11 @@ pub fn run(args: Args) -> Result<()> {
     };
 
     match args.command {
+        Command::Check { .. } => unreachable!("handled above"),
+        Command::Apply { config } => {
+            let report = agent::apply(&config, &pins)?;
+            print!("{}", render::report(&report));
+        }
         Command::Attach { iface, hooks } => {
             let mut hooks: Vec<Hook> = if hooks.is_empty() {
                 vec![Hook::FromUplink, Hook::XdpUplink]
@@ -114,6 +146,24 @@ pub fn run(args: Args) -> Result<()> {
             hooks.dedup();
             let attached = datapath::attach(&pins, &iface, &netns_label, &hooks)?;
             print!("{}", render::attached(&attached));
+        }
+        Command::Show {
+            what: ShowWhat::Networks { output },
+        } => {
+            let rows = inspect::networks(&pins)?;
+            match output {
+                Output::Table => print!("{}", render::networks_table(&rows)),
+                Output::Json => println!("{}", render::json(&rows)),
+            }
+        }
+        Command::Show {
+            what: ShowWhat::Containers { output },
+        } => {
+            let rows = inspect::containers(&pins)?;
+            match output {
+                Output::Table => print!("{}", render::containers_table(&rows)),
+                Output::Json => println!("{}", render::json(&rows)),
+            }
         }
         Command::Show {
             what: ShowWhat::Stats { output, all },
@@ -128,6 +178,15 @@ pub fn run(args: Args) -> Result<()> {
             }
         }
         Command::Down => {
+            // Veths first: their links go with them.
+            let veths = reconcile::remove_veths()?;
+            if !veths.is_empty() {
+                println!(
+                    "removed {} container veth(s): {}",
+                    veths.len(),
+                    veths.join(" ")
+                );
+            }
             if !pins.on_bpffs()? || !pins.path().exists() {
                 println!("nothing to remove under {}", pins.path().display());
                 return Ok(());
@@ -136,6 +195,32 @@ pub fn run(args: Args) -> Result<()> {
             print!("{}", render::removed(pins.path(), &removed));
         }
     }
+    Ok(())
+}
+
+/// The pin directory: `--pin-dir`, else the definitions file's `[host] pin_dir`, else the
+/// default for the namespace.
+fn resolve_pins(args: &Args) -> PinDir {
+    let from_file = match &args.command {
+        Command::Apply { config } | Command::Check { config } => config::file::pin_dir_of(config),
+        _ => None,
+    };
+    PinDir::resolve(
+        args.pin_dir.as_deref().or(from_file.as_deref()),
+        args.netns.as_deref(),
+    )
+}
+
+/// `check`: needs no root; with it, addresses already allocated are taken into account.
+fn check(config: &std::path::Path, args: &Args) -> Result<()> {
+    let pins = resolve_pins(args);
+    let previous = if kernel::require_root().is_ok() {
+        agent::previous(&pins)
+    } else {
+        Default::default()
+    };
+    let model = config::load(config, &previous)?;
+    print!("{}", render::plan_summary(&model, &plan::plan(&model)));
     Ok(())
 }
 

@@ -4,9 +4,15 @@ use std::{fmt::Write as _, path::Path};
 
 use serde::Serialize;
 
-use crate::kernel::{
-    datapath::{Attached, Removed},
-    stats::StatRow,
+use crate::{
+    agent::reconcile::Report,
+    config::{Model, model::format_mac},
+    inspect::{ContainerRow, NetworkRow},
+    kernel::{
+        datapath::{Attached, Removed},
+        stats::StatRow,
+    },
+    plan::Plan,
 };
 
 pub fn json<T: Serialize>(rows: &[T]) -> String {
@@ -27,6 +33,105 @@ pub fn stats_table(rows: &[StatRow]) -> String {
         );
     }
     out
+}
+
+pub fn networks_table(rows: &[NetworkRow]) -> String {
+    let mut out = format!(
+        "{:<16} {:>4} {:<18} {:<15} {:<5} {:<8} {:<10} {:>10}\n",
+        "NAME", "ID", "SUBNET", "GATEWAY", "ICC", "INTERNAL", "MASQUERADE", "CONTAINERS"
+    );
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "{:<16} {:>4} {:<18} {:<15} {:<5} {:<8} {:<10} {:>10}",
+            r.name, r.id, r.subnet, r.gateway, r.icc, r.internal, r.masquerade, r.containers
+        );
+    }
+    out
+}
+
+pub fn containers_table(rows: &[ContainerRow]) -> String {
+    let mut out = format!(
+        "{:<20} {:<16} {:<15} {:<17} {:<15} {:>7}\n",
+        "NAME", "NETWORK", "IP", "MAC", "HOST IFACE", "IFINDEX"
+    );
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "{:<20} {:<16} {:<15} {:<17} {:<15} {:>7}",
+            r.name, r.network, r.ip, r.mac, r.host_interface, r.ifindex
+        );
+    }
+    out
+}
+
+/// What `check` prints: the networks and containers a file resolves to.
+pub fn plan_summary(model: &Model, plan: &Plan) -> String {
+    let mut out = format!(
+        "valid: {} network(s), {} container(s) ({} wired)\n",
+        model.networks.len(),
+        model.containers.len(),
+        plan.containers.len()
+    );
+    for n in &model.networks {
+        let _ = writeln!(
+            out,
+            "network {:<16} id {:<4} {} gateway {} icc={} internal={} masquerade={}",
+            n.name,
+            n.id,
+            n.cidr(),
+            n.gateway,
+            n.icc,
+            n.internal,
+            n.masquerade
+        );
+    }
+    for c in &model.containers {
+        match &c.attachment {
+            Some(a) => {
+                let _ = writeln!(
+                    out,
+                    "container {:<20} {:<16} {:<15} {} {} in {}",
+                    c.name,
+                    a.network,
+                    a.ip,
+                    format_mac(&a.mac),
+                    a.ifname,
+                    c.netns.display()
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "container {:<20} none (loopback only) in {}",
+                    c.name,
+                    c.netns.display()
+                );
+            }
+        }
+    }
+    out
+}
+
+/// What `apply` changed.
+pub fn report(report: &Report) -> String {
+    let list = |names: &[String]| {
+        if names.is_empty() {
+            "-".to_owned()
+        } else {
+            names.join(" ")
+        }
+    };
+    format!(
+        "applied: {} network(s); added {} container(s): {}; removed {}: {}; unchanged {} ({} program swap(s))\n",
+        report.networks,
+        report.added.len(),
+        list(&report.added),
+        report.removed.len(),
+        list(&report.removed),
+        report.kept.len(),
+        report.swapped
+    )
 }
 
 pub fn attached(attached: &[Attached]) -> String {

@@ -52,6 +52,13 @@ pub struct ContainerDef {
     pub ifname: Option<String>,
 }
 
+/// The `[host] pin_dir` of a file, if it parses far enough to tell (validation reports
+/// what is wrong with it).
+pub fn pin_dir_of(path: &std::path::Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(path).ok()?;
+    parse(&text).ok()?.host.pin_dir
+}
+
 /// Parses the TOML; an error names its line and column, and the entry it is in.
 pub fn parse(text: &str) -> Result<DefinitionsFile, Problem> {
     toml::from_str(text).map_err(|e| {

@@ -75,22 +75,19 @@ pub fn attach(
 }
 
 fn attach_hooks(pins: &PinDir, ifindex: u32, iface: &str, hooks: &[Hook]) -> Result<Vec<Attached>> {
-    let mut ebpf = object::open(Some(pins))?;
+    let mut loaded = Loaded::open(pins)?;
     // Attach everything first, pin only when all succeeded: an unpinned link detaches
-    // when `ebpf` drops, so a failure halfway leaves no new link behind.
+    // when `loaded` drops, so a failure halfway leaves no new link behind.
     let mut pending = Vec::new();
     for &hook in hooks {
         let link_pin = pins.link(hook, iface);
-        let (link, replaced) = attach_one(&mut ebpf, hook, ifindex, &link_pin)?;
+        let (link, replaced) = loaded.attach_link(hook, ifindex, &link_pin)?;
         pending.push((hook, link_pin, link, replaced));
     }
     let mut attached = Vec::new();
     for (hook, link_pin, link, replaced) in pending {
         if !replaced {
-            link.pin(&link_pin).map_err(|source| Error::Pin {
-                path: link_pin.clone(),
-                source,
-            })?;
+            pin_link(link, &link_pin)?;
         }
         attached.push(Attached {
             hook,
@@ -102,29 +99,77 @@ fn attach_hooks(pins: &PinDir, ifindex: u32, iface: &str, hooks: &[Hook]) -> Res
     Ok(attached)
 }
 
-/// Attaches one program, into the pinned link at `link_pin` if there is a live one.
-/// Returns the link (already pinned when replaced) and whether it replaced a program.
-fn attach_one(
-    ebpf: &mut Ebpf,
-    hook: Hook,
-    ifindex: u32,
-    link_pin: &Path,
-) -> Result<(FdLink, bool)> {
-    let name = hook.name();
-    let program = ebpf.program_mut(name).ok_or(Error::MissingProgram(name))?;
-    let prog_err = |source| Error::Program {
-        program: name,
+fn pin_link(link: FdLink, link_pin: &Path) -> Result<()> {
+    link.pin(link_pin).map(drop).map_err(|source| Error::Pin {
+        path: link_pin.to_owned(),
         source,
-    };
-    match hook {
-        Hook::FromUplink | Hook::FromContainer => {
-            let prog: &mut SchedClassifier = program.try_into().map_err(prog_err)?;
-            attach_program(prog, ifindex, link_pin).map_err(|e| e.into_error(name, link_pin))
+    })
+}
+
+/// The kernel object with its maps pinned, each program loaded the first time it is
+/// attached.
+pub struct Loaded {
+    ebpf: Ebpf,
+    loaded: Vec<Hook>,
+}
+
+impl Loaded {
+    pub fn open(pins: &PinDir) -> Result<Self> {
+        Ok(Loaded {
+            ebpf: object::open(Some(pins))?,
+            loaded: Vec::new(),
+        })
+    }
+
+    /// Attaches `hook`'s program to one interface and pins the link (or swaps the program
+    /// inside the link already pinned there).
+    pub fn attach(
+        &mut self,
+        pins: &PinDir,
+        hook: Hook,
+        ifindex: u32,
+        iface: &str,
+    ) -> Result<Attached> {
+        let link_pin = pins.link(hook, iface);
+        let (link, replaced) = self.attach_link(hook, ifindex, &link_pin)?;
+        if !replaced {
+            pin_link(link, &link_pin)?;
         }
-        Hook::XdpUplink => {
-            let prog: &mut Xdp = program.try_into().map_err(prog_err)?;
-            attach_program(prog, ifindex, link_pin).map_err(|e| e.into_error(name, link_pin))
+        Ok(Attached {
+            hook,
+            iface: iface.to_owned(),
+            link_pin,
+            replaced,
+        })
+    }
+
+    /// Attaches one program, into the pinned link at `link_pin` if there is a live one.
+    /// Returns the link (already pinned when replaced) and whether it replaced a program.
+    fn attach_link(&mut self, hook: Hook, ifindex: u32, link_pin: &Path) -> Result<(FdLink, bool)> {
+        let name = hook.name();
+        let load = !self.loaded.contains(&hook);
+        let program = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(Error::MissingProgram(name))?;
+        let prog_err = |source| Error::Program {
+            program: name,
+            source,
+        };
+        let result = match hook {
+            Hook::FromUplink | Hook::FromContainer => {
+                let prog: &mut SchedClassifier = program.try_into().map_err(prog_err)?;
+                attach_program(prog, load, ifindex, link_pin)
+            }
+            Hook::XdpUplink => {
+                let prog: &mut Xdp = program.try_into().map_err(prog_err)?;
+                attach_program(prog, load, ifindex, link_pin)
+            }
+        };
+        if load {
+            self.loaded.push(hook);
         }
+        result.map_err(|e| e.into_error(name, link_pin))
     }
 }
 
@@ -194,10 +239,13 @@ impl AttachError {
 
 fn attach_program<P: InterfaceProgram>(
     prog: &mut P,
+    load: bool,
     ifindex: u32,
     link_pin: &Path,
 ) -> Result<(FdLink, bool), AttachError> {
-    prog.load().map_err(AttachError::Program)?;
+    if load {
+        prog.load().map_err(AttachError::Program)?;
+    }
     let existing = open_pinned_link(link_pin).map_err(AttachError::Other)?;
     let mut replaced = false;
     let id = match existing.and_then(|l| P::Link::try_from(l).ok()) {

@@ -2,6 +2,8 @@
 //! attaching programs and reading their counters.
 
 pub mod datapath;
+pub mod ifaces;
+pub mod maps;
 pub mod netns;
 pub mod object;
 pub mod pins;

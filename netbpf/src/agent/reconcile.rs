@@ -1,0 +1,214 @@
+//! Making the kernel match a [`Plan`], changing only what differs: networks first, then
+//! containers that went away or changed are unwired, then new ones wired. Programs inside
+//! links that stay are swapped for this binary's (BPF_LINK_UPDATE), without a gap.
+
+use std::{collections::HashMap, path::Path};
+
+use netbpf_common::{
+    net::{EndpointInfo, name_bytes, name_str},
+    stats::Hook,
+};
+
+use crate::{
+    Error, Result,
+    kernel::{
+        datapath::Loaded,
+        ifaces::{self, OwnedVeth, VethSpec},
+        maps::{ContainerMaps, addr_key},
+        pins::PinDir,
+    },
+    plan::{Plan, WiredContainer},
+};
+
+/// What one reconcile changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    pub networks: usize,
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub kept: Vec<String>,
+    /// Links whose program was swapped in place.
+    pub swapped: usize,
+}
+
+pub fn reconcile(pins: &PinDir, plan: &Plan) -> Result<Report> {
+    pins.prepare()?;
+    let mut loaded = Loaded::open(pins)?;
+    let mut maps = ContainerMaps::open_pinned(pins)?;
+    let mut report = Report::default();
+
+    // Networks before the endpoints that name them.
+    for (id, info) in &plan.networks {
+        maps.networks
+            .insert(id, info, 0)
+            .map_err(map_err("NB_NETWORKS"))?;
+    }
+    report.networks = plan.networks.len();
+
+    let current: HashMap<String, (u32, EndpointInfo)> = maps
+        .endpoints()?
+        .into_iter()
+        .map(|(addr, ep)| (name_str(&ep.name).to_owned(), (addr_key(addr), ep)))
+        .collect();
+    let veths: HashMap<String, OwnedVeth> = ifaces::owned_veths()?
+        .into_iter()
+        .map(|v| (v.container.clone(), v))
+        .collect();
+    let desired: HashMap<&str, &WiredContainer> = plan
+        .containers
+        .iter()
+        .map(|c| (c.name.as_str(), c))
+        .collect();
+
+    // Unwire what is gone or changed, including veths whose endpoint was lost.
+    for (name, (key, ep)) in &current {
+        let keep = desired
+            .get(name.as_str())
+            .is_some_and(|c| c.spec == ep.spec && veths.contains_key(name));
+        if !keep {
+            unwire(pins, &mut maps, *key, ep.ifindex, veths.get(name))?;
+            report.removed.push(name.clone());
+        }
+    }
+    for (name, veth) in &veths {
+        if !current.contains_key(name) {
+            unwire_veth(pins, veth)?;
+        }
+    }
+
+    let mut containers: Vec<&WiredContainer> = plan.containers.iter().collect();
+    containers.sort_by(|a, b| a.name.cmp(&b.name));
+    for c in containers {
+        let kept = current
+            .get(&c.name)
+            .is_some_and(|(_, ep)| ep.spec == c.spec)
+            && veths.contains_key(&c.name);
+        if kept {
+            let veth = &veths[&c.name];
+            let attached = loaded.attach(pins, Hook::FromContainer, veth.ifindex, &veth.ifname)?;
+            report.swapped += usize::from(attached.replaced);
+            report.kept.push(c.name.clone());
+        } else {
+            wire(pins, &mut loaded, &mut maps, c)?;
+            report.added.push(c.name.clone());
+        }
+    }
+
+    // Networks nobody defines any more, last (no endpoint names them now).
+    for (id, _) in maps.networks()? {
+        if !plan.networks.contains_key(&id) {
+            maps.networks.remove(&id).map_err(map_err("NB_NETWORKS"))?;
+        }
+    }
+    report.removed.sort();
+    report.added.sort();
+    Ok(report)
+}
+
+fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> Error {
+    move |source| Error::Map { map, source }
+}
+
+/// Wires one container: veth, map entries, program, then the links go up. The program is
+/// attached before the container's end goes up, so its first packet is already handled.
+fn wire(
+    pins: &PinDir,
+    loaded: &mut Loaded,
+    maps: &mut ContainerMaps,
+    c: &WiredContainer,
+) -> Result<()> {
+    let mac = c.mac_string();
+    let spec = VethSpec {
+        container: &c.name,
+        host_ifname: &c.host_ifname,
+        netns: &c.netns,
+        ifname: &c.ifname,
+        ip: c.ip,
+        prefix_len: c.prefix_len,
+        mac: &mac,
+        gateway: c.gateway,
+        internal: c.internal,
+    };
+    let (ifindex, host_mac) = ifaces::create_veth(&spec)?;
+    let result = (|| {
+        let key = addr_key(c.ip);
+        let endpoint = EndpointInfo {
+            mac: c.mac,
+            host_mac,
+            ifindex,
+            network_id: c.network_id,
+            spec: c.spec,
+            name: name_bytes(&c.name),
+        };
+        maps.endpoints
+            .insert(&key, &endpoint, 0)
+            .map_err(map_err("NB_ENDPOINTS"))?;
+        maps.ifaces
+            .insert(&ifindex, &key, 0)
+            .map_err(map_err("NB_IFACES"))?;
+        loaded.attach(pins, Hook::FromContainer, ifindex, &c.host_ifname)?;
+        ifaces::bring_up(&spec)
+    })();
+    if result.is_err() {
+        // Leave nothing half-wired: the container is wired again on the next reconcile.
+        let veth = OwnedVeth {
+            ifname: c.host_ifname.clone(),
+            ifindex,
+            container: c.name.clone(),
+        };
+        let _ = unwire(pins, maps, addr_key(c.ip), ifindex, Some(&veth));
+    }
+    result
+}
+
+/// Removes one container's wiring: its link (detaching the program), its map entries, its
+/// veth. Entries go before the veth so no packet looks up a half-removed endpoint.
+fn unwire(
+    pins: &PinDir,
+    maps: &mut ContainerMaps,
+    key: u32,
+    ifindex: u32,
+    veth: Option<&OwnedVeth>,
+) -> Result<()> {
+    if let Some(veth) = veth {
+        remove_pin(&pins.link(Hook::FromContainer, &veth.ifname))?;
+    }
+    ignore_missing(maps.ifaces.remove(&ifindex)).map_err(map_err("NB_IFACES"))?;
+    ignore_missing(maps.endpoints.remove(&key)).map_err(map_err("NB_ENDPOINTS"))?;
+    if let Some(veth) = veth {
+        ifaces::delete_veth(&veth.ifname)?;
+    }
+    Ok(())
+}
+
+fn unwire_veth(pins: &PinDir, veth: &OwnedVeth) -> Result<()> {
+    remove_pin(&pins.link(Hook::FromContainer, &veth.ifname))?;
+    ifaces::delete_veth(&veth.ifname)
+}
+
+fn remove_pin(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(format!("unpinning {}", path.display()), e)),
+    }
+}
+
+fn ignore_missing(
+    result: std::result::Result<(), aya::maps::MapError>,
+) -> std::result::Result<(), aya::maps::MapError> {
+    match result {
+        Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        other => other,
+    }
+}
+
+/// Removes every veth netbpf made here (for `down`).
+pub fn remove_veths() -> Result<Vec<String>> {
+    let mut removed = Vec::new();
+    for veth in ifaces::owned_veths()? {
+        ifaces::delete_veth(&veth.ifname)?;
+        removed.push(veth.container);
+    }
+    Ok(removed)
+}

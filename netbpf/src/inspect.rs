@@ -1,0 +1,103 @@
+//! What the pinned maps hold, as rows for `netbpf show` (tables and JSON). Reads only.
+
+use std::{collections::HashMap, ffi::CStr};
+
+use netbpf_common::net::{NET_ICC, NET_INTERNAL, NET_MASQUERADE, name_str};
+use serde::Serialize;
+
+use crate::{
+    Result,
+    config::model::format_mac,
+    kernel::{
+        maps::{ContainerMaps, addr_of},
+        pins::PinDir,
+    },
+};
+
+/// One network. Field names are the stable JSON keys.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NetworkRow {
+    pub name: String,
+    pub id: u32,
+    pub subnet: String,
+    pub gateway: String,
+    pub icc: bool,
+    pub internal: bool,
+    pub masquerade: bool,
+    pub containers: usize,
+}
+
+/// One wired container. Field names are the stable JSON keys.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ContainerRow {
+    pub name: String,
+    pub network: String,
+    pub ip: String,
+    pub mac: String,
+    /// The host end of its veth.
+    pub host_interface: String,
+    pub ifindex: u32,
+}
+
+pub fn networks(pins: &PinDir) -> Result<Vec<NetworkRow>> {
+    let maps = ContainerMaps::open_pinned(pins)?;
+    let endpoints = maps.endpoints()?;
+    let mut rows: Vec<NetworkRow> = maps
+        .networks()?
+        .into_iter()
+        .map(|(id, n)| NetworkRow {
+            name: name_str(&n.name).to_owned(),
+            id,
+            subnet: format!("{}/{}", addr_of(n.subnet), n.prefix_len),
+            gateway: addr_of(n.gateway).to_string(),
+            icc: n.flags & NET_ICC != 0,
+            internal: n.flags & NET_INTERNAL != 0,
+            masquerade: n.flags & NET_MASQUERADE != 0,
+            containers: endpoints
+                .iter()
+                .filter(|(_, ep)| ep.network_id == id)
+                .count(),
+        })
+        .collect();
+    rows.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(rows)
+}
+
+pub fn containers(pins: &PinDir) -> Result<Vec<ContainerRow>> {
+    let maps = ContainerMaps::open_pinned(pins)?;
+    let network_names: HashMap<u32, String> = maps
+        .networks()?
+        .into_iter()
+        .map(|(id, n)| (id, name_str(&n.name).to_owned()))
+        .collect();
+    let mut rows: Vec<ContainerRow> = maps
+        .endpoints()?
+        .into_iter()
+        .map(|(addr, ep)| ContainerRow {
+            name: name_str(&ep.name).to_owned(),
+            network: network_names
+                .get(&ep.network_id)
+                .cloned()
+                .unwrap_or_else(|| format!("#{}", ep.network_id)),
+            ip: addr.to_string(),
+            mac: format_mac(&ep.mac),
+            host_interface: ifname_of(ep.ifindex),
+            ifindex: ep.ifindex,
+        })
+        .collect();
+    rows.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(rows)
+}
+
+fn ifname_of(ifindex: u32) -> String {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: buf has IF_NAMESIZE bytes, as if_indextoname requires.
+    let ptr = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+    if ptr.is_null() {
+        return "?".to_owned();
+    }
+    // SAFETY: on success buf holds a NUL-terminated name.
+    unsafe { CStr::from_ptr(buf.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
+}

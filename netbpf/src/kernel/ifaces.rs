@@ -1,0 +1,267 @@
+//! Interfaces and addresses, through iproute2: the veth pairs that connect containers, the
+//! addresses and routes on both ends. Commands for a container's namespace run in it (the
+//! child enters it before exec); everything else runs in the namespace netbpf runs in.
+
+use std::{
+    fs::File,
+    io,
+    net::Ipv4Addr,
+    os::{fd::AsRawFd as _, unix::process::CommandExt as _},
+    path::Path,
+    process::Command,
+};
+
+use serde::Deserialize;
+
+use crate::{Error, Result};
+
+/// The alias netbpf gives the host end of every veth it makes: `netbpf:<container>`.
+/// `down` and the reconciler find their veths by it.
+pub const ALIAS_PREFIX: &str = "netbpf:";
+
+/// A host-side veth netbpf made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnedVeth {
+    pub ifname: String,
+    pub ifindex: u32,
+    pub container: String,
+}
+
+#[derive(Deserialize)]
+struct IpLink {
+    ifindex: u32,
+    ifname: String,
+    #[serde(default)]
+    ifalias: Option<String>,
+    #[serde(default)]
+    address: Option<String>,
+}
+
+/// Runs `ip ARGS...`, in `netns` if given; an error quotes the command and its stderr.
+fn ip(netns: Option<&Path>, args: &[&str]) -> Result<String> {
+    let mut cmd = Command::new("ip");
+    cmd.args(args);
+    run_in(&mut cmd, netns)
+}
+
+fn run_in(cmd: &mut Command, netns: Option<&Path>) -> Result<String> {
+    let ns_file = netns
+        .map(|path| {
+            File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))
+        })
+        .transpose()?;
+    if let Some(file) = &ns_file {
+        let fd = file.as_raw_fd();
+        // SAFETY: between fork and exec the child only calls setns, which is
+        // async-signal-safe; the fd stays open in the parent until the child has run.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let described = format!("{cmd:?}").replace('"', "");
+    let out = cmd
+        .output()
+        .map_err(|e| Error::io(format!("running {described}"), e))?;
+    if !out.status.success() {
+        return Err(Error::Command {
+            command: described,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn links(netns: Option<&Path>) -> Result<Vec<IpLink>> {
+    let json = ip(netns, &["-j", "link", "show"])?;
+    serde_json::from_str(&json)
+        .map_err(|e| Error::io("parsing `ip -j link show`", io::Error::other(e)))
+}
+
+/// The veths netbpf made in this namespace, found by their alias.
+pub fn owned_veths() -> Result<Vec<OwnedVeth>> {
+    Ok(links(None)?
+        .into_iter()
+        .filter_map(|l| {
+            let container = l.ifalias?.strip_prefix(ALIAS_PREFIX)?.to_owned();
+            Some(OwnedVeth {
+                ifname: l.ifname,
+                ifindex: l.ifindex,
+                container,
+            })
+        })
+        .collect())
+}
+
+/// The host end's name for a container: `nb` and a hash of the container's name, so it
+/// fits the kernel's 15 characters whatever the name.
+pub fn host_ifname(container: &str) -> String {
+    format!("nb{:08x}", crate::plan::fnv1a(container.as_bytes()))
+}
+
+/// What wiring one container needs to know.
+#[derive(Clone, Debug)]
+pub struct VethSpec<'a> {
+    pub container: &'a str,
+    pub host_ifname: &'a str,
+    pub netns: &'a Path,
+    pub ifname: &'a str,
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    pub mac: &'a str,
+    pub gateway: Ipv4Addr,
+    /// No default route (internal networks).
+    pub internal: bool,
+}
+
+/// Creates the veth pair, the container end born in the container's namespace with its
+/// name and MAC; both ends stay down. Returns the host end's ifindex and MAC.
+pub fn create_veth(spec: &VethSpec<'_>) -> Result<(u32, [u8; 6])> {
+    let netns = spec.netns.to_str().ok_or_else(|| {
+        Error::io(
+            format!("namespace path {}", spec.netns.display()),
+            io::Error::new(io::ErrorKind::InvalidInput, "not UTF-8"),
+        )
+    })?;
+    ip(
+        None,
+        &[
+            "link",
+            "add",
+            spec.host_ifname,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            spec.ifname,
+            "address",
+            spec.mac,
+            "netns",
+            netns,
+        ],
+    )?;
+    let alias = format!("{ALIAS_PREFIX}{}", spec.container);
+    ip(None, &["link", "set", spec.host_ifname, "alias", &alias])?;
+    let link = links(None)?
+        .into_iter()
+        .find(|l| l.ifname == spec.host_ifname)
+        .ok_or_else(|| {
+            Error::io(
+                format!("veth {}", spec.host_ifname),
+                io::ErrorKind::NotFound.into(),
+            )
+        })?;
+    let mac = link.address.as_deref().and_then(parse_mac).ok_or_else(|| {
+        Error::io(
+            format!("MAC of {}", spec.host_ifname),
+            io::ErrorKind::InvalidData.into(),
+        )
+    })?;
+    Ok((link.ifindex, mac))
+}
+
+/// Brings both ends up: the host end with the gateway address (so the host answers for
+/// it) and a route to the container; the container end with its address and a default
+/// route via the gateway. IPv6 is off on both before they go up, so no router or neighbour
+/// solicitation ever reaches the datapath.
+pub fn bring_up(spec: &VethSpec<'_>) -> Result<()> {
+    let host = spec.host_ifname;
+    disable_ipv6(None, host)?;
+    ip(
+        None,
+        &["addr", "add", &format!("{}/32", spec.gateway), "dev", host],
+    )?;
+    ip(None, &["link", "set", host, "up"])?;
+    let ip_str = spec.ip.to_string();
+    ip(
+        None,
+        &[
+            "route",
+            "replace",
+            &format!("{ip_str}/32"),
+            "dev",
+            host,
+            "src",
+            &spec.gateway.to_string(),
+        ],
+    )?;
+    ip(
+        None,
+        &[
+            "neigh",
+            "replace",
+            &ip_str,
+            "lladdr",
+            spec.mac,
+            "dev",
+            host,
+            "nud",
+            "permanent",
+        ],
+    )?;
+
+    let ns = Some(spec.netns);
+    disable_ipv6(ns, spec.ifname)?;
+    ip(
+        ns,
+        &[
+            "addr",
+            "add",
+            &format!("{ip_str}/{}", spec.prefix_len),
+            "dev",
+            spec.ifname,
+        ],
+    )?;
+    ip(ns, &["link", "set", spec.ifname, "up"])?;
+    ip(ns, &["link", "set", "lo", "up"])?;
+    if !spec.internal {
+        ip(
+            ns,
+            &[
+                "route",
+                "replace",
+                "default",
+                "via",
+                &spec.gateway.to_string(),
+                "dev",
+                spec.ifname,
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+fn disable_ipv6(netns: Option<&Path>, ifname: &str) -> Result<()> {
+    let mut cmd = Command::new("sysctl");
+    cmd.args([
+        "-q",
+        "-w",
+        &format!("net.ipv6.conf.{ifname}.disable_ipv6=1"),
+    ]);
+    match run_in(&mut cmd, netns) {
+        // A kernel without IPv6 has nothing to disable.
+        Err(Error::Command { stderr, .. }) if stderr.contains("No such file") => Ok(()),
+        other => other.map(drop),
+    }
+}
+
+/// Deletes a veth pair by its host end (the container end goes with it).
+pub fn delete_veth(host_ifname: &str) -> Result<()> {
+    match ip(None, &["link", "del", host_ifname]) {
+        Err(Error::Command { stderr, .. }) if stderr.contains("Cannot find device") => Ok(()),
+        other => other.map(drop),
+    }
+}
+
+fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
