@@ -15,11 +15,12 @@ pub struct Background {
 }
 
 impl Background {
+    /// Starts `cmd` with stdin and stdout closed; stderr goes where `cmd` says (inherited
+    /// unless set, so a failing server shows why).
     pub fn spawn(mut cmd: Command) -> io::Result<Background> {
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .spawn()
             .map_err(|e| io::Error::new(e.kind(), format!("{cmd:?}: {e}")))?;
         Ok(Background { child })

@@ -1,6 +1,7 @@
 //! The control loop: definitions -> model -> plan -> kernel ([`reconcile`]).
 
 pub mod reconcile;
+pub mod watch;
 
 use std::path::Path;
 
@@ -43,4 +44,40 @@ pub fn load_model(file: &Path, pins: &PinDir) -> Result<Model> {
 pub fn apply(file: &Path, pins: &PinDir) -> Result<reconcile::Report> {
     let model = load_model(file, pins)?;
     reconcile::reconcile(pins, &plan::plan(&model))
+}
+
+/// `netbpf agent`: reconcile, then reload on SIGHUP or when the file changes, until
+/// SIGTERM/SIGINT. The datapath stays in place when it exits. A reload that fails (an
+/// invalid file, say) is logged and leaves the kernel as the last good one made it.
+pub fn run(file: &Path, pins: &PinDir) -> Result<()> {
+    let watch = watch::Watch::new(file)?;
+    let report = apply(file, pins)?;
+    log(&format!("reconciled: {}", summary(&report)));
+    loop {
+        match watch.next()? {
+            watch::Event::Exit(signal) => {
+                log(&format!("{signal}: exiting, the datapath stays in place"));
+                return Ok(());
+            }
+            watch::Event::Reload => match apply(file, pins) {
+                Ok(report) => log(&format!("reconciled: {}", summary(&report))),
+                Err(e) => log(&format!("reload failed, kernel state unchanged: {e}")),
+            },
+        }
+    }
+}
+
+fn summary(r: &reconcile::Report) -> String {
+    format!(
+        "{} network(s), {} added, {} removed, {} unchanged, {} program swap(s)",
+        r.networks,
+        r.added.len(),
+        r.removed.len(),
+        r.kept.len(),
+        r.swapped
+    )
+}
+
+fn log(message: &str) {
+    eprintln!("netbpf agent: {message}");
 }

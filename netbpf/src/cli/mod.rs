@@ -48,6 +48,12 @@ pub enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Apply, then keep running: reload on SIGHUP and when the file changes; exit on
+    /// SIGTERM, leaving the datapath in place.
+    Agent {
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Attach the uplink programs to an interface (again: swap in the new programs).
     Attach {
         /// Interface to attach to.
@@ -136,6 +142,7 @@ pub fn run(args: Args) -> Result<()> {
             let report = agent::apply(&config, &pins)?;
             print!("{}", render::report(&report));
         }
+        Command::Agent { config } => agent::run(&config, &pins)?,
         Command::Attach { iface, hooks } => {
             let mut hooks: Vec<Hook> = if hooks.is_empty() {
                 vec![Hook::FromUplink, Hook::XdpUplink]
@@ -202,7 +209,9 @@ pub fn run(args: Args) -> Result<()> {
 /// default for the namespace.
 fn resolve_pins(args: &Args) -> PinDir {
     let from_file = match &args.command {
-        Command::Apply { config } | Command::Check { config } => config::file::pin_dir_of(config),
+        Command::Apply { config } | Command::Check { config } | Command::Agent { config } => {
+            config::file::pin_dir_of(config)
+        }
         _ => None,
     };
     PinDir::resolve(

@@ -1,0 +1,153 @@
+//! What wakes the agent: SIGHUP (reload), SIGTERM/SIGINT (exit), and changes to the
+//! definitions file (through inotify on its directory, so editors that replace the file are
+//! seen too). One poll(2) over both; no timer, no busy loop.
+
+use std::{
+    ffi::{CString, OsStr},
+    io,
+    os::{
+        fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+        unix::ffi::OsStrExt as _,
+    },
+    path::Path,
+};
+
+use crate::{Error, Result};
+
+pub enum Event {
+    Reload,
+    Exit(&'static str),
+}
+
+pub struct Watch {
+    signals: OwnedFd,
+    inotify: OwnedFd,
+    file_name: Vec<u8>,
+}
+
+fn last_os_error(context: &str) -> Error {
+    Error::io(context, io::Error::last_os_error())
+}
+
+impl Watch {
+    /// Blocks the signals (they arrive through the signalfd instead) and watches `file`.
+    pub fn new(file: &Path) -> Result<Watch> {
+        // SAFETY: plain libc calls on a zeroed sigset we own.
+        let signals = unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for sig in [libc::SIGHUP, libc::SIGTERM, libc::SIGINT] {
+                libc::sigaddset(&mut set, sig);
+            }
+            if libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+                return Err(last_os_error("blocking signals"));
+            }
+            let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC);
+            if fd < 0 {
+                return Err(last_os_error("signalfd"));
+            }
+            OwnedFd::from_raw_fd(fd)
+        };
+        let dir = match file.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let file_name = file
+            .file_name()
+            .unwrap_or(OsStr::new(""))
+            .as_bytes()
+            .to_vec();
+        // SAFETY: inotify_init1 returns a new fd or -1.
+        let inotify = unsafe {
+            let fd = libc::inotify_init1(libc::IN_CLOEXEC);
+            if fd < 0 {
+                return Err(last_os_error("inotify_init1"));
+            }
+            OwnedFd::from_raw_fd(fd)
+        };
+        let c_dir = CString::new(dir.as_os_str().as_bytes())
+            .map_err(|e| Error::io(format!("watching {}", dir.display()), io::Error::other(e)))?;
+        let mask = libc::IN_CLOSE_WRITE | libc::IN_MOVED_TO | libc::IN_CREATE;
+        // SAFETY: a valid inotify fd and a NUL-terminated path.
+        if unsafe { libc::inotify_add_watch(inotify.as_raw_fd(), c_dir.as_ptr(), mask) } < 0 {
+            return Err(last_os_error(&format!("watching {}", dir.display())));
+        }
+        Ok(Watch {
+            signals,
+            inotify,
+            file_name,
+        })
+    }
+
+    /// Sleeps until something happens.
+    pub fn next(&self) -> Result<Event> {
+        loop {
+            let mut fds = [
+                libc::pollfd {
+                    fd: self.signals.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: self.inotify.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            // SAFETY: two valid pollfds; -1 waits without a timeout.
+            if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(Error::io("poll", e));
+            }
+            if fds[0].revents & libc::POLLIN != 0 {
+                // SAFETY: reading one siginfo struct into a zeroed buffer of its size.
+                let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+                let n = unsafe {
+                    libc::read(
+                        self.signals.as_raw_fd(),
+                        (&raw mut info).cast(),
+                        size_of::<libc::signalfd_siginfo>(),
+                    )
+                };
+                if n == size_of::<libc::signalfd_siginfo>() as isize {
+                    match info.ssi_signo as i32 {
+                        libc::SIGHUP => return Ok(Event::Reload),
+                        libc::SIGTERM => return Ok(Event::Exit("SIGTERM")),
+                        _ => return Ok(Event::Exit("SIGINT")),
+                    }
+                }
+            }
+            if fds[1].revents & libc::POLLIN != 0 && self.file_changed()? {
+                return Ok(Event::Reload);
+            }
+        }
+    }
+
+    /// Drains the inotify events; true if one names the definitions file.
+    fn file_changed(&self) -> Result<bool> {
+        let mut buf = [0u8; 4096];
+        // SAFETY: reading into a buffer we own, of the size given.
+        let n = unsafe { libc::read(self.inotify.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            return Err(last_os_error("reading inotify events"));
+        }
+        let header = size_of::<libc::inotify_event>();
+        let mut offset = 0;
+        let mut changed = false;
+        while offset + header <= n as usize {
+            // SAFETY: the kernel wrote a whole event header at offset; read it unaligned.
+            let event: libc::inotify_event =
+                unsafe { std::ptr::read_unaligned(buf.as_ptr().add(offset).cast()) };
+            let name_start = offset + header;
+            let name_end = (name_start + event.len as usize).min(n as usize);
+            let name = &buf[name_start..name_end];
+            let name = &name[..name.iter().position(|b| *b == 0).unwrap_or(name.len())];
+            changed |= name == self.file_name.as_slice();
+            offset = name_end;
+        }
+        Ok(changed)
+    }
+}
