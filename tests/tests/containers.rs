@@ -238,6 +238,42 @@ fn spoofed_source_mac_and_ip_are_dropped_and_counted() {
 }
 
 #[test]
+fn truncated_frames_from_a_container_are_dropped_as_malformed() {
+    require_root!();
+    let Setup { lab, .. } = setup(0);
+    let own = Mac([0x02, 0x42, 198, 18, 10, 2]);
+    let peer = Mac([0x02, 0x42, 198, 18, 10, 3]);
+    let frame = packet::udp4_frame(
+        peer,
+        own,
+        SocketAddrV4::new(WEB1, 9),
+        SocketAddrV4::new(WEB2, 9),
+        b"x",
+    );
+    let arp = packet::arp_request(own, WEB1, WEB2);
+    // Cut at each header boundary and inside each header.
+    let cuts = [
+        frame[..14].to_vec(),
+        frame[..14 + 10].to_vec(),
+        frame[..14 + 19].to_vec(),
+        arp[..14].to_vec(),
+        arp[..14 + 8].to_vec(),
+        arp[..14 + 27].to_vec(),
+    ];
+    lab.containers[0]
+        .run(|| send_frames("eth0", &cuts))
+        .expect("send");
+    let rows = wait_for_count(
+        &lab.host,
+        Hook::FromContainer,
+        Outcome::DropMalformed,
+        cuts.len() as u64,
+    );
+    assert_eq!(counter(&rows, Hook::FromContainer, Outcome::Forward).0, 0);
+    assert_eq!(counter(&rows, Hook::FromContainer, Outcome::ArpReply).0, 0);
+}
+
+#[test]
 fn arp_answers_for_gateway_and_peers_only() {
     require_root!();
     let Setup { lab, .. } = setup(0);

@@ -1,0 +1,528 @@
+//! `from_container` under BPF_PROG_TEST_RUN: every decision of the program, with the
+//! endpoint and network maps filled as the reconciler would, exact verdicts, output bytes
+//! and counters. The test run's device is loopback (ifindex 1): the "own" container sits
+//! behind ifindex 1. The kernel refuses (EINVAL) a test run whose Ethernet or IPv4 header
+//! is cut short; those cuts are sent over a real veth in `containers.rs`.
+
+mod support;
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use aya::{Ebpf, maps::HashMap};
+use netbpf_common::{
+    maps,
+    net::{EndpointInfo, NET_ICC, NET_INTERNAL, NetworkInfo, name_bytes},
+    stats::{Hook, Outcome},
+};
+use netbpf_tests::{
+    packet::{self, ETH_HLEN, ETH_P_IPV4, Fixture, IPPROTO_UDP, Mac, verdict},
+    require_root,
+};
+use support::fixture::{load, run};
+
+const OWN_IFINDEX: u32 = 1;
+const HOST_MAC: Mac = Mac([0x02, 0, 0, 0, 0, 0xa1]);
+const WEB1_MAC: Mac = Mac([0x02, 0x42, 198, 18, 10, 2]);
+const WEB2_MAC: Mac = Mac([0x02, 0x42, 198, 18, 10, 3]);
+const DB_MAC: Mac = Mac([0x02, 0x42, 198, 18, 20, 2]);
+const Q1_MAC: Mac = Mac([0x02, 0x42, 198, 18, 30, 2]);
+const Q2_MAC: Mac = Mac([0x02, 0x42, 198, 18, 30, 3]);
+const I1_MAC: Mac = Mac([0x02, 0x42, 198, 18, 40, 2]);
+
+const WEB1: Ipv4Addr = Ipv4Addr::new(198, 18, 10, 2);
+const WEB2: Ipv4Addr = Ipv4Addr::new(198, 18, 10, 3);
+const FRONT_GW: Ipv4Addr = Ipv4Addr::new(198, 18, 10, 1);
+const DB: Ipv4Addr = Ipv4Addr::new(198, 18, 20, 2);
+const Q1: Ipv4Addr = Ipv4Addr::new(198, 18, 30, 2);
+const Q2: Ipv4Addr = Ipv4Addr::new(198, 18, 30, 3);
+const I1: Ipv4Addr = Ipv4Addr::new(198, 18, 40, 2);
+const OUTSIDE: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 7);
+
+fn key(addr: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(addr.octets())
+}
+
+/// front (1): web1, web2; back (2): db; quiet (3, icc off): q1, q2; intern (4): i1.
+fn fill_maps(ebpf: &mut Ebpf) {
+    let networks = [
+        (1, "front", [198, 18, 10, 0], NET_ICC),
+        (2, "back", [198, 18, 20, 0], NET_ICC),
+        (3, "quiet", [198, 18, 30, 0], 0),
+        (4, "intern", [198, 18, 40, 0], NET_ICC | NET_INTERNAL),
+    ];
+    let mut map: HashMap<_, u32, NetworkInfo> =
+        HashMap::try_from(ebpf.map_mut(maps::NETWORKS).expect("networks")).expect("hash");
+    for (id, name, subnet, flags) in networks {
+        let gateway = [subnet[0], subnet[1], subnet[2], 1];
+        let info = NetworkInfo {
+            subnet: u32::from_ne_bytes(subnet),
+            gateway: u32::from_ne_bytes(gateway),
+            prefix_len: 24,
+            flags,
+            name: name_bytes(name),
+        };
+        map.insert(&id, &info, 0).expect("insert network");
+    }
+    let endpoints = [
+        (WEB1, WEB1_MAC, 100, 1),
+        (WEB2, WEB2_MAC, 101, 1),
+        (DB, DB_MAC, 102, 2),
+        (Q1, Q1_MAC, 103, 3),
+        (Q2, Q2_MAC, 104, 3),
+        (I1, I1_MAC, 105, 4),
+    ];
+    let mut map: HashMap<_, u32, EndpointInfo> =
+        HashMap::try_from(ebpf.map_mut(maps::ENDPOINTS).expect("endpoints")).expect("hash");
+    for (addr, mac, ifindex, network_id) in endpoints {
+        let info = EndpointInfo {
+            mac: mac.0,
+            host_mac: HOST_MAC.0,
+            ifindex,
+            network_id,
+            spec: 0,
+            name: name_bytes("fixture"),
+        };
+        map.insert(&key(addr), &info, 0).expect("insert endpoint");
+    }
+}
+
+/// Puts the container `own` behind the test device (or nobody, with `None`).
+fn own(ebpf: &mut Ebpf, own: Option<Ipv4Addr>) {
+    let mut map: HashMap<_, u32, u32> =
+        HashMap::try_from(ebpf.map_mut(maps::IFACES).expect("ifaces")).expect("hash");
+    match own {
+        Some(addr) => map
+            .insert(&OWN_IFINDEX, &key(addr), 0)
+            .expect("insert iface"),
+        None => {
+            let _ = map.remove(&OWN_IFINDEX);
+        }
+    }
+}
+
+fn sock(addr: Ipv4Addr, port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(addr, port)
+}
+
+fn udp(src_mac: Mac, dst_mac: Mac, src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
+    packet::udp4_frame(
+        dst_mac,
+        src_mac,
+        sock(src, 4000),
+        sock(dst, 53),
+        b"container fixture",
+    )
+}
+
+fn fixture(name: &'static str, input: Vec<u8>, outcome: Outcome) -> Fixture {
+    let verdict = match outcome {
+        Outcome::Pass => verdict::TC_ACT_OK,
+        Outcome::Forward | Outcome::ArpReply => verdict::TC_ACT_REDIRECT,
+        _ => verdict::TC_ACT_SHOT,
+    };
+    Fixture {
+        name,
+        hook: Hook::FromContainer,
+        input,
+        verdict,
+        output: None,
+        outcome,
+    }
+}
+
+/// The reply the program must build from an ARP request for `target` (answered as `mac`).
+fn arp_reply(asker_mac: Mac, asker: Ipv4Addr, target: Ipv4Addr, mac: Mac) -> Vec<u8> {
+    let mut arp = vec![0, 1, 0x08, 0x00, 6, 4, 0, 2];
+    arp.extend_from_slice(&mac.0);
+    arp.extend_from_slice(&target.octets());
+    arp.extend_from_slice(&asker_mac.0);
+    arp.extend_from_slice(&asker.octets());
+    packet::ethernet(asker_mac, mac, packet::ETH_P_ARP, &arp)
+}
+
+/// An IPv4 packet from web1 to web2 with a 4-byte options field (NOPs + EOL).
+fn with_ip_options() -> Vec<u8> {
+    let l4 = packet::udp(sock(WEB1, 4000), sock(WEB2, 53), b"opts");
+    let total = (24 + l4.len()) as u16;
+    let mut ip = vec![0x46, 0];
+    ip.extend_from_slice(&total.to_be_bytes());
+    ip.extend_from_slice(&[0, 1, 0x40, 0, 64, IPPROTO_UDP, 0, 0]);
+    ip.extend_from_slice(&WEB1.octets());
+    ip.extend_from_slice(&WEB2.octets());
+    ip.extend_from_slice(&[1, 1, 1, 0]);
+    let sum = packet::checksum(&ip);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    ip.extend_from_slice(&l4);
+    packet::ethernet(WEB2_MAC, WEB1_MAC, ETH_P_IPV4, &ip)
+}
+
+/// web1 -> web2 UDP with the fragment field set to `frag` (flags and offset).
+fn fragment(frag: u16) -> Vec<u8> {
+    let mut frame = udp(WEB1_MAC, WEB2_MAC, WEB1, WEB2);
+    frame[ETH_HLEN + 6..ETH_HLEN + 8].copy_from_slice(&frag.to_be_bytes());
+    frame[ETH_HLEN + 10..ETH_HLEN + 12].copy_from_slice(&[0, 0]);
+    let sum = packet::checksum(&frame[ETH_HLEN..ETH_HLEN + 20]);
+    frame[ETH_HLEN + 10..ETH_HLEN + 12].copy_from_slice(&sum.to_be_bytes());
+    frame
+}
+
+fn truncated(frame: Vec<u8>, len: usize) -> Vec<u8> {
+    frame[..len].to_vec()
+}
+
+/// (container behind the device, fixture).
+fn fixtures() -> Vec<(Option<Ipv4Addr>, Fixture)> {
+    let web1 = Some(WEB1);
+    let arp_gw = packet::arp_request(WEB1_MAC, WEB1, FRONT_GW);
+    let arp_peer = packet::arp_request(WEB1_MAC, WEB1, WEB2);
+    let mut answered_gw = fixture("arp for the gateway", arp_gw.clone(), Outcome::ArpReply);
+    answered_gw.output = Some(arp_reply(WEB1_MAC, WEB1, FRONT_GW, HOST_MAC));
+    let mut answered_peer = fixture("arp for a peer", arp_peer.clone(), Outcome::ArpReply);
+    answered_peer.output = Some(arp_reply(WEB1_MAC, WEB1, WEB2, WEB2_MAC));
+    let mut arp_reply_from_container =
+        arp_reply(Mac([2, 0, 0, 0, 0, 0xa1]), FRONT_GW, WEB1, WEB1_MAC);
+    // As the container sends it to the host: from its MAC, to the host's.
+    arp_reply_from_container[..6].copy_from_slice(&HOST_MAC.0);
+    let mut arp_probe = packet::arp_request(WEB1_MAC, Ipv4Addr::UNSPECIFIED, WEB2);
+    let probe_answer = arp_reply(WEB1_MAC, Ipv4Addr::UNSPECIFIED, WEB2, WEB2_MAC);
+    let mut probe = fixture(
+        "arp probe (sender 0.0.0.0) for a peer",
+        arp_probe.clone(),
+        Outcome::ArpReply,
+    );
+    probe.output = Some(probe_answer);
+    arp_probe[21] = 3; // RARP request opcode
+    let udp_frame = udp(WEB1_MAC, WEB2_MAC, WEB1, WEB2);
+    vec![
+        (
+            web1,
+            fixture(
+                "udp to a peer is redirected unchanged",
+                udp_frame.clone(),
+                Outcome::Forward,
+            ),
+        ),
+        (
+            web1,
+            fixture(
+                "tcp syn to a peer",
+                packet::tcp4_frame(
+                    WEB2_MAC,
+                    WEB1_MAC,
+                    sock(WEB1, 4000),
+                    sock(WEB2, 80),
+                    packet::tcp_flags::SYN,
+                    b"",
+                ),
+                Outcome::Forward,
+            ),
+        ),
+        (
+            web1,
+            fixture(
+                "ip options are forwarded",
+                with_ip_options(),
+                Outcome::Forward,
+            ),
+        ),
+        (
+            web1,
+            fixture(
+                "first fragment is forwarded",
+                fragment(0x2000),
+                Outcome::Forward,
+            ),
+        ),
+        (
+            web1,
+            fixture(
+                "later fragment is forwarded",
+                fragment(0x0010),
+                Outcome::Forward,
+            ),
+        ),
+        (
+            web1,
+            fixture(
+                "to the gateway goes to the host",
+                udp(WEB1_MAC, HOST_MAC, WEB1, FRONT_GW),
+                Outcome::Pass,
+            ),
+        ),
+        (
+            web1,
+            fixture(
+                "to the outside goes to the host",
+                udp(WEB1_MAC, HOST_MAC, WEB1, OUTSIDE),
+                Outcome::Pass,
+            ),
+        ),
+        (
+            web1,
+            fixture(
+                "to another network",
+                udp(WEB1_MAC, HOST_MAC, WEB1, DB),
+                Outcome::DropCrossNetwork,
+            ),
+        ),
+        (
+            web1,
+            fixture(
+                "to an address nobody has",
+                udp(WEB1_MAC, HOST_MAC, WEB1, Ipv4Addr::new(198, 18, 10, 77)),
+                Outcome::DropNoEndpoint,
+            ),
+        ),
+        (
+            web1,
+            fixture(
+                "subnet broadcast",
+                udp(
+                    WEB1_MAC,
+                    Mac([0xff; 6]),
+                    WEB1,
+                    Ipv4Addr::new(198, 18, 10, 255),
+                ),
+                Outcome::DropNotUnicast,
+            ),
+        ),
+        (
+            web1,
+            fixture(
+                "limited broadcast",
+                udp(WEB1_MAC, Mac([0xff; 6]), WEB1, Ipv4Addr::BROADCAST),
+                Outcome::DropNotUnicast,
+            ),
+        ),
+        (
+            web1,
+            fixture(
+                "multicast",
+                udp(
+                    WEB1_MAC,
+                    Mac([1, 0, 0x5e, 0, 0, 0xfb]),
+                    WEB1,
+                    Ipv4Addr::new(224, 0, 0, 251),
+                ),
+                Outcome::DropNotUnicast,
+            ),
+        ),
+        (
+            web1,
+            fixture(
+                "spoofed source mac",
+                udp(Mac([2, 0x42, 1, 2, 3, 4]), WEB2_MAC, WEB1, WEB2),
+                Outcome::DropSpoofedMac,
+            ),
+        ),
+        (
+            web1,
+            fixture(
+                "spoofed source ip",
+                udp(WEB1_MAC, WEB2_MAC, Ipv4Addr::new(198, 18, 10, 9), WEB2),
+                Outcome::DropSpoofedIp,
+            ),
+        ),
+        (
+            web1,
+            fixture(
+                "ipv6",
+                packet::ethernet(WEB2_MAC, WEB1_MAC, 0x86dd, &[0x60; 48]),
+                Outcome::DropUnsupportedL3,
+            ),
+        ),
+        (
+            web1,
+            fixture(
+                "vlan tag",
+                packet::ethernet(WEB2_MAC, WEB1_MAC, 0x8100, &[0; 46]),
+                Outcome::DropUnsupportedL3,
+            ),
+        ),
+        (web1, answered_gw),
+        (web1, answered_peer),
+        (web1, probe),
+        (
+            web1,
+            fixture(
+                "arp for another network's container",
+                packet::arp_request(WEB1_MAC, WEB1, DB),
+                Outcome::DropArpUnanswered,
+            ),
+        ),
+        (
+            web1,
+            fixture(
+                "arp for an address nobody has",
+                packet::arp_request(WEB1_MAC, WEB1, Ipv4Addr::new(198, 18, 10, 77)),
+                Outcome::DropArpUnanswered,
+            ),
+        ),
+        (
+            web1,
+            fixture(
+                "arp for itself",
+                packet::arp_request(WEB1_MAC, WEB1, WEB1),
+                Outcome::DropArpUnanswered,
+            ),
+        ),
+        (
+            web1,
+            fixture(
+                "arp with a forged sender mac",
+                {
+                    let mut f = arp_gw.clone();
+                    f[22..28].copy_from_slice(&[2, 0x42, 9, 9, 9, 9]);
+                    f
+                },
+                Outcome::DropSpoofedMac,
+            ),
+        ),
+        (
+            web1,
+            fixture(
+                "arp with a forged sender ip",
+                packet::arp_request(WEB1_MAC, WEB2, FRONT_GW),
+                Outcome::DropSpoofedIp,
+            ),
+        ),
+        (
+            web1,
+            fixture(
+                "arp reply to the host passes",
+                arp_reply_from_container,
+                Outcome::Pass,
+            ),
+        ),
+        (
+            web1,
+            fixture(
+                "arp with an unknown opcode",
+                arp_probe,
+                Outcome::DropMalformed,
+            ),
+        ),
+        (
+            web1,
+            fixture(
+                "arp for ipv6 (wrong ptype)",
+                {
+                    let mut f = arp_gw.clone();
+                    f[16..18].copy_from_slice(&[0x86, 0xdd]);
+                    f
+                },
+                Outcome::DropMalformed,
+            ),
+        ),
+        (
+            web1,
+            fixture(
+                "arp cut after the opcode",
+                truncated(arp_gw.clone(), ETH_HLEN + 8),
+                Outcome::DropMalformed,
+            ),
+        ),
+        (
+            web1,
+            fixture(
+                "arp cut inside the target address",
+                truncated(arp_gw, ETH_HLEN + 26),
+                Outcome::DropMalformed,
+            ),
+        ),
+        (
+            web1,
+            fixture(
+                "ipv4 total length beyond the frame",
+                {
+                    let mut f = udp_frame.clone();
+                    f[ETH_HLEN + 2..ETH_HLEN + 4].copy_from_slice(&1400u16.to_be_bytes());
+                    f
+                },
+                Outcome::DropMalformed,
+            ),
+        ),
+        (
+            web1,
+            fixture(
+                "ipv4 header length below 20",
+                {
+                    let mut f = udp_frame.clone();
+                    f[ETH_HLEN] = 0x44;
+                    f
+                },
+                Outcome::DropMalformed,
+            ),
+        ),
+        (
+            Some(Q1),
+            fixture(
+                "icc off: peer of the same network",
+                udp(Q1_MAC, Q2_MAC, Q1, Q2),
+                Outcome::DropIcc,
+            ),
+        ),
+        (
+            Some(Q1),
+            fixture(
+                "icc off: the gateway is still reachable",
+                udp(Q1_MAC, HOST_MAC, Q1, Ipv4Addr::new(198, 18, 30, 1)),
+                Outcome::Pass,
+            ),
+        ),
+        (
+            Some(I1),
+            fixture(
+                "internal: nothing leaves",
+                udp(I1_MAC, HOST_MAC, I1, OUTSIDE),
+                Outcome::DropInternal,
+            ),
+        ),
+        (
+            Some(I1),
+            fixture(
+                "internal: the gateway is reachable",
+                udp(I1_MAC, HOST_MAC, I1, Ipv4Addr::new(198, 18, 40, 1)),
+                Outcome::Pass,
+            ),
+        ),
+        (
+            None,
+            fixture(
+                "from an interface with no container",
+                udp(WEB1_MAC, WEB2_MAC, WEB1, WEB2),
+                Outcome::DropUnknownSource,
+            ),
+        ),
+    ]
+}
+
+#[test]
+fn from_container_fixtures() {
+    require_root!();
+    let mut ebpf = load();
+    fill_maps(&mut ebpf);
+    let mut failures = Vec::new();
+    for (owner, f) in fixtures() {
+        own(&mut ebpf, owner);
+        if let Err(e) = run(&ebpf, &f) {
+            failures.push(format!("{}:\n{e}", f.name));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "fixtures failed:\n{}",
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn fixtures_cover_every_container_outcome() {
+    let fixtures = fixtures();
+    for outcome in Outcome::ALL {
+        assert!(
+            fixtures.iter().any(|(_, f)| f.outcome == outcome),
+            "{outcome:?} not covered"
+        );
+    }
+}
