@@ -5,7 +5,7 @@
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
     net::Ipv4Addr,
-    path::{Path, PathBuf},
+    path::PathBuf,
 };
 
 use super::{
@@ -258,19 +258,25 @@ fn netns_of(check: &mut Checker, place: &str, def: &ContainerDef) -> Option<Path
         (Some(path), None) => (path.clone(), "netns"),
         (None, Some(pid)) => (PathBuf::from(format!("/proc/{pid}/ns/net")), "pid"),
     };
-    if !Path::new(&path.0).exists() {
-        check.problem(
-            place,
-            Some(path.1),
-            format!("network namespace {} does not exist", path.0.display()),
-        );
-        return None;
+    match std::fs::metadata(&path.0) {
+        Ok(_) => Some(path.0),
+        Err(e) => {
+            let why = if e.kind() == std::io::ErrorKind::NotFound {
+                "does not exist".to_owned()
+            } else {
+                format!("cannot be opened ({e})")
+            };
+            check.problem(
+                place,
+                Some(path.1),
+                format!("network namespace {} {why}", path.0.display()),
+            );
+            None
+        }
     }
-    Some(path.0)
 }
 
 struct Pending<'a> {
-    index: usize,
     def: &'a ContainerDef,
     place: String,
     netns: PathBuf,
@@ -370,7 +376,6 @@ fn containers(
         };
         if let (true, Some(netns)) = (ok, netns) {
             pending.push(Pending {
-                index,
                 def,
                 place,
                 netns,
@@ -475,7 +480,6 @@ fn containers(
             }
             _ => None,
         };
-        let _ = p.index;
         out.push(Container {
             name: p.def.name.clone(),
             netns: p.netns,
@@ -492,4 +496,205 @@ fn previous_of_other(previous: &Previous, name: &str, addr: Ipv4Addr) -> bool {
         .addresses
         .iter()
         .any(|(other, a)| other != name && *a == addr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::file::parse;
+
+    /// A file with two networks and containers in this process's own namespace (which
+    /// exists, so the netns check passes without root).
+    fn file(extra: &str) -> String {
+        format!(
+            r#"
+[[network]]
+name = "front"
+subnet = "198.18.10.0/24"
+
+[[network]]
+name = "back"
+subnet = "198.18.20.0/24"
+gateway = "198.18.20.254"
+icc = false
+
+[[container]]
+name = "web1"
+netns = "/proc/self/ns/net"
+network = "front"
+ifname = "eth1"
+{extra}"#
+        )
+    }
+
+    /// `pid = 1` in a test file means this process (PID 1 may be out of reach here).
+    fn own_pid(text: &str) -> String {
+        text.replace("pid = 1", &format!("pid = {}", std::process::id()))
+    }
+
+    fn problems(text: &str) -> Vec<String> {
+        let text = own_pid(text);
+        let parsed = parse(&text).map_err(|p| vec![p.to_string()]);
+        match parsed {
+            Err(p) => p,
+            Ok(f) => validate(&f, &Previous::default())
+                .err()
+                .unwrap_or_default()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+        }
+    }
+
+    fn model(text: &str, previous: &Previous) -> Model {
+        validate(&parse(&own_pid(text)).expect("parses"), previous).expect("valid")
+    }
+
+    #[test]
+    fn resolves_defaults_addresses_and_macs() {
+        let m = model(
+            &file(
+                "\n[[container]]\nname = \"web2\"\npid = 1\nnetwork = \"front\"\nip = \"198.18.10.2\"\n",
+            ),
+            &Previous::default(),
+        );
+        assert_eq!(m.networks[0].gateway, Ipv4Addr::new(198, 18, 10, 1));
+        assert_eq!(m.networks[1].gateway, Ipv4Addr::new(198, 18, 20, 254));
+        assert!(!m.networks[1].icc && m.networks[0].icc && m.networks[0].masquerade);
+        assert_eq!((m.networks[0].id, m.networks[1].id), (1, 2));
+        let web1 = m.containers[0].attachment.as_ref().expect("wired");
+        // .2 is taken explicitly by web2, so web1 gets .3.
+        assert_eq!(web1.ip, Ipv4Addr::new(198, 18, 10, 3));
+        assert_eq!(web1.mac, [0x02, 0x42, 198, 18, 10, 3]);
+        assert_eq!(web1.ifname, "eth1");
+        assert_eq!(
+            m.containers[1].netns,
+            PathBuf::from(format!("/proc/{}/ns/net", std::process::id()))
+        );
+    }
+
+    #[test]
+    fn allocations_and_ids_stay_stable_across_reloads() {
+        let previous = Previous {
+            network_ids: [("back".to_owned(), 7)].into(),
+            addresses: [("web1".to_owned(), Ipv4Addr::new(198, 18, 10, 40))].into(),
+        };
+        let m = model(&file(""), &previous);
+        assert_eq!((m.networks[0].id, m.networks[1].id), (1, 7));
+        assert_eq!(
+            m.containers[0].attachment.as_ref().expect("wired").ip,
+            Ipv4Addr::new(198, 18, 10, 40)
+        );
+    }
+
+    #[test]
+    fn network_none_is_loopback_only() {
+        let m = model(
+            &file("\n[[container]]\nname = \"solo\"\npid = 1\nnetwork = \"none\"\n"),
+            &Previous::default(),
+        );
+        assert_eq!(m.containers[1].attachment, None);
+    }
+
+    #[test]
+    fn every_kind_of_bad_input_is_named() {
+        let cases = [
+            (file("colour = \"red\"\n"), "unknown field `colour`"),
+            (
+                file("").replace("198.18.20.0/24", "198.18.20.0"),
+                "network \"back\": subnet: \"198.18.20.0\" is not a CIDR",
+            ),
+            (
+                file("").replace("198.18.20.0/24", "198.18.20.0/31"),
+                "prefix length from 1 to 30",
+            ),
+            (
+                file("").replace("198.18.20.0/24", "198.18.10.0/23"),
+                "network \"back\": subnet: 198.18.10.0/23 overlaps network \"front\"",
+            ),
+            (
+                file("").replace("198.18.20.254", "198.18.21.1"),
+                "gateway: 198.18.21.1 is not a host address of 198.18.20.0/24",
+            ),
+            (
+                file("ip = \"198.18.20.5\""),
+                "container \"web1\": ip: 198.18.20.5 is not a host address of network \"front\"",
+            ),
+            (
+                file("ip = \"198.18.10.1\""),
+                "ip: 198.18.10.1 is the gateway of network \"front\"",
+            ),
+            (file("ip = \"198.18.10.255\""), "is not a host address"),
+            (
+                file("mac = \"01:00:5e:00:00:01\""),
+                "mac: 01:00:5e:00:00:01 is not a unicast address",
+            ),
+            (file("mac = \"02:42:zz:00:00:01\""), "is not a MAC"),
+            (
+                file("").replace("name = \"web1\"", "name = \"web 1\""),
+                "must be 1 to 31 letters",
+            ),
+            (
+                file("").replace("name = \"back\"", "name = \"front\""),
+                "network \"front\": name: defined twice",
+            ),
+            (
+                file("").replace(
+                    "network = \"front\"\nifname",
+                    "network = \"middle\"\nifname",
+                ),
+                "network: no network named \"middle\"",
+            ),
+            (
+                file("").replace("/proc/self/ns/net", "/run/netns/netbpf-no-such-namespace"),
+                "netns: network namespace /run/netns/netbpf-no-such-namespace does not exist",
+            ),
+            (file("pid = 1"), "give either netns or pid, not both"),
+            (
+                file("").replace("ifname = \"eth1\"", "ifname = \"a-very-long-ifname\""),
+                "ifname: \"a-very-long-ifname\" is not a usable interface name",
+            ),
+            (
+                file("\n[[container]]\nname = \"web1\"\npid = 1\nnetwork = \"front\"\n"),
+                "container \"web1\": name: defined twice",
+            ),
+            (
+                file(
+                    "ip = \"198.18.10.9\"\n\n[[container]]\nname = \"web2\"\npid = 1\nnetwork = \"front\"\nip = \"198.18.10.9\"\n",
+                ),
+                "container \"web2\": ip: 198.18.10.9 is also the address of container \"web1\"",
+            ),
+            (
+                file(
+                    "mac = \"02:00:00:00:00:01\"\n\n[[container]]\nname = \"web2\"\npid = 1\nnetwork = \"front\"\nmac = \"02:00:00:00:00:01\"\n",
+                ),
+                "container \"web2\": mac: 02:00:00:00:00:01 is also the MAC of container \"web1\"",
+            ),
+            (
+                file(
+                    "\n[[container]]\nname = \"web2\"\nnetns = \"/proc/self/ns/net\"\nnetwork = \"front\"\nifname = \"eth1\"\n",
+                ),
+                "ifname: container \"web1\" also puts eth1 into /proc/self/ns/net",
+            ),
+        ];
+        for (text, expected) in cases {
+            let found = problems(&text);
+            assert!(
+                found.iter().any(|p| p.contains(expected)),
+                "{expected:?} not in {found:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_full_subnet_is_an_error() {
+        let text = "[[network]]\nname = \"tiny\"\nsubnet = \"198.18.30.0/30\"\n\
+                    [[container]]\nname = \"a\"\npid = 1\nnetwork = \"tiny\"\n\
+                    [[container]]\nname = \"b\"\npid = 1\nnetwork = \"tiny\"\nifname = \"eth1\"\n";
+        let found = problems(text);
+        assert!(
+            found.iter().any(|p| p.contains("has no free address left")),
+            "{found:?}"
+        );
+    }
 }
