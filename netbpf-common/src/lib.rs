@@ -15,11 +15,14 @@ pub mod maps {
     pub const NETWORKS: &str = "NB_NETWORKS";
     /// Container address -> [`crate::net::EndpointInfo`].
     pub const ENDPOINTS: &str = "NB_ENDPOINTS";
-    /// Host-side veth ifindex -> the address of the container behind it.
+    /// Host-side veth ifindex -> [`crate::net::IfaceInfo`] of the container behind it
+    /// (an array indexed by ifindex, for ifindexes below `net::IFACE_SLOTS`)...
     pub const IFACES: &str = "NB_IFACES";
+    /// ...and a hash for the ifindexes above.
+    pub const IFACES_BIG: &str = "NB_IFACES_BIG";
 
     /// Every map the object defines.
-    pub const ALL: &[&str] = &[ENDPOINTS, IFACES, NETWORKS, STATS];
+    pub const ALL: &[&str] = &[ENDPOINTS, IFACES, IFACES_BIG, NETWORKS, STATS];
 
     /// Capacities.
     pub const MAX_NETWORKS: u32 = 1024;

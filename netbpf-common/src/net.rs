@@ -24,6 +24,29 @@ pub struct NetworkInfo {
     pub name: [u8; NAME_LEN],
 }
 
+/// Everything `from_container` needs about the sender, found by the host-side veth's
+/// ifindex in one lookup: `NB_IFACES` (an array, for ifindex below [`IFACE_SLOTS`]) or
+/// `NB_IFACES_BIG` (a hash, above). `addr == 0` marks an empty array slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IfaceInfo {
+    /// The container's address.
+    pub addr: u32,
+    pub network_id: u32,
+    /// The network's subnet, mask and gateway (network byte order) and `NET_*` flags.
+    pub subnet: u32,
+    pub mask: u32,
+    pub gateway: u32,
+    pub net_flags: u32,
+    /// The container's MAC.
+    pub mac: [u8; 6],
+    /// The host-side veth's MAC: what ARP for the gateway answers.
+    pub host_mac: [u8; 6],
+}
+
+/// Slots of the `NB_IFACES` array: ifindexes below this are found by index.
+pub const IFACE_SLOTS: u32 = 65536;
+
 /// `NB_ENDPOINTS` value, keyed by the container's address.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +65,7 @@ pub struct EndpointInfo {
 }
 
 const _: () = assert!(size_of::<NetworkInfo>() == 48);
+const _: () = assert!(size_of::<IfaceInfo>() == 36);
 const _: () = assert!(size_of::<EndpointInfo>() == 56);
 
 #[cfg(feature = "user")]
@@ -50,6 +74,9 @@ unsafe impl aya::Pod for NetworkInfo {}
 #[cfg(feature = "user")]
 // SAFETY: as above.
 unsafe impl aya::Pod for EndpointInfo {}
+#[cfg(feature = "user")]
+// SAFETY: as above.
+unsafe impl aya::Pod for IfaceInfo {}
 
 /// A name as stored in a map (truncated to NAME_LEN - 1 bytes, NUL-padded).
 pub fn name_bytes(name: &str) -> [u8; NAME_LEN] {

@@ -10,7 +10,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use netbpf_common::{
-    net::{EndpointInfo, NET_ICC, NET_INTERNAL, NetworkInfo},
+    net::{IfaceInfo, NET_ICC, NET_INTERNAL},
     stats::Outcome,
 };
 use network_types::{arp::ArpHdr, eth::EthHdr, ip::Ipv4Hdr};
@@ -36,13 +36,7 @@ fn drop(reason: Outcome) -> Decision {
 pub fn handle(ctx: &TcContext) -> Decision {
     // SAFETY: the context of a tc program is an __sk_buff.
     let ifindex = unsafe { (*(ctx.as_ptr() as *const __sk_buff)).ifindex };
-    let Some(own_addr) = endpoints::iface_addr(ifindex) else {
-        return drop(Outcome::DropUnknownSource);
-    };
-    let Some(own) = endpoints::endpoint(own_addr) else {
-        return drop(Outcome::DropUnknownSource);
-    };
-    let Some(net) = endpoints::network(own.network_id) else {
+    let Some(own) = endpoints::iface(ifindex) else {
         return drop(Outcome::DropUnknownSource);
     };
     let (data, data_end) = (ctx.data(), ctx.data_end());
@@ -55,21 +49,14 @@ pub fn handle(ctx: &TcContext) -> Decision {
         return drop(Outcome::DropSpoofedMac);
     }
     match eth.ether_type {
-        ETH_P_IPV4 => ipv4(data, data_end, ctx.len(), own_addr, own, net),
-        ETH_P_ARP => arp(data, data_end, eth, ifindex, own_addr, own, net),
+        ETH_P_IPV4 => ipv4(data, data_end, ctx.len(), own),
+        ETH_P_ARP => arp(data, data_end, eth, ifindex, own),
         _ => drop(Outcome::DropUnsupportedL3),
     }
 }
 
 #[inline(always)]
-fn ipv4(
-    data: usize,
-    data_end: usize,
-    frame_len: u32,
-    own_addr: u32,
-    own: &EndpointInfo,
-    net: &NetworkInfo,
-) -> Decision {
+fn ipv4(data: usize, data_end: usize, frame_len: u32, own: &IfaceInfo) -> Decision {
     let Ok(ip) = ptr_at::<Ipv4Hdr>(data, data_end, EthHdr::LEN) else {
         return drop(Outcome::DropMalformed);
     };
@@ -78,18 +65,18 @@ fn ipv4(
     if !ipv4_header_ok(ip, frame_len) {
         return drop(Outcome::DropMalformed);
     }
-    if u32::from_ne_bytes(ip.src_addr) != own_addr {
+    if u32::from_ne_bytes(ip.src_addr) != own.addr {
         return drop(Outcome::DropSpoofedIp);
     }
     let dst = u32::from_ne_bytes(ip.dst_addr);
-    if dst == net.gateway {
+    if dst == own.gateway {
         return (Outcome::Pass, TC_ACT_OK);
     }
     if let Some(peer) = endpoints::endpoint(dst) {
         if peer.network_id != own.network_id {
             return drop(Outcome::DropCrossNetwork);
         }
-        if net.flags & NET_ICC == 0 {
+        if own.net_flags & NET_ICC == 0 {
             return drop(Outcome::DropIcc);
         }
         // Straight into the peer's namespace, past its host-side veth and the backlog.
@@ -97,50 +84,25 @@ fn ipv4(
         let verdict = unsafe { bpf_redirect_peer(peer.ifindex, 0) } as i32;
         return (Outcome::Forward, verdict);
     }
-    if is_multi_destination(ip.dst_addr) || in_subnet(dst, net) {
+    if is_multi_destination(ip.dst_addr) || dst & own.mask == own.subnet {
         // The subnet's broadcast, or an address no container has: nobody to deliver to.
-        let reason = if is_multi_destination(ip.dst_addr) || is_subnet_broadcast(dst, net) {
+        let reason = if is_multi_destination(ip.dst_addr) || dst == own.subnet | !own.mask {
             Outcome::DropNotUnicast
         } else {
             Outcome::DropNoEndpoint
         };
         return drop(reason);
     }
-    if net.flags & NET_INTERNAL != 0 {
+    if own.net_flags & NET_INTERNAL != 0 {
         return drop(Outcome::DropInternal);
     }
     (Outcome::Pass, TC_ACT_OK)
 }
 
-#[inline(always)]
-fn mask(net: &NetworkInfo) -> u32 {
-    // Prefix lengths are 1..=30 (user space validates); the mask in network byte order.
-    let bits = net.prefix_len & 31;
-    (u32::MAX << (32 - bits)).to_be()
-}
-
-#[inline(always)]
-fn in_subnet(addr: u32, net: &NetworkInfo) -> bool {
-    addr & mask(net) == net.subnet
-}
-
-#[inline(always)]
-fn is_subnet_broadcast(addr: u32, net: &NetworkInfo) -> bool {
-    addr == net.subnet | !mask(net)
-}
-
 /// Answers an ARP request for the gateway or a same-network peer by turning the request
 /// into the reply and sending it back out of the veth it came from (into the container).
 #[inline(always)]
-fn arp(
-    data: usize,
-    data_end: usize,
-    eth: &mut EthHdr,
-    ifindex: u32,
-    own_addr: u32,
-    own: &EndpointInfo,
-    net: &NetworkInfo,
-) -> Decision {
+fn arp(data: usize, data_end: usize, eth: &mut EthHdr, ifindex: u32, own: &IfaceInfo) -> Decision {
     let Ok(arp) = ptr_at_mut::<ArpHdr>(data, data_end, EthHdr::LEN) else {
         return drop(Outcome::DropMalformed);
     };
@@ -158,7 +120,7 @@ fn arp(
     }
     let sender = u32::from_ne_bytes(arp.spa);
     // 0.0.0.0 is an address probe (RFC 5227).
-    if sender != own_addr && sender != 0 {
+    if sender != own.addr && sender != 0 {
         return drop(Outcome::DropSpoofedIp);
     }
     if arp.oper == ARP_REPLY {
@@ -169,11 +131,11 @@ fn arp(
         return drop(Outcome::DropMalformed);
     }
     let target = u32::from_ne_bytes(arp.tpa);
-    let answer = if target == net.gateway {
+    let answer = if target == own.gateway {
         own.host_mac
     } else {
         match endpoints::endpoint(target) {
-            Some(peer) if peer.network_id == own.network_id && target != own_addr => peer.mac,
+            Some(peer) if peer.network_id == own.network_id && target != own.addr => peer.mac,
             _ => return drop(Outcome::DropArpUnanswered),
         }
     };

@@ -57,6 +57,13 @@ pub fn xdp_uplink(ctx: XdpContext) -> u32 {
     }
 }
 
+/// Does nothing: the baseline a per-packet cost is measured against (BPF_PROG_TEST_RUN
+/// of the same packet, same run). Never attached.
+#[classifier]
+pub fn bench_empty_tc(_ctx: TcContext) -> i32 {
+    TC_ACT_OK
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

@@ -8,10 +8,10 @@ mod support;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use aya::{Ebpf, maps::HashMap};
+use aya::Ebpf;
+use netbpf::kernel::maps::ContainerMaps;
 use netbpf_common::{
-    maps,
-    net::{EndpointInfo, NET_ICC, NET_INTERNAL, NetworkInfo, name_bytes},
+    net::{EndpointInfo, IfaceInfo, NET_ICC, NET_INTERNAL, NetworkInfo, name_bytes},
     stats::{Hook, Outcome},
 };
 use netbpf_tests::{
@@ -42,38 +42,39 @@ fn key(addr: Ipv4Addr) -> u32 {
     u32::from_ne_bytes(addr.octets())
 }
 
-/// front (1): web1, web2; back (2): db; quiet (3, icc off): q1, q2; intern (4): i1.
-fn fill_maps(ebpf: &mut Ebpf) {
-    let networks = [
-        (1, "front", [198, 18, 10, 0], NET_ICC),
-        (2, "back", [198, 18, 20, 0], NET_ICC),
-        (3, "quiet", [198, 18, 30, 0], 0),
-        (4, "intern", [198, 18, 40, 0], NET_ICC | NET_INTERNAL),
-    ];
-    let mut map: HashMap<_, u32, NetworkInfo> =
-        HashMap::try_from(ebpf.map_mut(maps::NETWORKS).expect("networks")).expect("hash");
-    for (id, name, subnet, flags) in networks {
-        let gateway = [subnet[0], subnet[1], subnet[2], 1];
+/// (id, name, subnet, flags) of the fixture networks: front and back, quiet (icc off),
+/// intern (internal).
+const NETWORKS: [(u32, &str, [u8; 4], u32); 4] = [
+    (1, "front", [198, 18, 10, 0], NET_ICC),
+    (2, "back", [198, 18, 20, 0], NET_ICC),
+    (3, "quiet", [198, 18, 30, 0], 0),
+    (4, "intern", [198, 18, 40, 0], NET_ICC | NET_INTERNAL),
+];
+
+/// (address, MAC, host-side ifindex, network id) of the fixture containers.
+const ENDPOINTS: [(Ipv4Addr, Mac, u32, u32); 6] = [
+    (WEB1, WEB1_MAC, 100, 1),
+    (WEB2, WEB2_MAC, 101, 1),
+    (DB, DB_MAC, 102, 2),
+    (Q1, Q1_MAC, 103, 3),
+    (Q2, Q2_MAC, 104, 3),
+    (I1, I1_MAC, 105, 4),
+];
+
+/// Fills the maps as the reconciler would for the fixture networks and containers.
+fn fill_maps(ebpf: &mut Ebpf) -> ContainerMaps {
+    let mut maps = ContainerMaps::take_from(ebpf).expect("maps");
+    for (id, name, subnet, flags) in NETWORKS {
         let info = NetworkInfo {
             subnet: u32::from_ne_bytes(subnet),
-            gateway: u32::from_ne_bytes(gateway),
+            gateway: u32::from_ne_bytes([subnet[0], subnet[1], subnet[2], 1]),
             prefix_len: 24,
             flags,
             name: name_bytes(name),
         };
-        map.insert(&id, &info, 0).expect("insert network");
+        maps.networks.insert(&id, &info, 0).expect("insert network");
     }
-    let endpoints = [
-        (WEB1, WEB1_MAC, 100, 1),
-        (WEB2, WEB2_MAC, 101, 1),
-        (DB, DB_MAC, 102, 2),
-        (Q1, Q1_MAC, 103, 3),
-        (Q2, Q2_MAC, 104, 3),
-        (I1, I1_MAC, 105, 4),
-    ];
-    let mut map: HashMap<_, u32, EndpointInfo> =
-        HashMap::try_from(ebpf.map_mut(maps::ENDPOINTS).expect("endpoints")).expect("hash");
-    for (addr, mac, ifindex, network_id) in endpoints {
+    for (addr, mac, ifindex, network_id) in ENDPOINTS {
         let info = EndpointInfo {
             mac: mac.0,
             host_mac: HOST_MAC.0,
@@ -82,22 +83,40 @@ fn fill_maps(ebpf: &mut Ebpf) {
             spec: 0,
             name: name_bytes("fixture"),
         };
-        map.insert(&key(addr), &info, 0).expect("insert endpoint");
+        maps.endpoints
+            .insert(&key(addr), &info, 0)
+            .expect("insert endpoint");
     }
+    maps
 }
 
 /// Puts the container `own` behind the test device (or nobody, with `None`).
-fn own(ebpf: &mut Ebpf, own: Option<Ipv4Addr>) {
-    let mut map: HashMap<_, u32, u32> =
-        HashMap::try_from(ebpf.map_mut(maps::IFACES).expect("ifaces")).expect("hash");
-    match own {
-        Some(addr) => map
-            .insert(&OWN_IFINDEX, &key(addr), 0)
-            .expect("insert iface"),
-        None => {
-            let _ = map.remove(&OWN_IFINDEX);
-        }
-    }
+fn own(maps: &mut ContainerMaps, own: Option<Ipv4Addr>) {
+    let Some(addr) = own else {
+        maps.clear_iface(OWN_IFINDEX).expect("clear iface");
+        return;
+    };
+    let (_, mac, _, network_id) = ENDPOINTS
+        .iter()
+        .find(|e| e.0 == addr)
+        .copied()
+        .expect("known container");
+    let (_, _, subnet, flags) = NETWORKS
+        .iter()
+        .find(|n| n.0 == network_id)
+        .copied()
+        .expect("known network");
+    let info = IfaceInfo {
+        addr: key(addr),
+        network_id,
+        subnet: u32::from_ne_bytes(subnet),
+        mask: u32::from_ne_bytes([255, 255, 255, 0]),
+        gateway: u32::from_ne_bytes([subnet[0], subnet[1], subnet[2], 1]),
+        net_flags: flags,
+        mac: mac.0,
+        host_mac: HOST_MAC.0,
+    };
+    maps.set_iface(OWN_IFINDEX, &info).expect("set iface");
 }
 
 fn sock(addr: Ipv4Addr, port: u16) -> SocketAddrV4 {
@@ -501,10 +520,10 @@ fn fixtures() -> Vec<(Option<Ipv4Addr>, Fixture)> {
 fn from_container_fixtures() {
     require_root!();
     let mut ebpf = load();
-    fill_maps(&mut ebpf);
+    let mut maps = fill_maps(&mut ebpf);
     let mut failures = Vec::new();
     for (owner, f) in fixtures() {
-        own(&mut ebpf, owner);
+        own(&mut maps, owner);
         if let Err(e) = run(&ebpf, &f) {
             failures.push(format!("{}:\n{e}", f.name));
         }

@@ -4,8 +4,10 @@
 
 use std::{collections::HashMap, path::Path};
 
+use std::net::Ipv4Addr;
+
 use netbpf_common::{
-    net::{EndpointInfo, name_bytes, name_str},
+    net::{EndpointInfo, IfaceInfo, name_bytes, name_str},
     stats::Hook,
 };
 
@@ -85,11 +87,14 @@ pub fn reconcile(pins: &PinDir, plan: &Plan) -> Result<Report> {
             && veths.contains_key(&c.name);
         if kept {
             let veth = &veths[&c.name];
+            // The network's policy (icc) may have changed: rewrite what the program reads.
+            let (_, ep) = &current[&c.name];
+            maps.set_iface(veth.ifindex, &iface_info(plan, c, ep.host_mac))?;
             let attached = loaded.attach(pins, Hook::FromContainer, veth.ifindex, &veth.ifname)?;
             report.swapped += usize::from(attached.replaced);
             report.kept.push(c.name.clone());
         } else {
-            wire(pins, &mut loaded, &mut maps, c)?;
+            wire(pins, &mut loaded, &mut maps, plan, c)?;
             report.added.push(c.name.clone());
         }
     }
@@ -109,12 +114,28 @@ fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> Error {
     move |source| Error::Map { map, source }
 }
 
+/// What the program reads about a container's interface.
+fn iface_info(plan: &Plan, c: &WiredContainer, host_mac: [u8; 6]) -> IfaceInfo {
+    let net = plan.networks.get(&c.network_id);
+    IfaceInfo {
+        addr: addr_key(c.ip),
+        network_id: c.network_id,
+        subnet: net.map_or(0, |n| n.subnet),
+        mask: addr_key(Ipv4Addr::from(crate::config::model::mask(c.prefix_len))),
+        gateway: addr_key(c.gateway),
+        net_flags: net.map_or(0, |n| n.flags),
+        mac: c.mac,
+        host_mac,
+    }
+}
+
 /// Wires one container: veth, map entries, program, then the links go up. The program is
 /// attached before the container's end goes up, so its first packet is already handled.
 fn wire(
     pins: &PinDir,
     loaded: &mut Loaded,
     maps: &mut ContainerMaps,
+    plan: &Plan,
     c: &WiredContainer,
 ) -> Result<()> {
     let mac = c.mac_string();
@@ -143,9 +164,7 @@ fn wire(
         maps.endpoints
             .insert(&key, &endpoint, 0)
             .map_err(map_err("NB_ENDPOINTS"))?;
-        maps.ifaces
-            .insert(&ifindex, &key, 0)
-            .map_err(map_err("NB_IFACES"))?;
+        maps.set_iface(ifindex, &iface_info(plan, c, host_mac))?;
         loaded.attach(pins, Hook::FromContainer, ifindex, &c.host_ifname)?;
         ifaces::bring_up(&spec)
     })();
@@ -173,7 +192,7 @@ fn unwire(
     if let Some(veth) = veth {
         remove_pin(&pins.link(Hook::FromContainer, &veth.ifname))?;
     }
-    ignore_missing(maps.ifaces.remove(&ifindex)).map_err(map_err("NB_IFACES"))?;
+    maps.clear_iface(ifindex)?;
     ignore_missing(maps.endpoints.remove(&key)).map_err(map_err("NB_ENDPOINTS"))?;
     if let Some(veth) = veth {
         ifaces::delete_veth(&veth.ifname)?;

@@ -3,10 +3,10 @@
 
 use std::net::Ipv4Addr;
 
-use aya::maps::{HashMap, Map, MapData};
+use aya::maps::{Array, HashMap, Map, MapData, MapError};
 use netbpf_common::{
     maps,
-    net::{EndpointInfo, NetworkInfo},
+    net::{EndpointInfo, IFACE_SLOTS, IfaceInfo, NetworkInfo},
 };
 
 use super::pins::PinDir;
@@ -15,10 +15,11 @@ use crate::{Error, Result};
 pub struct ContainerMaps {
     pub networks: HashMap<MapData, u32, NetworkInfo>,
     pub endpoints: HashMap<MapData, u32, EndpointInfo>,
-    pub ifaces: HashMap<MapData, u32, u32>,
+    iface_slots: Array<MapData, IfaceInfo>,
+    iface_big: HashMap<MapData, u32, IfaceInfo>,
 }
 
-fn open<V: aya::Pod>(pins: &PinDir, name: &'static str) -> Result<HashMap<MapData, u32, V>> {
+fn open(pins: &PinDir, name: &'static str) -> Result<Map> {
     let path = pins.map(name);
     if !path.exists() {
         return Err(Error::NotAttached {
@@ -26,17 +27,69 @@ fn open<V: aya::Pod>(pins: &PinDir, name: &'static str) -> Result<HashMap<MapDat
         });
     }
     let err = |source| Error::Map { map: name, source };
-    let data = MapData::from_pin(&path).map_err(err)?;
-    HashMap::try_from(Map::from_map_data(data).map_err(err)?).map_err(err)
+    Map::from_map_data(MapData::from_pin(&path).map_err(err)?).map_err(err)
+}
+
+fn typed<T: TryFrom<Map, Error = MapError>>(map: Map, name: &'static str) -> Result<T> {
+    T::try_from(map).map_err(|source| Error::Map { map: name, source })
 }
 
 impl ContainerMaps {
+    /// The maps of a freshly opened object (private, unpinned: fixtures and cost runs).
+    pub fn take_from(ebpf: &mut aya::Ebpf) -> Result<Self> {
+        let mut take = |name: &'static str| {
+            ebpf.take_map(name).ok_or(Error::Map {
+                map: name,
+                source: MapError::InvalidName {
+                    name: name.to_owned(),
+                },
+            })
+        };
+        Ok(ContainerMaps {
+            networks: typed(take(maps::NETWORKS)?, maps::NETWORKS)?,
+            endpoints: typed(take(maps::ENDPOINTS)?, maps::ENDPOINTS)?,
+            iface_slots: typed(take(maps::IFACES)?, maps::IFACES)?,
+            iface_big: typed(take(maps::IFACES_BIG)?, maps::IFACES_BIG)?,
+        })
+    }
+
     pub fn open_pinned(pins: &PinDir) -> Result<Self> {
         Ok(ContainerMaps {
-            networks: open(pins, maps::NETWORKS)?,
-            endpoints: open(pins, maps::ENDPOINTS)?,
-            ifaces: open(pins, maps::IFACES)?,
+            networks: typed(open(pins, maps::NETWORKS)?, maps::NETWORKS)?,
+            endpoints: typed(open(pins, maps::ENDPOINTS)?, maps::ENDPOINTS)?,
+            iface_slots: typed(open(pins, maps::IFACES)?, maps::IFACES)?,
+            iface_big: typed(open(pins, maps::IFACES_BIG)?, maps::IFACES_BIG)?,
         })
+    }
+
+    /// Puts the sender behind `ifindex` where the program looks for it.
+    pub fn set_iface(&mut self, ifindex: u32, info: &IfaceInfo) -> Result<()> {
+        if ifindex < IFACE_SLOTS {
+            self.iface_slots
+                .set(ifindex, info, 0)
+                .map_err(map_err(maps::IFACES))
+        } else {
+            self.iface_big
+                .insert(&ifindex, info, 0)
+                .map_err(map_err(maps::IFACES_BIG))
+        }
+    }
+
+    /// Forgets the sender behind `ifindex` (its packets are dropped as of unknown source).
+    pub fn clear_iface(&mut self, ifindex: u32) -> Result<()> {
+        if ifindex < IFACE_SLOTS {
+            self.iface_slots
+                .set(ifindex, &IfaceInfo::default(), 0)
+                .map_err(map_err(maps::IFACES))
+        } else {
+            match self.iface_big.remove(&ifindex) {
+                Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+                Err(source) => Err(Error::Map {
+                    map: maps::IFACES_BIG,
+                    source,
+                }),
+            }
+        }
     }
 
     /// Every network, by id.
@@ -51,17 +104,14 @@ impl ContainerMaps {
             .map(|(k, v)| (addr_of(k), v))
             .collect())
     }
+}
 
-    pub fn ifaces(&self) -> Result<Vec<(u32, Ipv4Addr)>> {
-        Ok(collect(self.ifaces.iter(), maps::IFACES)?
-            .into_iter()
-            .map(|(k, v)| (k, addr_of(v)))
-            .collect())
-    }
+fn map_err(map: &'static str) -> impl Fn(MapError) -> Error {
+    move |source| Error::Map { map, source }
 }
 
 fn collect<K, V>(
-    iter: impl Iterator<Item = std::result::Result<(K, V), aya::maps::MapError>>,
+    iter: impl Iterator<Item = std::result::Result<(K, V), MapError>>,
     map: &'static str,
 ) -> Result<Vec<(K, V)>> {
     iter.collect::<std::result::Result<Vec<_>, _>>()

@@ -6,6 +6,9 @@ use netbpf_common::maps;
 use super::pins::PinDir;
 use crate::Result;
 
+/// A program that does nothing, the baseline of per-packet cost measurements.
+pub const BENCH_EMPTY_TC: &str = "bench_empty_tc";
+
 /// The ELF object with every netbpf program and map.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netbpf"));
 
@@ -45,6 +48,7 @@ mod tests {
         let mut programs: Vec<&str> = object.programs.keys().map(String::as_str).collect();
         programs.sort_unstable();
         let mut expected: Vec<&str> = Hook::ALL.iter().map(|h| h.name()).collect();
+        expected.push(BENCH_EMPTY_TC);
         expected.sort_unstable();
         assert_eq!(programs, expected);
 
