@@ -1,5 +1,6 @@
 //! Development tasks: `cargo xtask <task>` (or `./x <task>` on a fresh machine).
 
+mod bench;
 mod cmd;
 mod demo;
 mod ebpf;
@@ -28,6 +29,16 @@ enum Task {
     /// Set up, then build a lab, attach the programs, send real traffic, print the
     /// counters, and tear everything down.
     Demo,
+    /// Set up, then measure netbpf against the kernel-native path in the same run
+    /// (report in target/bench/).
+    Bench {
+        /// Fewer, shorter rounds.
+        #[arg(long)]
+        quick: bool,
+        /// One scenario: east-west or prog-cost.
+        #[arg(long, value_name = "SCENARIO")]
+        only: Option<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -36,5 +47,6 @@ fn main() -> anyhow::Result<()> {
         Task::BuildEbpf => ebpf::build().map(|path| println!("{}", path.display())),
         Task::Test => test::run(),
         Task::Demo => demo::run(),
+        Task::Bench { quick, only } => bench::run(bench::Options { quick, only }),
     }
 }

@@ -28,6 +28,11 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ),
     ("util-linux", "setpriv (tests run netbpf unprivileged)"),
     ("procps", "sysctl inside lab namespaces"),
+    ("bpftool", "map dumps in tests"),
+    ("iperf3", "benchmark: single-stream throughput"),
+    ("sockperf", "benchmark: TCP request/response latency"),
+    ("wrk", "benchmark: HTTP connection rate"),
+    ("nginx-light", "benchmark: the HTTP server"),
 ];
 
 /// bpf-linker, built from source against Debian's LLVM 22 (prebuilt binaries are not
