@@ -7,6 +7,7 @@ use std::{net::SocketAddrV4, path::Path, process::Command};
 use anyhow::{Context as _, anyhow, bail};
 use netbpf_common::pin_paths::NETNS_PIN_ROOT;
 use netbpf_tests::{
+    TempDir,
     lab::{
         HOST_UPLINK_IF, HOST_UPLINK_IP, HOST_UPLINK_MAC, Lab, OUTSIDE_IF, OUTSIDE_IP, OUTSIDE_MAC,
     },
@@ -35,19 +36,21 @@ pub fn run() -> anyhow::Result<()> {
     cmd::run(cmd::cargo().args(["build", "--quiet", "--package", "netbpf"]))?;
     let netbpf = cmd::workspace_root().join("target/debug/netbpf");
 
-    let lab = Lab::new(DEMO_PREFIX, 0).context("building the lab")?;
+    let lab = Lab::new(DEMO_PREFIX, 3).context("building the lab")?;
     step(&format!(
-        "lab: namespace {} ({HOST_UPLINK_IF} {HOST_UPLINK_IP}) <-veth-> namespace {} ({OUTSIDE_IF} {OUTSIDE_IP})",
+        "lab: host namespace {} with an uplink ({HOST_UPLINK_IF} {HOST_UPLINK_IP}) to {} and three container namespaces",
         lab.host.name(),
         lab.outside.name()
     ));
-    let result = traffic_and_counters(&lab, &netbpf);
+    let dir = TempDir::new(&lab.prefix).context("demo directory")?;
+    let result = containers(&lab, &netbpf, &dir).and_then(|()| traffic_and_counters(&lab, &netbpf));
     // Detach and unpin through netbpf itself, whatever happened above.
     step("netbpf down");
     let down = run_netbpf(&netbpf, &lab.host, &["down"]);
     let pin_dir = Path::new(NETNS_PIN_ROOT).join(lab.host.name());
     let names: Vec<String> = [&lab.host, &lab.outside]
-        .iter()
+        .into_iter()
+        .chain(&lab.containers)
         .map(|ns| ns.name().to_owned())
         .collect();
     drop(lab);
@@ -67,6 +70,52 @@ pub fn run() -> anyhow::Result<()> {
         bail!("namespaces left behind: {left:?}");
     }
     step("lab removed: no namespace or pin left (netbpf runs no process)");
+    Ok(())
+}
+
+/// Container networks: two networks, three containers, traffic where it is allowed and
+/// where it is not.
+fn containers(lab: &Lab, netbpf: &Path, dir: &TempDir) -> anyhow::Result<()> {
+    let ns = |i: usize| lab.containers[i].path().display().to_string();
+    let definitions = format!(
+        "[[network]]\nname = \"front\"\nsubnet = \"198.18.10.0/24\"\n\n\
+         [[network]]\nname = \"back\"\nsubnet = \"198.18.20.0/24\"\n\n\
+         [[container]]\nname = \"web1\"\nnetns = \"{}\"\nnetwork = \"front\"\n\n\
+         [[container]]\nname = \"web2\"\nnetns = \"{}\"\nnetwork = \"front\"\n\n\
+         [[container]]\nname = \"db\"\nnetns = \"{}\"\nnetwork = \"back\"\n",
+        ns(0),
+        ns(1),
+        ns(2)
+    );
+    let file = dir
+        .write("netbpf.toml", &definitions)
+        .context("writing definitions")?;
+    let file = file.display().to_string();
+    step("netbpf apply: two networks (front, back), three containers (web1, web2 | db)");
+    print!(
+        "{}",
+        run_netbpf(netbpf, &lab.host, &["apply", "-c", &file])?
+    );
+    print!(
+        "{}",
+        run_netbpf(netbpf, &lab.host, &["show", "containers"])?
+    );
+    for (from, to, what) in [
+        (0, "198.18.10.3", "web1 -> web2 (same network)"),
+        (0, "198.18.10.1", "web1 -> its gateway (the host)"),
+        (0, "198.18.20.2", "web1 -> db (another network: dropped)"),
+    ] {
+        let ok = lab.containers[from]
+            .command("ping", &["-c", "3", "-i", "0.2", "-W", "1", "-q", to])
+            .output()
+            .context("ping")?
+            .status
+            .success();
+        println!(
+            "    ping {what}: {}",
+            if ok { "answered" } else { "no answer" }
+        );
+    }
     Ok(())
 }
 
@@ -121,8 +170,9 @@ fn traffic_and_counters(lab: &Lab, netbpf: &Path) -> anyhow::Result<()> {
     let table = run_netbpf(netbpf, &lab.host, &["show", "stats"])?;
     print!("{table}");
     println!(
-        "    expected: {} packets passed each hook ({PINGS} echo requests + {DATAGRAMS} datagrams), \
-         {MALFORMED} dropped by XDP as malformed",
+        "    expected on the uplink: {} packets passed each hook ({PINGS} echo requests + \
+         {DATAGRAMS} datagrams), {MALFORMED} dropped by XDP as malformed; from containers: \
+         forwards and ARP replies for web1 <-> web2, 3 cross-network drops",
         PINGS + DATAGRAMS
     );
     Ok(())
