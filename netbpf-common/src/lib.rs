@@ -20,9 +20,11 @@ pub mod maps {
     pub const IFACES: &str = "NB_IFACES";
     /// ...and a hash for the ifindexes above.
     pub const IFACES_BIG: &str = "NB_IFACES_BIG";
+    /// Per-network ranges of [`crate::net::PeerInfo`], indexed by address.
+    pub const PEERS: &str = "NB_PEERS";
 
     /// Every map the object defines.
-    pub const ALL: &[&str] = &[ENDPOINTS, IFACES, IFACES_BIG, NETWORKS, STATS];
+    pub const ALL: &[&str] = &[ENDPOINTS, IFACES, IFACES_BIG, NETWORKS, PEERS, STATS];
 
     /// Capacities.
     pub const MAX_NETWORKS: u32 = 1024;

@@ -21,7 +21,29 @@ pub struct NetworkInfo {
     pub gateway: u32,
     pub prefix_len: u32,
     pub flags: u32,
+    /// First `NB_PEERS` slot of this network's range ([`NO_PEER_SLOTS`]: none).
+    pub peer_base: u32,
     pub name: [u8; NAME_LEN],
+}
+
+/// Slots of the `NB_PEERS` array. A network whose subnet has at most this many addresses
+/// gets a range of them, one slot per address, so that a same-subnet destination is found
+/// by index instead of by hash.
+pub const PEER_SLOTS: u32 = 1 << 17;
+/// `peer_base` of a network without a range (too large, or no room left): its
+/// destinations are looked up in `NB_ENDPOINTS`.
+pub const NO_PEER_SLOTS: u32 = u32::MAX;
+
+/// `NB_PEERS` value: a container, at slot `peer_base + host part of its address`.
+/// `ifindex == 0` marks an empty slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The host-side veth: `bpf_redirect_peer` to it delivers into the container.
+    pub ifindex: u32,
+    pub network_id: u32,
+    pub mac: [u8; 6],
+    pub pad: [u8; 2],
 }
 
 /// Everything `from_container` needs about the sender, found by the host-side veth's
@@ -42,6 +64,8 @@ pub struct IfaceInfo {
     pub mac: [u8; 6],
     /// The host-side veth's MAC: what ARP for the gateway answers.
     pub host_mac: [u8; 6],
+    /// The network's `peer_base` (see [`NetworkInfo::peer_base`]).
+    pub peer_base: u32,
 }
 
 /// Slots of the `NB_IFACES` array: ifindexes below this are found by index.
@@ -64,8 +88,9 @@ pub struct EndpointInfo {
     pub name: [u8; NAME_LEN],
 }
 
-const _: () = assert!(size_of::<NetworkInfo>() == 48);
-const _: () = assert!(size_of::<IfaceInfo>() == 36);
+const _: () = assert!(size_of::<NetworkInfo>() == 52);
+const _: () = assert!(size_of::<IfaceInfo>() == 40);
+const _: () = assert!(size_of::<PeerInfo>() == 16);
 const _: () = assert!(size_of::<EndpointInfo>() == 56);
 
 #[cfg(feature = "user")]
@@ -77,6 +102,9 @@ unsafe impl aya::Pod for EndpointInfo {}
 #[cfg(feature = "user")]
 // SAFETY: as above.
 unsafe impl aya::Pod for IfaceInfo {}
+#[cfg(feature = "user")]
+// SAFETY: as above.
+unsafe impl aya::Pod for PeerInfo {}
 
 /// A name as stored in a map (truncated to NAME_LEN - 1 bytes, NUL-padded).
 pub fn name_bytes(name: &str) -> [u8; NAME_LEN] {

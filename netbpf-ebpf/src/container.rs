@@ -16,7 +16,7 @@ use netbpf_common::{
 use network_types::{arp::ArpHdr, eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
-    endpoints,
+    endpoints::{self, Peer},
     packet::{ETH_P_ARP, ETH_P_IPV4, ipv4_header_ok, is_multi_destination, ptr_at, ptr_at_mut},
 };
 
@@ -72,31 +72,46 @@ fn ipv4(data: usize, data_end: usize, frame_len: u32, own: &IfaceInfo) -> Decisi
     if dst == own.gateway {
         return (Outcome::Pass, TC_ACT_OK);
     }
-    if let Some(peer) = endpoints::endpoint(dst) {
-        if peer.network_id != own.network_id {
-            return drop(Outcome::DropCrossNetwork);
-        }
-        if own.net_flags & NET_ICC == 0 {
-            return drop(Outcome::DropIcc);
-        }
-        // Straight into the peer's namespace, past its host-side veth and the backlog.
-        // SAFETY: a helper call with plain integer arguments.
-        let verdict = unsafe { bpf_redirect_peer(peer.ifindex, 0) } as i32;
-        return (Outcome::Forward, verdict);
-    }
-    if is_multi_destination(ip.dst_addr) || dst & own.mask == own.subnet {
-        // The subnet's broadcast, or an address no container has: nobody to deliver to.
-        let reason = if is_multi_destination(ip.dst_addr) || dst == own.subnet | !own.mask {
-            Outcome::DropNotUnicast
-        } else {
-            Outcome::DropNoEndpoint
+    if dst & own.mask == own.subnet {
+        // A neighbour: its slot in the network's range, or the endpoint hash.
+        let peer = match endpoints::peer_in_subnet(own, dst) {
+            Peer::Found(peer) => Some((peer.ifindex, peer.network_id)),
+            Peer::Nobody => None,
+            Peer::NoRange => endpoints::endpoint(dst).map(|ep| (ep.ifindex, ep.network_id)),
         };
-        return drop(reason);
+        return match peer {
+            Some((ifindex, network_id)) => deliver(own, ifindex, network_id),
+            None if dst == own.subnet | !own.mask => drop(Outcome::DropNotUnicast),
+            None => drop(Outcome::DropNoEndpoint),
+        };
+    }
+    if is_multi_destination(ip.dst_addr) {
+        return drop(Outcome::DropNotUnicast);
+    }
+    if let Some(peer) = endpoints::endpoint(dst) {
+        // A container of another subnet, reached through the gateway.
+        return deliver(own, peer.ifindex, peer.network_id);
     }
     if own.net_flags & NET_INTERNAL != 0 {
         return drop(Outcome::DropInternal);
     }
     (Outcome::Pass, TC_ACT_OK)
+}
+
+/// To a container: straight into its namespace if it is of the sender's network and the
+/// network lets its containers talk.
+#[inline(always)]
+fn deliver(own: &IfaceInfo, ifindex: u32, network_id: u32) -> Decision {
+    if network_id != own.network_id {
+        return drop(Outcome::DropCrossNetwork);
+    }
+    if own.net_flags & NET_ICC == 0 {
+        return drop(Outcome::DropIcc);
+    }
+    // Past the peer's host-side veth and the backlog queue, into its namespace.
+    // SAFETY: a helper call with plain integer arguments.
+    let verdict = unsafe { bpf_redirect_peer(ifindex, 0) } as i32;
+    (Outcome::Forward, verdict)
 }
 
 /// Answers an ARP request for the gateway or a same-network peer by turning the request
@@ -131,13 +146,21 @@ fn arp(data: usize, data_end: usize, eth: &mut EthHdr, ifindex: u32, own: &Iface
         return drop(Outcome::DropMalformed);
     }
     let target = u32::from_ne_bytes(arp.tpa);
-    let answer = if target == own.gateway {
-        own.host_mac
+    let peer_mac = if target == own.addr || target & own.mask != own.subnet {
+        None
     } else {
-        match endpoints::endpoint(target) {
-            Some(peer) if peer.network_id == own.network_id && target != own.addr => peer.mac,
-            _ => return drop(Outcome::DropArpUnanswered),
+        match endpoints::peer_in_subnet(own, target) {
+            Peer::Found(peer) => Some(peer.mac),
+            Peer::Nobody => None,
+            Peer::NoRange => endpoints::endpoint(target)
+                .filter(|ep| ep.network_id == own.network_id)
+                .map(|ep| ep.mac),
         }
+    };
+    let answer = match peer_mac {
+        _ if target == own.gateway => own.host_mac,
+        Some(mac) => mac,
+        None => return drop(Outcome::DropArpUnanswered),
     };
     arp.oper = ARP_REPLY;
     arp.tha = arp.sha;

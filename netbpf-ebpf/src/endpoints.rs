@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use netbpf_common::{
     maps::{MAX_ENDPOINTS, MAX_NETWORKS},
-    net::{EndpointInfo, IFACE_SLOTS, IfaceInfo, NetworkInfo},
+    net::{EndpointInfo, IFACE_SLOTS, IfaceInfo, NO_PEER_SLOTS, NetworkInfo, PEER_SLOTS, PeerInfo},
 };
 
 #[map]
@@ -19,6 +19,9 @@ static NB_IFACES_BIG: HashMap<u32, IfaceInfo> = HashMap::with_max_entries(MAX_EN
 
 #[map]
 static NB_ENDPOINTS: HashMap<u32, EndpointInfo> = HashMap::with_max_entries(MAX_ENDPOINTS, 0);
+
+#[map]
+static NB_PEERS: Array<PeerInfo> = Array::with_max_entries(PEER_SLOTS, 0);
 
 #[map]
 static NB_NETWORKS: HashMap<u32, NetworkInfo> = HashMap::with_max_entries(MAX_NETWORKS, 0);
@@ -40,4 +43,27 @@ pub fn iface(ifindex: u32) -> Option<&'static IfaceInfo> {
 pub fn endpoint(addr: u32) -> Option<&'static EndpointInfo> {
     // SAFETY: as above.
     unsafe { NB_ENDPOINTS.get(&addr) }
+}
+
+/// What a same-subnet destination may be, found by index in the sender's network range.
+pub enum Peer {
+    /// The container at that address.
+    Found(&'static PeerInfo),
+    /// Nobody has that address.
+    Nobody,
+    /// The network has no range: ask [`endpoint`].
+    NoRange,
+}
+
+/// The container at `dst` in the sender's own subnet (`dst & own.mask == own.subnet`).
+#[inline(always)]
+pub fn peer_in_subnet(own: &IfaceInfo, dst: u32) -> Peer {
+    if own.peer_base == NO_PEER_SLOTS {
+        return Peer::NoRange;
+    }
+    let host = u32::from_be(dst & !own.mask);
+    match NB_PEERS.get(own.peer_base.wrapping_add(host)) {
+        Some(peer) if peer.ifindex != 0 => Peer::Found(peer),
+        _ => Peer::Nobody,
+    }
 }

@@ -11,7 +11,7 @@ use netbpf::kernel::{
     maps::{ContainerMaps, addr_key},
     object::{self, BENCH_EMPTY_TC},
 };
-use netbpf_common::net::{EndpointInfo, IfaceInfo, NET_ICC, NetworkInfo, name_bytes};
+use netbpf_common::net::{EndpointInfo, IfaceInfo, NET_ICC, NetworkInfo, PeerInfo, name_bytes};
 use netbpf_tests::packet::{self, Mac};
 
 const WEB1: Ipv4Addr = Ipv4Addr::new(198, 18, 10, 2);
@@ -39,6 +39,7 @@ fn main() -> anyhow::Result<()> {
         gateway: addr_key(Ipv4Addr::new(198, 18, 10, 1)),
         prefix_len: 24,
         flags: NET_ICC,
+        peer_base: 0,
         name: name_bytes("front"),
     };
     maps.networks.insert(&1, &network, 0)?;
@@ -52,6 +53,13 @@ fn main() -> anyhow::Result<()> {
             name: name_bytes("bench"),
         };
         maps.endpoints.insert(&addr_key(addr), &ep, 0)?;
+        let peer = PeerInfo {
+            ifindex,
+            network_id: 1,
+            mac: mac.0,
+            pad: [0; 2],
+        };
+        maps.set_peer(&network, addr, &peer)?;
     }
     let own = IfaceInfo {
         addr: addr_key(WEB1),
@@ -62,6 +70,7 @@ fn main() -> anyhow::Result<()> {
         net_flags: network.flags,
         mac: WEB1_MAC.0,
         host_mac: [2, 0, 0, 0, 0, 1],
+        peer_base: network.peer_base,
     };
     maps.set_iface(1, &own)?;
 
@@ -81,9 +90,17 @@ fn main() -> anyhow::Result<()> {
     );
     // No ARP path: the test run repeats on the packet it rewrote, so after the first
     // round an ARP request has become a reply.
-    let paths: [(&str, &str, &[u8], u32); 3] = [
+    let to_gateway = packet::udp4_frame(
+        Mac([2, 0, 0, 0, 0, 1]),
+        WEB1_MAC,
+        SocketAddrV4::new(WEB1, 4000),
+        SocketAddrV4::new(Ipv4Addr::new(198, 18, 10, 1), 80),
+        &[0; 64],
+    );
+    let paths: [(&str, &str, &[u8], u32); 4] = [
         ("empty_tc", BENCH_EMPTY_TC, &udp, 0),
         ("forward", "from_container", &udp, 7),
+        ("to_host", "from_container", &to_gateway, 0),
         ("drop_spoofed_mac", "from_container", &spoofed, 2),
     ];
     let mut results: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];

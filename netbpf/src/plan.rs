@@ -3,10 +3,12 @@
 
 use std::{collections::BTreeMap, net::Ipv4Addr, path::PathBuf};
 
-use netbpf_common::net::{NET_ICC, NET_INTERNAL, NET_MASQUERADE, NetworkInfo, name_bytes};
+use netbpf_common::net::{
+    NET_ICC, NET_INTERNAL, NET_MASQUERADE, NO_PEER_SLOTS, NetworkInfo, PEER_SLOTS, name_bytes,
+};
 
 use crate::{
-    config::{Model, model::format_mac},
+    config::{Model, model::format_mac, validate::Previous},
     kernel::{ifaces::host_ifname, maps::addr_key},
 };
 
@@ -29,6 +31,8 @@ pub struct WiredContainer {
     pub gateway: Ipv4Addr,
     pub network_id: u32,
     pub internal: bool,
+    /// The network's range of peer slots (moving it means moving the container's slot).
+    pub peer_base: u32,
     /// A hash of everything above: a container whose hash changed is wired again.
     pub spec: u32,
 }
@@ -39,8 +43,9 @@ impl WiredContainer {
     }
 }
 
-pub fn plan(model: &Model) -> Plan {
-    let networks = model
+pub fn plan(model: &Model, previous: &Previous) -> Plan {
+    let bases = peer_ranges(model, previous);
+    let networks: BTreeMap<u32, NetworkInfo> = model
         .networks
         .iter()
         .map(|n| {
@@ -57,6 +62,7 @@ pub fn plan(model: &Model) -> Plan {
                 gateway: addr_key(n.gateway),
                 prefix_len: u32::from(n.prefix_len),
                 flags,
+                peer_base: bases.get(&n.id).copied().unwrap_or(NO_PEER_SLOTS),
                 name: name_bytes(&n.name),
             };
             (n.id, info)
@@ -79,6 +85,7 @@ pub fn plan(model: &Model) -> Plan {
                 gateway: net.gateway,
                 network_id: net.id,
                 internal: net.internal,
+                peer_base: networks.get(&net.id).map_or(NO_PEER_SLOTS, |n| n.peer_base),
                 spec: 0,
             };
             wired.spec = fnv1a(format!("{wired:?}").as_bytes());
@@ -91,9 +98,106 @@ pub fn plan(model: &Model) -> Plan {
     }
 }
 
+/// Gives each network a range of `NB_PEERS` slots, one per address of its subnet: where
+/// it had one before if that still fits, else the first free range (aligned to its size).
+/// Networks larger than the array, or beyond its room, get none (their destinations are
+/// found by hash).
+fn peer_ranges(model: &Model, previous: &Previous) -> BTreeMap<u32, u32> {
+    let size = |prefix_len: u8| 1u64 << (32 - u32::from(prefix_len));
+    let mut taken: Vec<(u64, u64)> = Vec::new();
+    let overlaps = |taken: &[(u64, u64)], start: u64, len: u64| {
+        start + len > u64::from(PEER_SLOTS)
+            || taken.iter().any(|(s, l)| start < s + l && *s < start + len)
+    };
+    let mut bases = BTreeMap::new();
+    let mut networks: Vec<_> = model.networks.iter().collect();
+    networks.sort_by_key(|n| n.id);
+    for net in &networks {
+        let len = size(net.prefix_len);
+        if let Some(&base) = previous.peer_bases.get(&net.name)
+            && base != NO_PEER_SLOTS
+            && !overlaps(&taken, u64::from(base), len)
+        {
+            taken.push((u64::from(base), len));
+            bases.insert(net.id, base);
+        }
+    }
+    for net in networks {
+        if bases.contains_key(&net.id) {
+            continue;
+        }
+        let len = size(net.prefix_len);
+        let free = (0..u64::from(PEER_SLOTS))
+            .step_by(len.min(u64::from(PEER_SLOTS)) as usize)
+            .find(|start| !overlaps(&taken, *start, len));
+        if let Some(start) = free {
+            taken.push((start, len));
+            bases.insert(net.id, start as u32);
+        }
+    }
+    bases
+}
+
 /// 32-bit FNV-1a: small, stable across builds and platforms (unlike std's hasher).
 pub fn fnv1a(bytes: &[u8]) -> u32 {
     bytes.iter().fold(0x811c_9dc5, |hash, b| {
         (hash ^ u32::from(*b)).wrapping_mul(0x0100_0193)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::config::model::Network;
+
+    fn network(id: u32, name: &str, subnet: [u8; 4], prefix_len: u8) -> Network {
+        Network {
+            id,
+            name: name.to_owned(),
+            subnet: Ipv4Addr::from(subnet),
+            prefix_len,
+            gateway: Ipv4Addr::from(u32::from(Ipv4Addr::from(subnet)) + 1),
+            icc: true,
+            internal: false,
+            masquerade: true,
+        }
+    }
+
+    fn model(networks: Vec<Network>) -> Model {
+        Model {
+            uplink: None,
+            pin_dir: None,
+            networks,
+            containers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn peer_ranges_are_disjoint_aligned_and_stable() {
+        let m = model(vec![
+            network(1, "a", [198, 18, 10, 0], 24),
+            network(2, "b", [198, 18, 0, 0], 20),
+            network(3, "huge", [10, 0, 0, 0], 8),
+        ]);
+        let bases = peer_ranges(&m, &Previous::default());
+        assert_eq!(bases.get(&1), Some(&0));
+        assert_eq!(bases.get(&2), Some(&4096));
+        assert_eq!(bases.get(&3), None, "a /8 does not fit");
+
+        // A reload keeps where each network was, even if the order changed.
+        let previous = Previous {
+            peer_bases: [("b".to_owned(), 4096), ("a".to_owned(), 0)].into(),
+            ..Default::default()
+        };
+        let m2 = model(vec![
+            network(5, "c", [198, 19, 0, 0], 24),
+            network(2, "b", [198, 18, 0, 0], 20),
+            network(1, "a", [198, 18, 10, 0], 24),
+        ]);
+        let bases = peer_ranges(&m2, &previous);
+        assert_eq!((bases[&1], bases[&2]), (0, 4096));
+        assert_eq!(bases[&5], 256, "the first free range of its size");
+    }
 }

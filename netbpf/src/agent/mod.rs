@@ -7,7 +7,7 @@ use std::path::Path;
 
 use crate::{
     Result,
-    config::{self, Model, validate::Previous},
+    config::{self, validate::Previous},
     kernel::{maps::ContainerMaps, pins::PinDir},
     plan,
 };
@@ -25,6 +25,10 @@ pub fn previous(pins: &PinDir) -> Previous {
             .iter()
             .map(|(id, n)| (name_str(&n.name).to_owned(), *id))
             .collect();
+        prev.peer_bases = networks
+            .iter()
+            .map(|(_, n)| (name_str(&n.name).to_owned(), n.peer_base))
+            .collect();
     }
     if let Ok(endpoints) = maps.endpoints() {
         prev.addresses = endpoints
@@ -35,15 +39,11 @@ pub fn previous(pins: &PinDir) -> Previous {
     prev
 }
 
-/// Loads and validates a definitions file against what `pins` holds.
-pub fn load_model(file: &Path, pins: &PinDir) -> Result<Model> {
-    config::load(file, &previous(pins))
-}
-
 /// One reconcile from a file: validate everything first, so an invalid file changes nothing.
 pub fn apply(file: &Path, pins: &PinDir) -> Result<reconcile::Report> {
-    let model = load_model(file, pins)?;
-    reconcile::reconcile(pins, &plan::plan(&model))
+    let previous = previous(pins);
+    let model = config::load(file, &previous)?;
+    reconcile::reconcile(pins, &plan::plan(&model, &previous))
 }
 
 /// `netbpf agent`: reconcile, then reload on SIGHUP or when the file changes, until

@@ -7,7 +7,7 @@ use std::{collections::HashMap, path::Path};
 use std::net::Ipv4Addr;
 
 use netbpf_common::{
-    net::{EndpointInfo, IfaceInfo, name_bytes, name_str},
+    net::{EndpointInfo, IfaceInfo, NetworkInfo, PeerInfo, name_bytes, name_str},
     stats::Hook,
 };
 
@@ -16,7 +16,7 @@ use crate::{
     kernel::{
         datapath::Loaded,
         ifaces::{self, OwnedVeth, VethSpec},
-        maps::{ContainerMaps, addr_key},
+        maps::{ContainerMaps, addr_key, addr_of},
         pins::PinDir,
     },
     plan::{Plan, WiredContainer},
@@ -38,14 +38,8 @@ pub fn reconcile(pins: &PinDir, plan: &Plan) -> Result<Report> {
     let mut loaded = Loaded::open(pins)?;
     let mut maps = ContainerMaps::open_pinned(pins)?;
     let mut report = Report::default();
-
-    // Networks before the endpoints that name them.
-    for (id, info) in &plan.networks {
-        maps.networks
-            .insert(id, info, 0)
-            .map_err(map_err("NB_NETWORKS"))?;
-    }
-    report.networks = plan.networks.len();
+    // The networks as the kernel has them: where removed containers' peer slots are.
+    let old_networks: HashMap<u32, NetworkInfo> = maps.networks()?.into_iter().collect();
 
     let current: HashMap<String, (u32, EndpointInfo)> = maps
         .endpoints()?
@@ -68,6 +62,9 @@ pub fn reconcile(pins: &PinDir, plan: &Plan) -> Result<Report> {
             .get(name.as_str())
             .is_some_and(|c| c.spec == ep.spec && veths.contains_key(name));
         if !keep {
+            if let Some(net) = old_networks.get(&ep.network_id) {
+                maps.clear_peer(net, addr_of(*key))?;
+            }
             unwire(pins, &mut maps, *key, ep.ifindex, veths.get(name))?;
             report.removed.push(name.clone());
         }
@@ -77,6 +74,14 @@ pub fn reconcile(pins: &PinDir, plan: &Plan) -> Result<Report> {
             unwire_veth(pins, veth)?;
         }
     }
+
+    // Networks before the endpoints that name them.
+    for (id, info) in &plan.networks {
+        maps.networks
+            .insert(id, info, 0)
+            .map_err(map_err("NB_NETWORKS"))?;
+    }
+    report.networks = plan.networks.len();
 
     let mut containers: Vec<&WiredContainer> = plan.containers.iter().collect();
     containers.sort_by(|a, b| a.name.cmp(&b.name));
@@ -90,6 +95,7 @@ pub fn reconcile(pins: &PinDir, plan: &Plan) -> Result<Report> {
             // The network's policy (icc) may have changed: rewrite what the program reads.
             let (_, ep) = &current[&c.name];
             maps.set_iface(veth.ifindex, &iface_info(plan, c, ep.host_mac))?;
+            set_peer(&mut maps, plan, c, veth.ifindex)?;
             let attached = loaded.attach(pins, Hook::FromContainer, veth.ifindex, &veth.ifname)?;
             report.swapped += usize::from(attached.replaced);
             report.kept.push(c.name.clone());
@@ -126,7 +132,22 @@ fn iface_info(plan: &Plan, c: &WiredContainer, host_mac: [u8; 6]) -> IfaceInfo {
         net_flags: net.map_or(0, |n| n.flags),
         mac: c.mac,
         host_mac,
+        peer_base: c.peer_base,
     }
+}
+
+/// Puts the container in its network's peer range, where same-subnet senders find it.
+fn set_peer(maps: &mut ContainerMaps, plan: &Plan, c: &WiredContainer, ifindex: u32) -> Result<()> {
+    let Some(net) = plan.networks.get(&c.network_id) else {
+        return Ok(());
+    };
+    let peer = PeerInfo {
+        ifindex,
+        network_id: c.network_id,
+        mac: c.mac,
+        pad: [0; 2],
+    };
+    maps.set_peer(net, c.ip, &peer)
 }
 
 /// Wires one container: veth, map entries, program, then the links go up. The program is
@@ -165,6 +186,7 @@ fn wire(
             .insert(&key, &endpoint, 0)
             .map_err(map_err("NB_ENDPOINTS"))?;
         maps.set_iface(ifindex, &iface_info(plan, c, host_mac))?;
+        set_peer(maps, plan, c, ifindex)?;
         loaded.attach(pins, Hook::FromContainer, ifindex, &c.host_ifname)?;
         ifaces::bring_up(&spec)
     })();
@@ -175,6 +197,9 @@ fn wire(
             ifindex,
             container: c.name.clone(),
         };
+        if let Some(net) = plan.networks.get(&c.network_id) {
+            let _ = maps.clear_peer(net, c.ip);
+        }
         let _ = unwire(pins, maps, addr_key(c.ip), ifindex, Some(&veth));
     }
     result

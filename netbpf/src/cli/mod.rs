@@ -229,7 +229,10 @@ fn check(config: &std::path::Path, args: &Args) -> Result<()> {
         Default::default()
     };
     let model = config::load(config, &previous)?;
-    print!("{}", render::plan_summary(&model, &plan::plan(&model)));
+    print!(
+        "{}",
+        render::plan_summary(&model, &plan::plan(&model, &previous))
+    );
     Ok(())
 }
 

@@ -19,6 +19,8 @@ use super::{
 pub struct Previous {
     pub network_ids: HashMap<String, u32>,
     pub addresses: HashMap<String, Ipv4Addr>,
+    /// Each network's range of peer slots (by name), kept where it was when still fitting.
+    pub peer_bases: HashMap<String, u32>,
 }
 
 /// Longest network or container name (map name fields hold 31 bytes and a NUL).
@@ -578,6 +580,7 @@ ifname = "eth1"
         let previous = Previous {
             network_ids: [("back".to_owned(), 7)].into(),
             addresses: [("web1".to_owned(), Ipv4Addr::new(198, 18, 10, 40))].into(),
+            peer_bases: Default::default(),
         };
         let m = model(&file(""), &previous);
         assert_eq!((m.networks[0].id, m.networks[1].id), (1, 7));

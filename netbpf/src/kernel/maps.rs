@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use aya::maps::{Array, HashMap, Map, MapData, MapError};
 use netbpf_common::{
     maps,
-    net::{EndpointInfo, IFACE_SLOTS, IfaceInfo, NetworkInfo},
+    net::{EndpointInfo, IFACE_SLOTS, IfaceInfo, NO_PEER_SLOTS, NetworkInfo, PeerInfo},
 };
 
 use super::pins::PinDir;
@@ -17,6 +17,7 @@ pub struct ContainerMaps {
     pub endpoints: HashMap<MapData, u32, EndpointInfo>,
     iface_slots: Array<MapData, IfaceInfo>,
     iface_big: HashMap<MapData, u32, IfaceInfo>,
+    peers: Array<MapData, PeerInfo>,
 }
 
 fn open(pins: &PinDir, name: &'static str) -> Result<Map> {
@@ -50,6 +51,7 @@ impl ContainerMaps {
             endpoints: typed(take(maps::ENDPOINTS)?, maps::ENDPOINTS)?,
             iface_slots: typed(take(maps::IFACES)?, maps::IFACES)?,
             iface_big: typed(take(maps::IFACES_BIG)?, maps::IFACES_BIG)?,
+            peers: typed(take(maps::PEERS)?, maps::PEERS)?,
         })
     }
 
@@ -59,6 +61,7 @@ impl ContainerMaps {
             endpoints: typed(open(pins, maps::ENDPOINTS)?, maps::ENDPOINTS)?,
             iface_slots: typed(open(pins, maps::IFACES)?, maps::IFACES)?,
             iface_big: typed(open(pins, maps::IFACES_BIG)?, maps::IFACES_BIG)?,
+            peers: typed(open(pins, maps::PEERS)?, maps::PEERS)?,
         })
     }
 
@@ -73,6 +76,24 @@ impl ContainerMaps {
                 .insert(&ifindex, info, 0)
                 .map_err(map_err(maps::IFACES_BIG))
         }
+    }
+
+    /// Puts a container in its network's range of peer slots (a network without a range
+    /// keeps nothing there).
+    pub fn set_peer(
+        &mut self,
+        network: &NetworkInfo,
+        addr: Ipv4Addr,
+        info: &PeerInfo,
+    ) -> Result<()> {
+        match peer_slot(network, addr) {
+            Some(slot) => self.peers.set(slot, info, 0).map_err(map_err(maps::PEERS)),
+            None => Ok(()),
+        }
+    }
+
+    pub fn clear_peer(&mut self, network: &NetworkInfo, addr: Ipv4Addr) -> Result<()> {
+        self.set_peer(network, addr, &PeerInfo::default())
     }
 
     /// Forgets the sender behind `ifindex` (its packets are dropped as of unknown source).
@@ -116,6 +137,16 @@ fn collect<K, V>(
 ) -> Result<Vec<(K, V)>> {
     iter.collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|source| Error::Map { map, source })
+}
+
+/// The slot of `addr` in `network`'s peer range, if it has one.
+pub fn peer_slot(network: &NetworkInfo, addr: Ipv4Addr) -> Option<u32> {
+    if network.peer_base == NO_PEER_SLOTS {
+        return None;
+    }
+    let host_bits = 32 - network.prefix_len.min(32);
+    let host = u32::from(addr) & (u32::MAX.checked_shr(network.prefix_len).unwrap_or(0));
+    (host_bits < 32).then_some(network.peer_base + host)
 }
 
 /// A map key or value holding an address (network byte order in a native u32).
