@@ -30,6 +30,10 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("procps", "sysctl inside lab namespaces"),
     ("bpftool", "map dumps in tests"),
     ("iperf3", "benchmark: single-stream throughput"),
+    (
+        "iptables",
+        "benchmark: Docker's iptables rules in the baseline",
+    ),
     ("sockperf", "benchmark: TCP request/response latency"),
     ("wrk", "benchmark: HTTP connection rate"),
     ("nginx-light", "benchmark: the HTTP server"),

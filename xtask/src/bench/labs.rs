@@ -33,8 +33,71 @@ impl EastWest {
     }
 }
 
-/// The baseline: a bridge in the host namespace, one veth per container.
+/// The floor: a bridge in the host namespace, one veth per container, nothing else.
 pub fn bridge(prefix: &str) -> anyhow::Result<EastWest> {
+    let mut lab = bridged(prefix)?;
+    // No netfilter on bridged frames: the bare bridge.
+    lab.lab
+        .host
+        .sysctl("net.bridge.bridge-nf-call-iptables", "0")?;
+    lab.name = "bridge";
+    Ok(lab)
+}
+
+/// Docker's data path: the same bridge with bridged frames passing netfilter
+/// (br_netfilter, as Docker sets it) and the rules `dockerd` installs for a network
+/// (filter FORWARD chains with isolation and conntrack, nat MASQUERADE).
+pub fn docker(prefix: &str, dir: &Path) -> anyhow::Result<EastWest> {
+    let mut lab = bridged(prefix)?;
+    lab.lab
+        .host
+        .sysctl("net.bridge.bridge-nf-call-iptables", "1")?;
+    lab.lab.host.sysctl("net.ipv4.ip_forward", "1")?;
+    let rules = dir.join("docker.rules");
+    std::fs::write(&rules, DOCKER_RULES).context("writing docker.rules")?;
+    let rules = rules.display().to_string();
+    lab.lab.host.exec("iptables-restore", &[&rules])?;
+    lab.name = "docker";
+    Ok(lab)
+}
+
+/// What dockerd 20.10 installs for one bridge network (`br0`, 198.18.10.0/24), as
+/// `iptables-save` shows it.
+const DOCKER_RULES: &str = "*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:DOCKER - [0:0]
+-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER
+-A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER
+-A POSTROUTING -s 198.18.10.0/24 ! -o br0 -j MASQUERADE
+-A DOCKER -i br0 -j RETURN
+COMMIT
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+:DOCKER - [0:0]
+:DOCKER-ISOLATION-STAGE-1 - [0:0]
+:DOCKER-ISOLATION-STAGE-2 - [0:0]
+:DOCKER-USER - [0:0]
+-A FORWARD -j DOCKER-USER
+-A FORWARD -j DOCKER-ISOLATION-STAGE-1
+-A FORWARD -o br0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A FORWARD -o br0 -j DOCKER
+-A FORWARD -i br0 ! -o br0 -j ACCEPT
+-A FORWARD -i br0 -o br0 -j ACCEPT
+-A DOCKER-ISOLATION-STAGE-1 -i br0 ! -o br0 -j DOCKER-ISOLATION-STAGE-2
+-A DOCKER-ISOLATION-STAGE-1 -j RETURN
+-A DOCKER-ISOLATION-STAGE-2 -o br0 -j DROP
+-A DOCKER-ISOLATION-STAGE-2 -j RETURN
+-A DOCKER-USER -j RETURN
+COMMIT
+";
+
+/// A bridge in the host namespace, one veth per container.
+fn bridged(prefix: &str) -> anyhow::Result<EastWest> {
     let lab = Lab::new(prefix, 2).context("bridge lab")?;
     lab.host.ip(&["link", "add", "br0", "type", "bridge"])?;
     lab.host

@@ -20,25 +20,13 @@ pub const IPERF_PORT: u16 = 5201;
 
 /// The servers of one benchmark target, running in its namespace until dropped.
 pub struct Servers {
-    _sockperf: Background,
     _nginx: Background,
     _iperf3: Background,
 }
 
-/// Starts sockperf, nginx and iperf3 on `addr` inside `ns` and waits until each accepts.
+/// Starts nginx and iperf3 on `addr` inside `ns` and waits until each accepts.
 pub fn start_servers(ns: &Netns, addr: Ipv4Addr, dir: &Path) -> anyhow::Result<Servers> {
     let ip = addr.to_string();
-    let sockperf = Background::spawn(ns.command(
-        "sockperf",
-        &[
-            "server",
-            "--tcp",
-            "-i",
-            &ip,
-            "-p",
-            &SOCKPERF_PORT.to_string(),
-        ],
-    ))?;
     let conf = dir.join("nginx.conf");
     std::fs::write(
         &conf,
@@ -54,36 +42,58 @@ pub fn start_servers(ns: &Netns, addr: Ipv4Addr, dir: &Path) -> anyhow::Result<S
     let conf = conf.display().to_string();
     let prefix = dir.display().to_string();
     let nginx = Background::spawn(ns.command("nginx", &["-c", &conf, "-p", &prefix]))?;
-    let iperf3 =
-        Background::spawn(ns.command("iperf3", &["-s", "-B", &ip, "-p", &IPERF_PORT.to_string()]))?;
-    for port in [SOCKPERF_PORT, HTTP_PORT, IPERF_PORT] {
-        let target = SocketAddrV4::new(addr, port);
-        ns.run(|| {
-            wait_for(Duration::from_secs(5), || {
-                TcpStream::connect_timeout(&target.into(), Duration::from_millis(200)).ok()
-            })
-        })
-        .ok_or_else(|| anyhow!("server on {target} in {} never came up", ns.name()))?;
+    // Its stderr goes to a log: the readiness probe below makes it complain.
+    let mut iperf3 = ns.command("iperf3", &["-s", "-B", &ip, "-p", &IPERF_PORT.to_string()]);
+    iperf3.stderr(std::fs::File::create(dir.join("iperf3.log")).context("iperf3 log")?);
+    let iperf3 = Background::spawn(iperf3)?;
+    for port in [HTTP_PORT, IPERF_PORT] {
+        wait_listening(ns, SocketAddrV4::new(addr, port))?;
     }
     Ok(Servers {
-        _sockperf: sockperf,
         _nginx: nginx,
         _iperf3: iperf3,
     })
+}
+
+fn wait_listening(ns: &Netns, target: SocketAddrV4) -> anyhow::Result<()> {
+    ns.run(|| {
+        wait_for(Duration::from_secs(5), || {
+            TcpStream::connect_timeout(&target.into(), Duration::from_millis(200)).ok()
+        })
+    })
+    .map(drop)
+    .ok_or_else(|| anyhow!("server on {target} in {} never came up", ns.name()))
 }
 
 fn run(ns: &Netns, program: &str, args: &[&str]) -> anyhow::Result<String> {
     cmd::output(&mut ns.command(program, args))
 }
 
-/// TCP ping-pong latency (one-way, µs): (p50, p99).
-pub fn latency(client: &Netns, server: Ipv4Addr, seconds: u32) -> anyhow::Result<(f64, f64)> {
+/// TCP ping-pong latency (one-way, µs): (p50, p99). Both ends poll non-blocking sockets,
+/// so the figure is the network path's, not the scheduler's wake-up latency (which is
+/// most of a blocking ping-pong on a small VM and the same for every data path).
+/// The server spins too, so it runs only while this measures (it would steal a CPU from
+/// the other figures).
+pub fn latency(
+    client: &Netns,
+    server_ns: &Netns,
+    server: Ipv4Addr,
+    seconds: u32,
+) -> anyhow::Result<(f64, f64)> {
+    let ip = server.to_string();
+    let port = SOCKPERF_PORT.to_string();
+    let _server = Background::spawn(server_ns.command(
+        "sockperf",
+        &["server", "--tcp", "--nonblocked", "-i", &ip, "-p", &port],
+    ))?;
+    wait_listening(server_ns, SocketAddrV4::new(server, SOCKPERF_PORT))?;
     let out = run(
         client,
         "sockperf",
         &[
             "ping-pong",
             "--tcp",
+            "--nonblocked",
             "-i",
             &server.to_string(),
             "-p",
