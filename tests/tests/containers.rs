@@ -507,6 +507,94 @@ fn agent_killed_and_restarted_loses_no_packet() {
     );
 }
 
+#[test]
+fn agent_reloads_on_file_change_and_sighup_and_exits_on_sigterm() {
+    require_root!();
+    let Setup { lab, dir, file } = setup(1);
+    let log = dir.path().join("agent.log");
+    let mut cmd = Command::new(netbpf_bin());
+    cmd.args(["--netns", lab.host.name(), "agent", "-c"])
+        .arg(&file);
+    cmd.stderr(std::fs::File::create(&log).expect("log"));
+    let mut agent = Background::spawn(cmd).expect("agent starts");
+    let logged = |what: &str, n: usize| {
+        wait_for(WAIT, || {
+            (std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .matches(what)
+                .count()
+                >= n)
+                .then_some(())
+        })
+        .is_some()
+    };
+    assert!(logged("reconciled", 1), "agent never reconciled");
+
+    // The file changes (replaced, as editors do): web3 appears.
+    let extra = format!(
+        "\n[[container]]\nname = \"web3\"\nnetns = \"{}\"\nnetwork = \"front\"\n",
+        lab.containers[4].path().display()
+    );
+    let staged = dir
+        .write("staged.toml", &definitions(&lab, &extra))
+        .expect("write");
+    std::fs::rename(&staged, &file).expect("replace the file");
+    assert!(logged("1 added", 1), "no reload on file change");
+    assert!(ping(&lab.containers[4], WEB1));
+
+    // An invalid file is refused and changes nothing; SIGHUP reloads the same way.
+    dir.write("netbpf.toml", "[[network]]\nname = 7\n")
+        .expect("write");
+    assert!(logged("reload failed, kernel state unchanged", 1));
+    assert!(ping(&lab.containers[4], WEB1));
+    std::fs::rename(
+        dir.write("staged.toml", &definitions(&lab, ""))
+            .expect("write"),
+        &file,
+    )
+    .expect("replace");
+    assert!(logged("1 removed", 1));
+    // SAFETY: signalling the agent this test started, by its PID.
+    assert_eq!(unsafe { libc::kill(agent.pid() as i32, libc::SIGHUP) }, 0);
+    assert!(logged("reconciled", 3), "no reload on SIGHUP");
+
+    // SIGTERM: a clean exit, the datapath stays.
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(agent.pid() as i32, libc::SIGTERM) }, 0);
+    let status = agent.wait().expect("agent exits");
+    assert!(status.success(), "{status}");
+    assert!(logged("SIGTERM: exiting, the datapath stays in place", 1));
+    assert!(ping(&lab.containers[0], WEB2));
+}
+
+#[test]
+fn down_removes_every_veth_pin_and_entry() {
+    require_root!();
+    let Setup { lab, .. } = setup(0);
+    let out = netbpf_ok(&lab.host, &["down"]);
+    assert!(out.contains("removed 4 container veth(s)"), "{out}");
+    assert!(!Path::new(NETNS_PIN_ROOT).join(lab.host.name()).exists());
+    let links = lab
+        .host
+        .exec("ip", &["-o", "link", "show"])
+        .expect("ip link");
+    let links = String::from_utf8_lossy(&links.stdout).into_owned();
+    // lo and the lab's uplink: no veth of netbpf's.
+    assert_eq!(links.lines().count(), 2, "{links}");
+    assert!(!links.contains("netbpf:"), "{links}");
+    for ns in &lab.containers[..4] {
+        let links = ns.exec("ip", &["-o", "link", "show"]).expect("ip link");
+        assert_eq!(
+            String::from_utf8_lossy(&links.stdout).lines().count(),
+            1,
+            "only lo is left in {}",
+            ns.name()
+        );
+    }
+    let out = netbpf(&lab.host, &["show", "containers"]);
+    assert_eq!(out.status.code(), Some(1), "nothing is attached any more");
+}
+
 /// Every kind of invalid file: exit 2, a message naming what is wrong, and the kernel's
 /// maps exactly as they were.
 #[test]

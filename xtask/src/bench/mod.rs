@@ -213,7 +213,7 @@ fn write_report(
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let mut md = format!(
         "# netbpf benchmark\n\nKernel {}, {cpus} CPUs; {rounds} rounds of {seconds} s per figure, \
-         baseline and netbpf alternating. Ratio = netbpf / baseline, per round; its median decides.\n\n",
+         the targets alternating. Ratio = netbpf / target, per round; its median decides.\n\n",
         kernel.trim()
     );
     if !metrics.is_empty() {
