@@ -156,33 +156,23 @@ pub fn run(args: Args) -> Result<()> {
         }
         Command::Show {
             what: ShowWhat::Networks { output },
-        } => {
-            let rows = inspect::networks(&pins)?;
-            match output {
-                Output::Table => print!("{}", render::networks_table(&rows)),
-                Output::Json => println!("{}", render::json(&rows)),
-            }
-        }
+        } => show(output, &inspect::networks(&pins)?, render::networks_table),
         Command::Show {
             what: ShowWhat::Containers { output },
-        } => {
-            let rows = inspect::containers(&pins)?;
-            match output {
-                Output::Table => print!("{}", render::containers_table(&rows)),
-                Output::Json => println!("{}", render::json(&rows)),
-            }
-        }
+        } => show(
+            output,
+            &inspect::containers(&pins)?,
+            render::containers_table,
+        ),
         Command::Show {
             what: ShowWhat::Stats { output, all },
         } => {
-            let rows = stats::read_pinned(&pins)?;
-            match output {
-                Output::Table => {
-                    let shown: Vec<_> = rows.into_iter().filter(|r| all || r.packets > 0).collect();
-                    print!("{}", render::stats_table(&shown));
-                }
-                Output::Json => println!("{}", render::json(&rows)),
+            let mut rows = stats::read_pinned(&pins)?;
+            // The table hides zero counters unless asked; JSON always has every one.
+            if output == Output::Table && !all {
+                rows.retain(|r| r.packets > 0);
             }
+            show(output, &rows, render::stats_table);
         }
         Command::Down => {
             // Veths first: their links go with them.
@@ -203,6 +193,14 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Prints a view as a table or as a JSON array.
+fn show<T: serde::Serialize>(output: Output, rows: &[T], table: fn(&[T]) -> String) {
+    match output {
+        Output::Table => print!("{}", table(rows)),
+        Output::Json => println!("{}", render::json(rows)),
+    }
 }
 
 /// The pin directory: `--pin-dir`, else the definitions file's `[host] pin_dir`, else the
