@@ -66,7 +66,7 @@ pub enum Error {
     #[error("{command}: {stderr}")]
     Command { command: String, stderr: String },
 
-    #[error("not everything could be removed: {0}")]
+    #[error("not everything could be done: {0}")]
     Incomplete(String),
 
     #[error("{context}: {source}")]

@@ -31,9 +31,11 @@ pub struct WiredContainer {
     pub gateway: Ipv4Addr,
     pub network_id: u32,
     pub internal: bool,
-    /// The network's range of peer slots (moving it means moving the container's slot).
+    /// The network's range of peer slots. Not part of `spec`: a range that changes is
+    /// rewritten in place, without wiring the container again.
     pub peer_base: u32,
-    /// A hash of everything above: a container whose hash changed is wired again.
+    /// A hash of everything that needs the container wired again when it changes (all of
+    /// the above but `peer_base`).
     pub spec: u32,
 }
 
@@ -85,10 +87,11 @@ pub fn plan(model: &Model, previous: &Previous) -> Plan {
                 gateway: net.gateway,
                 network_id: net.id,
                 internal: net.internal,
-                peer_base: networks.get(&net.id).map_or(NO_PEER_SLOTS, |n| n.peer_base),
+                peer_base: NO_PEER_SLOTS,
                 spec: 0,
             };
             wired.spec = fnv1a(format!("{wired:?}").as_bytes());
+            wired.peer_base = networks.get(&net.id).map_or(NO_PEER_SLOTS, |n| n.peer_base);
             Some(wired)
         })
         .collect();
@@ -98,10 +101,11 @@ pub fn plan(model: &Model, previous: &Previous) -> Plan {
     }
 }
 
-/// Gives each network a range of `NB_PEERS` slots, one per address of its subnet: where
-/// it had one before if that still fits, else the first free range (aligned to its size).
-/// Networks larger than the array, or beyond its room, get none (their destinations are
-/// found by hash).
+/// Gives each network a range of `NB_PEERS` slots, one per address of its subnet. A
+/// network whose subnet did not change keeps the range it had (so its containers' slots
+/// never move); the others get the first free range (aligned to its size). Networks
+/// larger than the array, or beyond its room, get none (their destinations are found by
+/// hash).
 fn peer_ranges(model: &Model, previous: &Previous) -> BTreeMap<u32, u32> {
     let size = |prefix_len: u8| 1u64 << (32 - u32::from(prefix_len));
     let mut taken: Vec<(u64, u64)> = Vec::new();
@@ -114,8 +118,9 @@ fn peer_ranges(model: &Model, previous: &Previous) -> BTreeMap<u32, u32> {
     networks.sort_by_key(|n| n.id);
     for net in &networks {
         let len = size(net.prefix_len);
-        if let Some(&base) = previous.peer_bases.get(&net.name)
+        if let Some(&(base, prefix_len)) = previous.peer_bases.get(&net.name)
             && base != NO_PEER_SLOTS
+            && prefix_len == net.prefix_len
             && !overlaps(&taken, u64::from(base), len)
         {
             taken.push((u64::from(base), len));
@@ -188,7 +193,7 @@ mod tests {
 
         // A reload keeps where each network was, even if the order changed.
         let previous = Previous {
-            peer_bases: [("b".to_owned(), 4096), ("a".to_owned(), 0)].into(),
+            peer_bases: [("b".to_owned(), (4096, 20)), ("a".to_owned(), (0, 24))].into(),
             ..Default::default()
         };
         let m2 = model(vec![
@@ -199,5 +204,14 @@ mod tests {
         let bases = peer_ranges(&m2, &previous);
         assert_eq!((bases[&1], bases[&2]), (0, 4096));
         assert_eq!(bases[&5], 256, "the first free range of its size");
+
+        // A network that grows gets a new range; the others stay where they were.
+        let m3 = model(vec![
+            network(1, "a", [198, 18, 10, 0], 23),
+            network(2, "b", [198, 18, 0, 0], 20),
+        ]);
+        let bases = peer_ranges(&m3, &previous);
+        assert_eq!(bases[&2], 4096);
+        assert_eq!(bases[&1], 0, "first free aligned range of 512 slots");
     }
 }

@@ -103,6 +103,16 @@ pub fn send_frames(iface: &str, frames: &[Vec<u8>]) -> io::Result<()> {
     Ok(())
 }
 
+/// Sets a flag when dropped, also while a panic unwinds: the way to stop a helper thread
+/// of a `thread::scope` whose main body may fail.
+pub struct SetOnDrop<'a>(pub &'a std::sync::atomic::AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Accepts one connection, giving up after `limit` (a guard against a hung test, not a
 /// timing assertion). The stream comes back blocking, with `limit` as read/write timeout.
 pub fn accept_within(listener: &TcpListener, limit: Duration) -> io::Result<TcpStream> {

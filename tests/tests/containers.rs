@@ -15,6 +15,7 @@ use std::{
 
 use netbpf_common::{
     maps,
+    net::{IfaceInfo, PeerInfo},
     pin_paths::NETNS_PIN_ROOT,
     stats::{Hook, Outcome},
 };
@@ -24,7 +25,7 @@ use netbpf_tests::{
     netbpf_bin,
     netns::Netns,
     packet::{self, Mac},
-    process::{Background, accept_within, send_frames, wait_for},
+    process::{Background, SetOnDrop, accept_within, send_frames, wait_for},
     require_root,
 };
 use serde_json::Value;
@@ -36,6 +37,7 @@ const WEB2: Ipv4Addr = Ipv4Addr::new(198, 18, 10, 3);
 const BACK_GW: Ipv4Addr = Ipv4Addr::new(198, 18, 20, 1);
 const DB1: Ipv4Addr = Ipv4Addr::new(198, 18, 20, 2);
 const DB2: Ipv4Addr = Ipv4Addr::new(198, 18, 20, 3);
+const WEB3: Ipv4Addr = Ipv4Addr::new(198, 18, 10, 4);
 const WAIT: Duration = Duration::from_secs(5);
 
 /// Two networks ("back" without inter-container communication), four containers: the
@@ -394,18 +396,53 @@ fn reconcile_adds_and_removes_containers_without_disturbing_others() {
     let rounds = std::thread::scope(|s| {
         let stream =
             s.spawn(|| echo_stream(&lab.containers[0], &lab.containers[1], WEB2, 7100, &stop));
+        // A failed assertion below must still end the stream, or the scope waits forever.
+        let _stop = SetOnDrop(&stop);
         for _ in 0..3 {
             dir.write("netbpf.toml", &definitions(&lab, &extra))
                 .expect("write");
             let out = netbpf_ok(&lab.host, &["apply", "-c", &file_str]);
             assert!(out.contains("added 1 container(s): web3"), "{out}");
-            // web3 got the lowest free address and is reachable.
+            // web3 got the lowest free address and is reachable (from a clean neighbour
+            // cache: the last round left web1 an entry that failed).
+            lab.containers[0]
+                .exec("ip", &["neigh", "flush", "dev", "eth0"])
+                .expect("flush");
+            let containers: Vec<Value> =
+                serde_json::from_str(&netbpf_ok(&lab.host, &["show", "containers", "-o", "json"]))
+                    .expect("JSON");
+            let web3 = containers
+                .iter()
+                .find(|c| c["name"] == "web3")
+                .expect("web3 listed");
+            assert_eq!(web3["ip"], "198.18.10.4");
             assert!(ping(&lab.containers[4], WEB1));
+            assert!(ping(&lab.containers[0], WEB3));
             dir.write("netbpf.toml", &definitions(&lab, ""))
                 .expect("write");
+            let unanswered = counter(
+                &stats(&lab.host),
+                Hook::FromContainer,
+                Outcome::DropArpUnanswered,
+            )
+            .0;
             let out = netbpf_ok(&lab.host, &["apply", "-c", &file_str]);
             assert!(out.contains("removed 1: web3"), "{out}");
-            assert!(!ping(&lab.containers[4], WEB1));
+            // Its address is nobody's now: web1's ARP for it goes unanswered.
+            lab.containers[0]
+                .exec("ip", &["neigh", "flush", "dev", "eth0"])
+                .expect("flush");
+            assert!(!ping(&lab.containers[0], WEB3));
+            let now = counter(
+                &stats(&lab.host),
+                Hook::FromContainer,
+                Outcome::DropArpUnanswered,
+            )
+            .0;
+            assert!(
+                now > unanswered,
+                "web1's ARP for the removed address was answered"
+            );
         }
         stop.store(true, Ordering::Relaxed);
         stream.join().expect("stream thread")
@@ -478,6 +515,7 @@ fn agent_killed_and_restarted_loses_no_packet() {
     let rounds = std::thread::scope(|s| {
         let stream =
             s.spawn(|| echo_stream(&lab.containers[0], &lab.containers[1], WEB2, 7200, &stop));
+        let _stop = SetOnDrop(&stop);
         for round in 1..=5 {
             let agent = start_agent();
             assert!(
@@ -545,7 +583,7 @@ fn agent_reloads_on_file_change_and_sighup_and_exits_on_sigterm() {
     // An invalid file is refused and changes nothing; SIGHUP reloads the same way.
     dir.write("netbpf.toml", "[[network]]\nname = 7\n")
         .expect("write");
-    assert!(logged("reload failed, kernel state unchanged", 1));
+    assert!(logged("reload refused, kernel state unchanged", 1));
     assert!(ping(&lab.containers[4], WEB1));
     std::fs::rename(
         dir.write("staged.toml", &definitions(&lab, ""))
@@ -556,7 +594,8 @@ fn agent_reloads_on_file_change_and_sighup_and_exits_on_sigterm() {
     assert!(logged("1 removed", 1));
     // SAFETY: signalling the agent this test started, by its PID.
     assert_eq!(unsafe { libc::kill(agent.pid() as i32, libc::SIGHUP) }, 0);
-    assert!(logged("reconciled", 3), "no reload on SIGHUP");
+    // Reconciled so far: at start, web3 added, web3 removed; SIGHUP makes the fourth.
+    assert!(logged("reconciled", 4), "no reload on SIGHUP");
 
     // SIGTERM: a clean exit, the datapath stays.
     // SAFETY: as above.
@@ -595,23 +634,34 @@ fn down_removes_every_veth_pin_and_entry() {
     assert_eq!(out.status.code(), Some(1), "nothing is attached any more");
 }
 
+/// The non-empty slots of a pinned array map.
+fn array_entries<V: aya::Pod + Default + PartialEq>(pin: &Path) -> Vec<(u32, V)> {
+    let data = aya::maps::MapData::from_pin(pin).expect("pinned map");
+    let map = aya::maps::Map::from_map_data(data).expect("map");
+    let array: aya::maps::Array<_, V> = aya::maps::Array::try_from(map).expect("array");
+    array
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| v.ok().filter(|v| *v != V::default()).map(|v| (i as u32, v)))
+        .collect()
+}
+
 /// Every kind of invalid file: exit 2, a message naming what is wrong, and the kernel's
 /// maps exactly as they were.
 #[test]
 fn invalid_files_change_nothing() {
     require_root!();
     let Setup { lab, dir, .. } = setup(0);
+    let pin_dir = Path::new(NETNS_PIN_ROOT).join(lab.host.name());
+    // Everything a reconcile could touch: every map (hash maps as bpftool dumps them,
+    // arrays as their non-empty slots), the link pins, and the host's interfaces.
     let dump = || -> Vec<String> {
-        [maps::NETWORKS, maps::ENDPOINTS, maps::IFACES]
+        let mut state: Vec<String> = [maps::NETWORKS, maps::ENDPOINTS, maps::IFACES_BIG]
             .iter()
             .map(|m| {
-                let pin = Path::new(NETNS_PIN_ROOT)
-                    .join(lab.host.name())
-                    .join("maps")
-                    .join(m);
                 let out = Command::new("bpftool")
                     .args(["-j", "map", "dump", "pinned"])
-                    .arg(&pin)
+                    .arg(pin_dir.join("maps").join(m))
                     .output()
                     .expect("bpftool runs");
                 assert!(
@@ -621,7 +671,27 @@ fn invalid_files_change_nothing() {
                 );
                 String::from_utf8_lossy(&out.stdout).into_owned()
             })
-            .collect()
+            .collect();
+        state.push(format!(
+            "{:?}",
+            array_entries::<IfaceInfo>(&pin_dir.join("maps").join(maps::IFACES))
+        ));
+        state.push(format!(
+            "{:?}",
+            array_entries::<PeerInfo>(&pin_dir.join("maps").join(maps::PEERS))
+        ));
+        let mut pins: Vec<_> = std::fs::read_dir(pin_dir.join("links"))
+            .expect("links")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        pins.sort();
+        state.push(format!("{pins:?}"));
+        let links = lab
+            .host
+            .exec("ip", &["-o", "link", "show"])
+            .expect("ip link");
+        state.push(String::from_utf8_lossy(&links.stdout).into_owned());
+        state
     };
     let before = dump();
     let valid = definitions(&lab, "");

@@ -27,7 +27,12 @@ pub fn previous(pins: &PinDir) -> Previous {
             .collect();
         prev.peer_bases = networks
             .iter()
-            .map(|(_, n)| (name_str(&n.name).to_owned(), n.peer_base))
+            .map(|(_, n)| {
+                (
+                    name_str(&n.name).to_owned(),
+                    (n.peer_base, n.prefix_len as u8),
+                )
+            })
             .collect();
     }
     if let Ok(endpoints) = maps.endpoints() {
@@ -61,7 +66,12 @@ pub fn run(file: &Path, pins: &PinDir) -> Result<()> {
             }
             watch::Event::Reload => match apply(file, pins) {
                 Ok(report) => log(&format!("reconciled: {}", summary(&report))),
-                Err(e) => log(&format!("reload failed, kernel state unchanged: {e}")),
+                Err(e @ crate::Error::Invalid(_)) => {
+                    log(&format!("reload refused, kernel state unchanged: {e}"))
+                }
+                Err(e) => log(&format!(
+                    "reconcile failed (retried on the next change or SIGHUP): {e}"
+                )),
             },
         }
     }

@@ -71,7 +71,7 @@ pub fn reconcile(pins: &PinDir, plan: &Plan) -> Result<Report> {
     }
     for (name, veth) in &veths {
         if !current.contains_key(name) {
-            unwire_veth(pins, veth)?;
+            unwire_veth(pins, &mut maps, veth)?;
         }
     }
 
@@ -85,23 +85,33 @@ pub fn reconcile(pins: &PinDir, plan: &Plan) -> Result<Report> {
 
     let mut containers: Vec<&WiredContainer> = plan.containers.iter().collect();
     containers.sort_by(|a, b| a.name.cmp(&b.name));
-    for c in containers {
-        let kept = current
+    let is_kept = |c: &WiredContainer| {
+        current
             .get(&c.name)
             .is_some_and(|(_, ep)| ep.spec == c.spec)
-            && veths.contains_key(&c.name);
-        if kept {
+            && veths.contains_key(&c.name)
+    };
+    // Kept containers' peer slots before any sender's entry points at a (new) range.
+    for c in containers.iter().filter(|c| is_kept(c)) {
+        set_peer(&mut maps, plan, c, veths[&c.name].ifindex)?;
+    }
+    let mut failures = Vec::new();
+    for c in containers {
+        if is_kept(c) {
             let veth = &veths[&c.name];
-            // The network's policy (icc) may have changed: rewrite what the program reads.
+            // The network's policy (icc) or range may have changed: rewrite what the
+            // program reads, then swap in this binary's program.
             let (_, ep) = &current[&c.name];
             maps.set_iface(veth.ifindex, &iface_info(plan, c, ep.host_mac))?;
-            set_peer(&mut maps, plan, c, veth.ifindex)?;
             let attached = loaded.attach(pins, Hook::FromContainer, veth.ifindex, &veth.ifname)?;
             report.swapped += usize::from(attached.replaced);
             report.kept.push(c.name.clone());
         } else {
-            wire(pins, &mut loaded, &mut maps, plan, c)?;
-            report.added.push(c.name.clone());
+            // One container that cannot be wired does not stop the others.
+            match wire(pins, &mut loaded, &mut maps, plan, c) {
+                Ok(()) => report.added.push(c.name.clone()),
+                Err(e) => failures.push(format!("container {:?}: {e}", c.name)),
+            }
         }
     }
 
@@ -113,6 +123,9 @@ pub fn reconcile(pins: &PinDir, plan: &Plan) -> Result<Report> {
     }
     report.removed.sort();
     report.added.sort();
+    if !failures.is_empty() {
+        return Err(Error::Incomplete(failures.join("; ")));
+    }
     Ok(report)
 }
 
@@ -173,7 +186,14 @@ fn wire(
     };
     let (ifindex, host_mac) = ifaces::create_veth(&spec)?;
     let result = (|| {
-        let key = addr_key(c.ip);
+        // The sender entry and the program first: the container's first packet is
+        // handled. Then the links go up. Peers find it (slot, endpoint) only once it is
+        // up, and the endpoint, which marks the container as wired, comes last: a wiring
+        // cut short is redone by the next reconcile.
+        maps.set_iface(ifindex, &iface_info(plan, c, host_mac))?;
+        loaded.attach(pins, Hook::FromContainer, ifindex, &c.host_ifname)?;
+        ifaces::bring_up(&spec)?;
+        set_peer(maps, plan, c, ifindex)?;
         let endpoint = EndpointInfo {
             mac: c.mac,
             host_mac,
@@ -183,12 +203,8 @@ fn wire(
             name: name_bytes(&c.name),
         };
         maps.endpoints
-            .insert(&key, &endpoint, 0)
-            .map_err(map_err("NB_ENDPOINTS"))?;
-        maps.set_iface(ifindex, &iface_info(plan, c, host_mac))?;
-        set_peer(maps, plan, c, ifindex)?;
-        loaded.attach(pins, Hook::FromContainer, ifindex, &c.host_ifname)?;
-        ifaces::bring_up(&spec)
+            .insert(&addr_key(c.ip), &endpoint, 0)
+            .map_err(map_err("NB_ENDPOINTS"))
     })();
     if result.is_err() {
         // Leave nothing half-wired: the container is wired again on the next reconcile.
@@ -205,8 +221,9 @@ fn wire(
     result
 }
 
-/// Removes one container's wiring: its link (detaching the program), its map entries, its
-/// veth. Entries go before the veth so no packet looks up a half-removed endpoint.
+/// Removes one container's wiring. Its entries go first: from then on its packets drop as
+/// of unknown source and nobody reaches it. Then the veth, and the link's pin last, so the
+/// program filters the container's traffic until its interface is gone.
 fn unwire(
     pins: &PinDir,
     maps: &mut ContainerMaps,
@@ -214,20 +231,19 @@ fn unwire(
     ifindex: u32,
     veth: Option<&OwnedVeth>,
 ) -> Result<()> {
-    if let Some(veth) = veth {
-        remove_pin(&pins.link(Hook::FromContainer, &veth.ifname))?;
-    }
     maps.clear_iface(ifindex)?;
     ignore_missing(maps.endpoints.remove(&key)).map_err(map_err("NB_ENDPOINTS"))?;
     if let Some(veth) = veth {
         ifaces::delete_veth(&veth.ifname)?;
+        remove_pin(&pins.link(Hook::FromContainer, &veth.ifname))?;
     }
     Ok(())
 }
 
-fn unwire_veth(pins: &PinDir, veth: &OwnedVeth) -> Result<()> {
-    remove_pin(&pins.link(Hook::FromContainer, &veth.ifname))?;
-    ifaces::delete_veth(&veth.ifname)
+fn unwire_veth(pins: &PinDir, maps: &mut ContainerMaps, veth: &OwnedVeth) -> Result<()> {
+    maps.clear_iface(veth.ifindex)?;
+    ifaces::delete_veth(&veth.ifname)?;
+    remove_pin(&pins.link(Hook::FromContainer, &veth.ifname))
 }
 
 fn remove_pin(path: &Path) -> Result<()> {

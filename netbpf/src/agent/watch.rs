@@ -67,7 +67,9 @@ impl Watch {
         };
         let c_dir = CString::new(dir.as_os_str().as_bytes())
             .map_err(|e| Error::io(format!("watching {}", dir.display()), io::Error::other(e)))?;
-        let mask = libc::IN_CLOSE_WRITE | libc::IN_MOVED_TO | libc::IN_CREATE;
+        // Not IN_CREATE: a file is created empty, before it is written; reading it then
+        // would remove every container.
+        let mask = libc::IN_CLOSE_WRITE | libc::IN_MOVED_TO;
         // SAFETY: a valid inotify fd and a NUL-terminated path.
         if unsafe { libc::inotify_add_watch(inotify.as_raw_fd(), c_dir.as_ptr(), mask) } < 0 {
             return Err(last_os_error(&format!("watching {}", dir.display())));
@@ -145,7 +147,8 @@ impl Watch {
             let name_end = (name_start + event.len as usize).min(n as usize);
             let name = &buf[name_start..name_end];
             let name = &name[..name.iter().position(|b| *b == 0).unwrap_or(name.len())];
-            changed |= name == self.file_name.as_slice();
+            // An overflowed queue lost events: reload to be sure.
+            changed |= name == self.file_name.as_slice() || event.mask & libc::IN_Q_OVERFLOW != 0;
             offset = name_end;
         }
         Ok(changed)

@@ -5,7 +5,7 @@
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
     net::Ipv4Addr,
-    path::PathBuf,
+    path::{Path, PathBuf},
 };
 
 use super::{
@@ -19,8 +19,8 @@ use super::{
 pub struct Previous {
     pub network_ids: HashMap<String, u32>,
     pub addresses: HashMap<String, Ipv4Addr>,
-    /// Each network's range of peer slots (by name), kept where it was when still fitting.
-    pub peer_bases: HashMap<String, u32>,
+    /// Each network's range of peer slots and the prefix length it was made for (by name).
+    pub peer_bases: HashMap<String, (u32, u8)>,
 }
 
 /// Longest network or container name (map name fields hold 31 bytes and a NUL).
@@ -120,6 +120,23 @@ fn parse_subnet(check: &mut Checker, place: &str, text: &str) -> Option<(Ipv4Add
         );
     }
     let network = Ipv4Addr::from(u32::from(addr) & mask(len));
+    // Loopback, "this network", multicast and the reserved class E never route as a LAN.
+    for (reserved, reserved_len, what) in [
+        ([0, 0, 0, 0], 8, "\"this network\""),
+        ([127, 0, 0, 0], 8, "loopback"),
+        ([224, 0, 0, 0], 3, "multicast and reserved"),
+    ] {
+        let shorter = len.min(reserved_len);
+        if u32::from(addr) & mask(shorter) == u32::from(Ipv4Addr::from(reserved)) & mask(shorter) {
+            return bad(
+                check,
+                &format!(
+                    "overlaps {what} addresses ({}/{reserved_len})",
+                    Ipv4Addr::from(reserved)
+                ),
+            );
+        }
+    }
     if network != addr {
         return bad(
             check,
@@ -261,6 +278,14 @@ fn netns_of(check: &mut Checker, place: &str, def: &ContainerDef) -> Option<Path
         (None, Some(pid)) => (PathBuf::from(format!("/proc/{pid}/ns/net")), "pid"),
     };
     match std::fs::metadata(&path.0) {
+        Ok(_) if !is_nsfs(&path.0) => {
+            check.problem(
+                place,
+                Some(path.1),
+                format!("{} is not a namespace file (nsfs)", path.0.display()),
+            );
+            None
+        }
         Ok(_) => Some(path.0),
         Err(e) => {
             let why = if e.kind() == std::io::ErrorKind::NotFound {
@@ -276,6 +301,24 @@ fn netns_of(check: &mut Checker, place: &str, def: &ContainerDef) -> Option<Path
             None
         }
     }
+}
+
+/// Whether `path` is a namespace file (what /run/netns/NAME and /proc/PID/ns/net are).
+fn is_nsfs(path: &Path) -> bool {
+    const NSFS_MAGIC: i64 = 0x6e73_6673;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs writes only into the zeroed struct; the path is NUL-terminated.
+    let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
+    (unsafe { libc::statfs(c.as_ptr(), &mut buf) } == 0) && buf.f_type == NSFS_MAGIC
+}
+
+/// The identity of a namespace: two paths to it (a /run/netns name, a /proc PID) compare
+/// equal.
+fn netns_identity(path: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path).map_or((0, 0), |m| (m.dev(), m.ino()))
 }
 
 struct Pending<'a> {
@@ -410,6 +453,8 @@ fn containers(
         if let Some(prev) = previous.addresses.get(&p.def.name)
             && net.contains(*prev)
             && *prev != net.gateway
+            && *prev != net.subnet
+            && *prev != net.broadcast()
             && !taken.contains_key(prev)
         {
             p.ip = Some(*prev);
@@ -443,7 +488,7 @@ fn containers(
     }
 
     let mut macs: HashMap<[u8; 6], String> = HashMap::new();
-    let mut ifaces: HashMap<(PathBuf, String), String> = HashMap::new();
+    let mut ifaces: HashMap<((u64, u64), String), String> = HashMap::new();
     let mut out = Vec::new();
     for p in pending {
         let attachment = match (p.network, p.ip) {
@@ -459,9 +504,10 @@ fn containers(
                         ),
                     );
                 }
-                if let Some(other) =
-                    ifaces.insert((p.netns.clone(), p.ifname.clone()), p.def.name.clone())
-                {
+                if let Some(other) = ifaces.insert(
+                    (netns_identity(&p.netns), p.ifname.clone()),
+                    p.def.name.clone(),
+                ) {
                     check.problem(
                         &p.place,
                         Some("ifname"),
@@ -612,6 +658,18 @@ ifname = "eth1"
                 "prefix length from 1 to 30",
             ),
             (
+                file("").replace("198.18.20.0/24", "127.1.0.0/16"),
+                "overlaps loopback addresses (127.0.0.0/8)",
+            ),
+            (
+                file("").replace("198.18.20.0/24", "239.1.0.0/16"),
+                "overlaps multicast and reserved addresses",
+            ),
+            (
+                file("").replace("/proc/self/ns/net", "/etc/hostname"),
+                "/etc/hostname is not a namespace file",
+            ),
+            (
                 file("").replace("198.18.20.0/24", "198.18.10.0/23"),
                 "network \"back\": subnet: 198.18.10.0/23 overlaps network \"front\"",
             ),
@@ -675,9 +733,10 @@ ifname = "eth1"
             ),
             (
                 file(
-                    "\n[[container]]\nname = \"web2\"\nnetns = \"/proc/self/ns/net\"\nnetwork = \"front\"\nifname = \"eth1\"\n",
+                    // The same namespace by another path.
+                    "\n[[container]]\nname = \"web2\"\npid = 1\nnetwork = \"front\"\nifname = \"eth1\"\n",
                 ),
-                "ifname: container \"web1\" also puts eth1 into /proc/self/ns/net",
+                "ifname: container \"web1\" also puts eth1 into",
             ),
         ];
         for (text, expected) in cases {

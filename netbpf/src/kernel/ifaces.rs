@@ -144,6 +144,15 @@ pub fn create_veth(spec: &VethSpec<'_>) -> Result<(u32, [u8; 6])> {
             netns,
         ],
     )?;
+    let result = alias_and_address(spec);
+    if result.is_err() {
+        // Without its alias nobody would ever find this veth again.
+        let _ = delete_veth(spec.host_ifname);
+    }
+    result
+}
+
+fn alias_and_address(spec: &VethSpec<'_>) -> Result<(u32, [u8; 6])> {
     let alias = format!("{ALIAS_PREFIX}{}", spec.container);
     ip(None, &["link", "set", spec.host_ifname, "alias", &alias])?;
     let link = links(None)?
