@@ -503,6 +503,47 @@ fn fixtures() -> Vec<(Option<Ipv4Addr>, Fixture)> {
             ),
         ),
         (
+            Some(DB),
+            fixture(
+                "peer found by hash (no peer range)",
+                udp(DB_MAC, DB2_MAC, DB, DB2),
+                Outcome::Forward,
+            ),
+        ),
+        (Some(DB), {
+            let mut f = fixture(
+                "arp for a peer found by hash",
+                packet::arp_request(DB_MAC, DB, DB2),
+                Outcome::ArpReply,
+            );
+            f.output = Some(arp_reply(DB_MAC, DB, DB2, DB2_MAC));
+            f
+        }),
+        (
+            Some(DB),
+            fixture(
+                "no such peer (no peer range)",
+                udp(DB_MAC, HOST_MAC, DB, Ipv4Addr::new(198, 18, 20, 77)),
+                Outcome::DropNoEndpoint,
+            ),
+        ),
+        (
+            Some(DB),
+            fixture(
+                "arp for an address nobody has (no peer range)",
+                packet::arp_request(DB_MAC, DB, Ipv4Addr::new(198, 18, 20, 4)),
+                Outcome::DropArpUnanswered,
+            ),
+        ),
+        (
+            Some(DB),
+            fixture(
+                "to the front network through the gateway",
+                udp(DB_MAC, HOST_MAC, DB, WEB1),
+                Outcome::DropCrossNetwork,
+            ),
+        ),
+        (
             Some(Q1),
             fixture(
                 "icc off: peer of the same network",
