@@ -5,6 +5,7 @@
 #![no_std]
 
 pub mod net;
+pub mod ports;
 pub mod stats;
 
 /// Names of the maps in the kernel object (at most 15 bytes: the kernel's object name limit).
@@ -23,12 +24,16 @@ pub mod maps {
     /// Per-network ranges of [`crate::net::PeerInfo`], indexed by address.
     pub const PEERS: &str = "NB_PEERS";
 
+    /// Published ports: [`crate::ports::PortKey`] -> [`crate::ports::PortTarget`].
+    pub const PORTS: &str = "NB_PORTS";
+
     /// Every map the object defines.
-    pub const ALL: &[&str] = &[ENDPOINTS, IFACES, IFACES_BIG, NETWORKS, PEERS, STATS];
+    pub const ALL: &[&str] = &[ENDPOINTS, IFACES, IFACES_BIG, NETWORKS, PEERS, PORTS, STATS];
 
     /// Capacities.
     pub const MAX_NETWORKS: u32 = 1024;
     pub const MAX_ENDPOINTS: u32 = 65536;
+    pub const MAX_PORTS: u32 = 65536;
 }
 
 /// Where netbpf pins its maps and links on bpffs (user space only; shared with the test

@@ -7,8 +7,9 @@ use aya_ebpf::{
     maps::{Array, HashMap},
 };
 use netbpf_common::{
-    maps::{MAX_ENDPOINTS, MAX_NETWORKS},
+    maps::{MAX_ENDPOINTS, MAX_NETWORKS, MAX_PORTS},
     net::{EndpointInfo, IFACE_SLOTS, IfaceInfo, NO_PEER_SLOTS, NetworkInfo, PEER_SLOTS, PeerInfo},
+    ports::{PortKey, PortTarget},
 };
 
 #[map]
@@ -22,6 +23,11 @@ static NB_ENDPOINTS: HashMap<u32, EndpointInfo> = HashMap::with_max_entries(MAX_
 
 #[map]
 static NB_PEERS: Array<PeerInfo> = Array::with_max_entries(PEER_SLOTS, 0);
+
+/// Published ports, filled by user space for the north-south translation (which no
+/// program performs yet).
+#[map]
+static NB_PORTS: HashMap<PortKey, PortTarget> = HashMap::with_max_entries(MAX_PORTS, 0);
 
 #[map]
 static NB_NETWORKS: HashMap<u32, NetworkInfo> = HashMap::with_max_entries(MAX_NETWORKS, 0);

@@ -7,9 +7,9 @@ use serde::Serialize;
 
 use crate::{
     Result,
-    config::model::format_mac,
+    config::{model::format_mac, ports::Proto},
     kernel::{
-        maps::{ContainerMaps, addr_of},
+        maps::{ContainerMaps, addr_key, addr_of},
         pins::PinDir,
     },
 };
@@ -37,6 +37,49 @@ pub struct ContainerRow {
     /// The host end of its veth.
     pub host_interface: String,
     pub ifindex: u32,
+}
+
+/// One published port, as `docker port` shows it. Field names are the stable JSON keys.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PortRow {
+    pub container: String,
+    pub container_port: u16,
+    pub proto: String,
+    pub host_ip: String,
+    pub host_port: u16,
+}
+
+pub fn ports(pins: &PinDir) -> Result<Vec<PortRow>> {
+    let maps = ContainerMaps::open_pinned(pins)?;
+    let names: HashMap<u32, String> = maps
+        .endpoints()?
+        .into_iter()
+        .map(|(addr, ep)| (addr_key(addr), name_str(&ep.name).to_owned()))
+        .collect();
+    let mut rows: Vec<PortRow> = maps
+        .ports()?
+        .into_iter()
+        .map(|(key, target)| PortRow {
+            container: names
+                .get(&target.addr)
+                .cloned()
+                .unwrap_or_else(|| addr_of(target.addr).to_string()),
+            container_port: u16::from_be(target.port),
+            proto: Proto::from_number(key.proto)
+                .map_or_else(|| key.proto.to_string(), |p| p.to_string()),
+            host_ip: addr_of(key.addr).to_string(),
+            host_port: u16::from_be(key.port),
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        (&a.container, a.container_port, &a.proto, a.host_port).cmp(&(
+            &b.container,
+            b.container_port,
+            &b.proto,
+            b.host_port,
+        ))
+    });
+    Ok(rows)
 }
 
 pub fn networks(pins: &PinDir) -> Result<Vec<NetworkRow>> {

@@ -3,8 +3,11 @@
 
 use std::{collections::BTreeMap, net::Ipv4Addr, path::PathBuf};
 
-use netbpf_common::net::{
-    NET_ICC, NET_INTERNAL, NET_MASQUERADE, NO_PEER_SLOTS, NetworkInfo, PEER_SLOTS, name_bytes,
+use netbpf_common::{
+    net::{
+        NET_ICC, NET_INTERNAL, NET_MASQUERADE, NO_PEER_SLOTS, NetworkInfo, PEER_SLOTS, name_bytes,
+    },
+    ports::{PortKey, PortTarget},
 };
 
 use crate::{
@@ -15,6 +18,8 @@ use crate::{
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
     pub networks: BTreeMap<u32, NetworkInfo>,
+    /// Published ports, for the north-south translation.
+    pub ports: BTreeMap<PortKey, PortTarget>,
     /// Containers with a network (the ones on "none" need nothing wired).
     pub containers: Vec<WiredContainer>,
 }
@@ -95,8 +100,31 @@ pub fn plan(model: &Model, previous: &Previous) -> Plan {
             Some(wired)
         })
         .collect();
+    let ports = model
+        .containers
+        .iter()
+        .filter_map(|c| c.attachment.as_ref())
+        .flat_map(|a| {
+            a.ports.iter().map(move |p| {
+                let key = PortKey {
+                    addr: addr_key(p.host_ip),
+                    port: p.host_port.to_be(),
+                    proto: p.proto.number(),
+                    pad: 0,
+                };
+                let target = PortTarget {
+                    addr: addr_key(a.ip),
+                    port: p.container_port.to_be(),
+                    pad: 0,
+                    network_id: a.network_id,
+                };
+                (key, target)
+            })
+        })
+        .collect();
     Plan {
         networks,
+        ports,
         containers,
     }
 }

@@ -7,8 +7,13 @@ use std::path::Path;
 
 use crate::{
     Result,
+    config::ports::Proto,
     config::{self, validate::Previous},
-    kernel::{maps::ContainerMaps, pins::PinDir},
+    kernel::{
+        ifaces,
+        maps::{ContainerMaps, addr_key, addr_of},
+        pins::PinDir,
+    },
     plan,
 };
 use netbpf_common::net::name_str;
@@ -16,10 +21,14 @@ use netbpf_common::net::name_str;
 /// What the kernel already holds, for stable ids and addresses across reloads (empty when
 /// nothing is pinned yet).
 pub fn previous(pins: &PinDir) -> Previous {
-    let Ok(maps) = ContainerMaps::open_pinned(pins) else {
-        return Previous::default();
+    let mut prev = Previous {
+        host_addresses: ifaces::host_addresses().ok(),
+        port_range: ifaces::local_port_range().ok(),
+        ..Previous::default()
     };
-    let mut prev = Previous::default();
+    let Ok(maps) = ContainerMaps::open_pinned(pins) else {
+        return prev;
+    };
     if let Ok(networks) = maps.networks() {
         prev.network_ids = networks
             .iter()
@@ -34,6 +43,21 @@ pub fn previous(pins: &PinDir) -> Previous {
                 )
             })
             .collect();
+    }
+    if let (Ok(ports), Ok(endpoints)) = (maps.ports(), maps.endpoints()) {
+        for (key, target) in ports {
+            let owner = endpoints
+                .iter()
+                .find(|(addr, _)| addr_key(*addr) == target.addr);
+            if let (Some((_, ep)), Some(proto)) = (owner, Proto::from_number(key.proto)) {
+                let name = name_str(&ep.name).to_owned();
+                let host_ip = addr_of(key.addr);
+                prev.published.insert(
+                    (name, u16::from_be(target.port), proto, host_ip),
+                    u16::from_be(key.port),
+                );
+            }
+        }
     }
     if let Ok(endpoints) = maps.endpoints() {
         prev.addresses = endpoints
@@ -79,12 +103,13 @@ pub fn run(file: &Path, pins: &PinDir) -> Result<()> {
 
 fn summary(r: &reconcile::Report) -> String {
     format!(
-        "{} network(s), {} added, {} removed, {} unchanged, {} program swap(s)",
+        "{} network(s), {} added, {} removed, {} unchanged, {} program swap(s), {} published port(s)",
         r.networks,
         r.added.len(),
         r.removed.len(),
         r.kept.len(),
-        r.swapped
+        r.swapped,
+        r.ports
     )
 }
 

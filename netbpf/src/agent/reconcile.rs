@@ -31,6 +31,8 @@ pub struct Report {
     pub kept: Vec<String>,
     /// Links whose program was swapped in place.
     pub swapped: usize,
+    /// Published ports in place.
+    pub ports: usize,
 }
 
 pub fn reconcile(pins: &PinDir, plan: &Plan) -> Result<Report> {
@@ -114,6 +116,19 @@ pub fn reconcile(pins: &PinDir, plan: &Plan) -> Result<Report> {
             }
         }
     }
+
+    // Published ports: what is wanted, then what is not.
+    for (key, target) in &plan.ports {
+        maps.ports
+            .insert(key, target, 0)
+            .map_err(map_err("NB_PORTS"))?;
+    }
+    for (key, _) in maps.ports()? {
+        if !plan.ports.contains_key(&key) {
+            ignore_missing(maps.ports.remove(&key)).map_err(map_err("NB_PORTS"))?;
+        }
+    }
+    report.ports = plan.ports.len();
 
     // Networks nobody defines any more, last (no endpoint names them now).
     for (id, _) in maps.networks()? {

@@ -84,6 +84,11 @@ pub enum ShowWhat {
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// Published ports, as `docker port` shows them.
+    Ports {
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
     /// Packets and bytes per hook and outcome.
     Stats {
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
@@ -164,6 +169,9 @@ pub fn run(args: Args) -> Result<()> {
             &inspect::containers(&pins)?,
             render::containers_table,
         ),
+        Command::Show {
+            what: ShowWhat::Ports { output },
+        } => show(output, &inspect::ports(&pins)?, render::ports_table),
         Command::Show {
             what: ShowWhat::Stats { output, all },
         } => {

@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::{
     agent::reconcile::Report,
     config::{Model, model::format_mac},
-    inspect::{ContainerRow, NetworkRow},
+    inspect::{ContainerRow, NetworkRow, PortRow},
     kernel::{
         datapath::{Attached, Removed},
         stats::StatRow,
@@ -65,6 +65,20 @@ pub fn containers_table(rows: &[ContainerRow]) -> String {
     out
 }
 
+/// Like `docker port`: `web1  80/tcp -> 0.0.0.0:8080`.
+pub fn ports_table(rows: &[PortRow]) -> String {
+    let mut out = String::new();
+    for r in rows {
+        let port = format!("{}/{}", r.container_port, r.proto);
+        let _ = writeln!(
+            out,
+            "{:<20} {port:<10} -> {}:{}",
+            r.container, r.host_ip, r.host_port
+        );
+    }
+    out
+}
+
 /// What `check` prints: the networks and containers a file resolves to.
 pub fn plan_summary(model: &Model, plan: &Plan) -> String {
     let mut out = format!(
@@ -89,6 +103,13 @@ pub fn plan_summary(model: &Model, plan: &Plan) -> String {
     for c in &model.containers {
         match &c.attachment {
             Some(a) => {
+                for p in &a.ports {
+                    let _ = writeln!(
+                        out,
+                        "port {:<20} {}/{} -> {}:{}",
+                        c.name, p.container_port, p.proto, p.host_ip, p.host_port
+                    );
+                }
                 let _ = writeln!(
                     out,
                     "container {:<20} {:<16} {:<15} {} {} in {}",
@@ -123,14 +144,15 @@ pub fn report(report: &Report) -> String {
         }
     };
     format!(
-        "applied: {} network(s); added {} container(s): {}; removed {}: {}; unchanged {} ({} program swap(s))\n",
+        "applied: {} network(s); added {} container(s): {}; removed {}: {}; unchanged {} ({} program swap(s)); {} published port(s)\n",
         report.networks,
         report.added.len(),
         list(&report.added),
         report.removed.len(),
         list(&report.removed),
         report.kept.len(),
-        report.swapped
+        report.swapped,
+        report.ports
     )
 }
 

@@ -50,6 +50,22 @@ pub struct ContainerDef {
     pub ip: Option<String>,
     pub mac: Option<String>,
     pub ifname: Option<String>,
+    /// Published ports, Docker's `-p` grammar.
+    #[serde(default)]
+    pub ports: Vec<String>,
+    /// Like `-P`: publish every `expose` port on a free host port.
+    #[serde(default)]
+    pub publish_all: bool,
+    #[serde(default)]
+    pub expose: Vec<Expose>,
+}
+
+/// An `expose` entry: a TCP port number, or `"port[-end][/proto]"`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Expose {
+    Port(u16),
+    Text(String),
 }
 
 /// The `[host] pin_dir` of a file, if it parses far enough to tell (validation reports

@@ -3,6 +3,7 @@
 
 pub mod file;
 pub mod model;
+pub mod ports;
 pub mod validate;
 
 use std::{fmt, path::Path};

@@ -62,6 +62,17 @@ pub struct Attachment {
     pub mac: [u8; 6],
     /// The interface name inside the container.
     pub ifname: String,
+    pub ports: Vec<Published>,
+}
+
+/// One published port, resolved: the host port chosen, ranges unrolled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Published {
+    /// 0.0.0.0: every address of the host.
+    pub host_ip: Ipv4Addr,
+    pub host_port: u16,
+    pub container_port: u16,
+    pub proto: super::ports::Proto,
 }
 
 /// Docker's derivation: 02:42 followed by the four address bytes.

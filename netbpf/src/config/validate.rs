@@ -10,8 +10,9 @@ use std::{
 
 use super::{
     Problem,
-    file::{ContainerDef, DefinitionsFile, NetworkDef},
-    model::{Attachment, Container, Model, Network, mac_from_ip, mask},
+    file::{ContainerDef, DefinitionsFile, Expose, NetworkDef},
+    model::{Attachment, Container, Model, Network, Published, mac_from_ip, mask},
+    ports::{Proto, parse_expose, parse_port_spec},
 };
 
 /// What the kernel already holds, so a reload keeps ids and addresses stable.
@@ -21,7 +22,16 @@ pub struct Previous {
     pub addresses: HashMap<String, Ipv4Addr>,
     /// Each network's range of peer slots and the prefix length it was made for (by name).
     pub peer_bases: HashMap<String, (u32, u8)>,
+    /// Host ports chosen before: (container, container port, protocol, host address).
+    pub published: HashMap<(String, u16, Proto, Ipv4Addr), u16>,
+    /// The host's addresses (`None`: not known, published addresses go unchecked).
+    pub host_addresses: Option<Vec<Ipv4Addr>>,
+    /// Where free host ports come from (the kernel's ip_local_port_range).
+    pub port_range: Option<(u16, u16)>,
 }
+
+/// Linux's default ip_local_port_range.
+const DEFAULT_PORT_RANGE: (u16, u16) = (32768, 60999);
 
 /// Longest network or container name (map name fields hold 31 bytes and a NUL).
 const MAX_NAME: usize = 31;
@@ -524,6 +534,7 @@ fn containers(
                     ip,
                     mac,
                     ifname: p.ifname,
+                    ports: Vec::new(),
                 })
             }
             _ => None,
@@ -534,7 +545,205 @@ fn containers(
             attachment,
         });
     }
+    publish(check, defs, networks, &mut out, previous);
     out
+}
+
+/// One port to publish, before its host port is known.
+struct Wanted {
+    container: usize,
+    entry: String,
+    host_ip: Ipv4Addr,
+    host_port: Option<u16>,
+    container_port: u16,
+    proto: Proto,
+}
+
+/// Resolves `ports`, `publish_all` and `expose`: parsed, checked against the host's
+/// addresses and every other publication, free host ports chosen (the ones chosen before
+/// kept).
+fn publish(
+    check: &mut Checker,
+    defs: &[ContainerDef],
+    networks: &[Network],
+    containers: &mut [Container],
+    previous: &Previous,
+) {
+    let mut wanted = Vec::new();
+    for (i, c) in containers.iter().enumerate() {
+        let Some(def) = defs.iter().find(|d| d.name == c.name) else {
+            continue;
+        };
+        let place = format!("container {:?}", c.name);
+        let publishes = !def.ports.is_empty() || def.publish_all;
+        let network = c
+            .attachment
+            .as_ref()
+            .and_then(|a| networks.iter().find(|n| n.id == a.network_id));
+        match network {
+            None if publishes => {
+                check.problem(
+                    &place,
+                    Some("ports"),
+                    "a container on network \"none\" cannot publish ports",
+                );
+                continue;
+            }
+            Some(net) if publishes && net.internal => {
+                check.problem(
+                    &place,
+                    Some("ports"),
+                    format!(
+                        "network {:?} is internal: its containers cannot publish ports",
+                        net.name
+                    ),
+                );
+                continue;
+            }
+            _ => {}
+        }
+        for entry in &def.ports {
+            match parse_port_spec(entry) {
+                Err(why) => check.problem(&place, Some("ports"), format!("entry {entry:?}: {why}")),
+                Ok(spec) => {
+                    let host_ip = spec.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
+                    if let Some(addresses) = &previous.host_addresses
+                        && !host_ip.is_unspecified()
+                        && !addresses.contains(&host_ip)
+                    {
+                        check.problem(
+                            &place,
+                            Some("ports"),
+                            format!("entry {entry:?}: {host_ip} is not an address of the host"),
+                        );
+                        continue;
+                    }
+                    for (host_port, container_port) in spec.pairs() {
+                        wanted.push(Wanted {
+                            container: i,
+                            entry: entry.clone(),
+                            host_ip,
+                            host_port,
+                            container_port,
+                            proto: spec.proto,
+                        });
+                    }
+                }
+            }
+        }
+        if def.publish_all {
+            for expose in &def.expose {
+                let text = match expose {
+                    Expose::Port(p) => p.to_string(),
+                    Expose::Text(t) => t.clone(),
+                };
+                match parse_expose(&text) {
+                    Err(why) => {
+                        check.problem(&place, Some("expose"), format!("entry {text:?}: {why}"))
+                    }
+                    Ok(((first, last), proto)) => {
+                        for container_port in first..=last {
+                            let entry = format!("-P {container_port}/{proto}");
+                            wanted.push(Wanted {
+                                container: i,
+                                entry,
+                                host_ip: Ipv4Addr::UNSPECIFIED,
+                                host_port: None,
+                                container_port,
+                                proto,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // Explicit host ports first: a conflict between two of them is an error.
+    let overlaps = |a: Ipv4Addr, b: Ipv4Addr| a == b || a.is_unspecified() || b.is_unspecified();
+    let mut taken: Vec<(Ipv4Addr, u16, Proto, usize, String)> = Vec::new();
+    for w in wanted.iter().filter(|w| w.host_port.is_some()) {
+        let port = w.host_port.unwrap_or_default();
+        if let Some((ip, _, _, other, other_entry)) = taken
+            .iter()
+            .find(|(ip, p, proto, ..)| *p == port && *proto == w.proto && overlaps(*ip, w.host_ip))
+        {
+            check.problem(
+                &format!("container {:?}", containers[w.container].name),
+                Some("ports"),
+                format!(
+                    "entry {:?}: host port {port}/{} on {} is already published on {ip} by container {:?} ({other_entry:?})",
+                    w.entry, w.proto, w.host_ip, containers[*other].name
+                ),
+            );
+            continue;
+        }
+        taken.push((w.host_ip, port, w.proto, w.container, w.entry.clone()));
+    }
+    // Then free ports: the one chosen before if still free, else the lowest free.
+    let (low, high) = previous.port_range.unwrap_or(DEFAULT_PORT_RANGE);
+    let is_free =
+        |taken: &[(Ipv4Addr, u16, Proto, usize, String)], ip: Ipv4Addr, port: u16, proto: Proto| {
+            !taken.iter().any(|(t_ip, p, t_proto, ..)| {
+                *p == port && *t_proto == proto && overlaps(*t_ip, ip)
+            })
+        };
+    // Ports chosen before go back to their owners first, so that a new publication can
+    // never take one of them.
+    let mut ports: Vec<Option<u16>> = wanted.iter().map(|w| w.host_port).collect();
+    for (w, port) in wanted
+        .iter()
+        .zip(ports.iter_mut())
+        .filter(|(w, _)| w.host_port.is_none())
+    {
+        let key = (
+            containers[w.container].name.clone(),
+            w.container_port,
+            w.proto,
+            w.host_ip,
+        );
+        if let Some(before) = previous.published.get(&key).copied()
+            && (low..=high).contains(&before)
+            && is_free(&taken, w.host_ip, before, w.proto)
+        {
+            taken.push((w.host_ip, before, w.proto, w.container, w.entry.clone()));
+            *port = Some(before);
+        }
+    }
+    let mut chosen: Vec<(usize, Published)> = Vec::new();
+    for (w, port) in wanted.iter().zip(ports) {
+        let port = port.or_else(|| {
+            let free = (low..=high).find(|p| is_free(&taken, w.host_ip, *p, w.proto));
+            match free {
+                Some(p) => taken.push((w.host_ip, p, w.proto, w.container, w.entry.clone())),
+                None => check.problem(
+                    &format!("container {:?}", containers[w.container].name),
+                    Some("ports"),
+                    format!(
+                        "entry {:?}: no free host port left in {low}-{high}",
+                        w.entry
+                    ),
+                ),
+            }
+            free
+        });
+        if let Some(host_port) = port {
+            chosen.push((
+                w.container,
+                Published {
+                    host_ip: w.host_ip,
+                    host_port,
+                    container_port: w.container_port,
+                    proto: w.proto,
+                },
+            ));
+        }
+    }
+    for (i, published) in chosen {
+        if let Some(a) = containers[i].attachment.as_mut() {
+            a.ports.push(published);
+        }
+    }
 }
 
 /// Whether `addr` was allocated before to another container that is still defined
@@ -626,7 +835,7 @@ ifname = "eth1"
         let previous = Previous {
             network_ids: [("back".to_owned(), 7)].into(),
             addresses: [("web1".to_owned(), Ipv4Addr::new(198, 18, 10, 40))].into(),
-            peer_bases: Default::default(),
+            ..Default::default()
         };
         let m = model(&file(""), &previous);
         assert_eq!((m.networks[0].id, m.networks[1].id), (1, 7));
@@ -746,6 +955,150 @@ ifname = "eth1"
                 "{expected:?} not in {found:?}"
             );
         }
+    }
+
+    fn with_ports(ports: &str) -> String {
+        file(&format!("ports = [{ports}]\n"))
+    }
+
+    #[test]
+    fn ports_resolve_with_free_host_ports_kept_across_reloads() {
+        let host = Previous {
+            host_addresses: Some(vec![Ipv4Addr::LOCALHOST, Ipv4Addr::new(198, 18, 0, 1)]),
+            port_range: Some((40000, 40010)),
+            ..Default::default()
+        };
+        let m = model(
+            &with_ports("\"8080:80\", \"127.0.0.1::53/udp\", \"90\""),
+            &host,
+        );
+        let ports = &m.containers[0].attachment.as_ref().expect("wired").ports;
+        let summary: Vec<String> = ports
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}:{}->{}/{}",
+                    p.host_ip, p.host_port, p.container_port, p.proto
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                "0.0.0.0:8080->80/tcp",
+                "127.0.0.1:40000->53/udp",
+                "0.0.0.0:40000->90/tcp"
+            ]
+        );
+
+        // web1's free port stays 40000 although a container listed before it now wants one.
+        let previous = Previous {
+            published: [(
+                ("web1".to_owned(), 90, Proto::Tcp, Ipv4Addr::UNSPECIFIED),
+                40000,
+            )]
+            .into(),
+            ..host.clone()
+        };
+        let text = with_ports("\"90\"").replace(
+            "[[container]]\nname = \"web1\"",
+            "[[container]]\nname = \"web0\"\npid = 1\nnetwork = \"front\"\nports = [\"91\"]\n\n[[container]]\nname = \"web1\"",
+        );
+        let m = model(&text, &previous);
+        let port_of = |name: &str| {
+            let c = m
+                .containers
+                .iter()
+                .find(|c| c.name == name)
+                .expect("container");
+            c.attachment.as_ref().expect("wired").ports[0].host_port
+        };
+        assert_eq!((port_of("web0"), port_of("web1")), (40001, 40000));
+    }
+
+    #[test]
+    fn publish_all_exposes_every_port() {
+        let m = model(
+            &file("publish_all = true\nexpose = [80, \"53-54/udp\"]\n"),
+            &Previous::default(),
+        );
+        let ports = &m.containers[0].attachment.as_ref().expect("wired").ports;
+        let summary: Vec<String> = ports
+            .iter()
+            .map(|p| format!("{}/{}:{}", p.container_port, p.proto, p.host_port))
+            .collect();
+        assert_eq!(summary, ["80/tcp:32768", "53/udp:32768", "54/udp:32769"]);
+    }
+
+    #[test]
+    fn bad_ports_are_named() {
+        let host = Previous {
+            host_addresses: Some(vec![Ipv4Addr::LOCALHOST]),
+            ..Default::default()
+        };
+        let second = "\n[[container]]\nname = \"web2\"\npid = 1\nnetwork = \"front\"\nports = [\"0.0.0.0:8080:81\"]\n";
+        let cases = [
+            (
+                with_ports("\"8080:80/sctp\""),
+                "container \"web1\": ports: entry \"8080:80/sctp\": protocol \"sctp\" is neither tcp nor udp",
+            ),
+            (with_ports("\"9000-9002:80\""), "range length mismatch"),
+            (
+                with_ports("\"198.18.0.9:80:80\""),
+                "198.18.0.9 is not an address of the host",
+            ),
+            (
+                with_ports("\"127.0.0.1:8080:80\"") + second,
+                "container \"web2\": ports: entry \"0.0.0.0:8080:81\": host port 8080/tcp on 0.0.0.0 is already published on 127.0.0.1 by container \"web1\"",
+            ),
+            (
+                file("")
+                    .replace("icc = false", "icc = false\ninternal = true")
+                    .replace(
+                        "network = \"front\"",
+                        "network = \"back\"\nports = [\"80\"]",
+                    ),
+                "network \"back\" is internal: its containers cannot publish ports",
+            ),
+            (
+                file("").replace(
+                    "network = \"front\"",
+                    "network = \"none\"\nports = [\"80\"]",
+                ),
+                "on network \"none\" cannot publish ports",
+            ),
+            (
+                file("publish_all = true\nexpose = [\"x\"]\n"),
+                "expose: entry \"x\"",
+            ),
+        ];
+        for (text, expected) in cases {
+            let text = own_pid(&text);
+            let found: Vec<String> = match parse(&text) {
+                Err(p) => vec![p.to_string()],
+                Ok(f) => validate(&f, &host)
+                    .err()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+            };
+            assert!(
+                found.iter().any(|p| p.contains(expected)),
+                "{expected:?} not in {found:?}"
+            );
+        }
+        // Same port, different protocols or different host addresses: no conflict.
+        let m = model(&with_ports("\"127.0.0.1:8080:80\", \"8080:80/udp\""), &host);
+        assert_eq!(
+            m.containers[0]
+                .attachment
+                .as_ref()
+                .expect("wired")
+                .ports
+                .len(),
+            2
+        );
     }
 
     #[test]

@@ -274,3 +274,41 @@ fn parse_mac(text: &str) -> Option<[u8; 6]> {
     }
     parts.next().is_none().then_some(mac)
 }
+
+/// The IPv4 addresses of this namespace's interfaces (where a port can be published).
+pub fn host_addresses() -> Result<Vec<Ipv4Addr>> {
+    #[derive(Deserialize)]
+    struct Link {
+        #[serde(default)]
+        addr_info: Vec<AddrInfo>,
+    }
+    #[derive(Deserialize)]
+    struct AddrInfo {
+        family: String,
+        local: String,
+    }
+    let json = ip(None, &["-j", "-4", "addr", "show"])?;
+    let links: Vec<Link> = serde_json::from_str(&json)
+        .map_err(|e| Error::io("parsing `ip -j addr show`", io::Error::other(e)))?;
+    Ok(links
+        .iter()
+        .flat_map(|l| &l.addr_info)
+        .filter(|a| a.family == "inet")
+        .filter_map(|a| a.local.parse().ok())
+        .collect())
+}
+
+/// The kernel's ip_local_port_range in this namespace.
+pub fn local_port_range() -> Result<(u16, u16)> {
+    let path = "/proc/sys/net/ipv4/ip_local_port_range";
+    let text =
+        std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {path}"), e))?;
+    let mut parts = text.split_whitespace().map(str::parse::<u16>);
+    match (parts.next(), parts.next()) {
+        (Some(Ok(low)), Some(Ok(high))) if low <= high => Ok((low, high)),
+        _ => Err(Error::io(
+            format!("parsing {path}"),
+            io::ErrorKind::InvalidData.into(),
+        )),
+    }
+}

@@ -7,6 +7,7 @@ use aya::maps::{Array, HashMap, Map, MapData, MapError};
 use netbpf_common::{
     maps,
     net::{EndpointInfo, IFACE_SLOTS, IfaceInfo, NO_PEER_SLOTS, NetworkInfo, PeerInfo},
+    ports::{PortKey, PortTarget},
 };
 
 use super::pins::PinDir;
@@ -18,6 +19,7 @@ pub struct ContainerMaps {
     iface_slots: Array<MapData, IfaceInfo>,
     iface_big: HashMap<MapData, u32, IfaceInfo>,
     peers: Array<MapData, PeerInfo>,
+    pub ports: HashMap<MapData, PortKey, PortTarget>,
 }
 
 fn open(pins: &PinDir, name: &'static str) -> Result<Map> {
@@ -52,6 +54,7 @@ impl ContainerMaps {
             iface_slots: typed(take(maps::IFACES)?, maps::IFACES)?,
             iface_big: typed(take(maps::IFACES_BIG)?, maps::IFACES_BIG)?,
             peers: typed(take(maps::PEERS)?, maps::PEERS)?,
+            ports: typed(take(maps::PORTS)?, maps::PORTS)?,
         })
     }
 
@@ -62,6 +65,7 @@ impl ContainerMaps {
             iface_slots: typed(open(pins, maps::IFACES)?, maps::IFACES)?,
             iface_big: typed(open(pins, maps::IFACES_BIG)?, maps::IFACES_BIG)?,
             peers: typed(open(pins, maps::PEERS)?, maps::PEERS)?,
+            ports: typed(open(pins, maps::PORTS)?, maps::PORTS)?,
         })
     }
 
@@ -116,6 +120,11 @@ impl ContainerMaps {
     /// Every network, by id.
     pub fn networks(&self) -> Result<Vec<(u32, NetworkInfo)>> {
         collect(self.networks.iter(), maps::NETWORKS)
+    }
+
+    /// Every published port.
+    pub fn ports(&self) -> Result<Vec<(PortKey, PortTarget)>> {
+        collect(self.ports.iter(), maps::PORTS)
     }
 
     /// Every endpoint, by address.
