@@ -4,6 +4,7 @@
 //! type is `#[repr(C)]` without implicit padding, and every enum has a fixed discriminant.
 #![no_std]
 
+pub mod conntrack;
 pub mod net;
 pub mod ports;
 pub mod stats;
@@ -27,13 +28,23 @@ pub mod maps {
     /// Published ports: [`crate::ports::PortKey`] -> [`crate::ports::PortTarget`].
     pub const PORTS: &str = "NB_PORTS";
 
+    /// Connection tracking of translated flows: [`crate::conntrack::CtKey`] ->
+    /// [`crate::conntrack::CtEntry`] (an LRU hash).
+    pub const CT: &str = "NB_CT";
+    /// The host's own addresses (where a port published on 0.0.0.0 answers).
+    pub const LOCAL: &str = "NB_LOCAL";
+
     /// Every map the object defines.
-    pub const ALL: &[&str] = &[ENDPOINTS, IFACES, IFACES_BIG, NETWORKS, PEERS, PORTS, STATS];
+    pub const ALL: &[&str] = &[
+        CT, ENDPOINTS, IFACES, IFACES_BIG, LOCAL, NETWORKS, PEERS, PORTS, STATS,
+    ];
 
     /// Capacities.
     pub const MAX_NETWORKS: u32 = 1024;
     pub const MAX_ENDPOINTS: u32 = 65536;
     pub const MAX_PORTS: u32 = 65536;
+    pub const MAX_CT: u32 = 262144;
+    pub const MAX_LOCAL: u32 = 1024;
 }
 
 /// Where netbpf pins its maps and links on bpffs (user space only; shared with the test

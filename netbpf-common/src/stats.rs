@@ -34,24 +34,29 @@ pub enum Outcome {
     Pass = 0,
     Forward = 1,
     ArpReply = 2,
-    DropMalformed = 3,
-    DropUnknownSource = 4,
-    DropSpoofedMac = 5,
-    DropSpoofedIp = 6,
-    DropCrossNetwork = 7,
-    DropIcc = 8,
-    DropInternal = 9,
-    DropNoEndpoint = 10,
-    DropNotUnicast = 11,
-    DropUnsupportedL3 = 12,
-    DropArpUnanswered = 13,
+    Published = 3,
+    PublishedReply = 4,
+    DropMalformed = 5,
+    DropUnknownSource = 6,
+    DropSpoofedMac = 7,
+    DropSpoofedIp = 8,
+    DropCrossNetwork = 9,
+    DropIcc = 10,
+    DropInternal = 11,
+    DropNoEndpoint = 12,
+    DropNotUnicast = 13,
+    DropUnsupportedL3 = 14,
+    DropArpUnanswered = 15,
+    DropNatFailed = 16,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 14] = [
+    pub const ALL: [Outcome; 17] = [
         Outcome::Pass,
         Outcome::Forward,
         Outcome::ArpReply,
+        Outcome::Published,
+        Outcome::PublishedReply,
         Outcome::DropMalformed,
         Outcome::DropUnknownSource,
         Outcome::DropSpoofedMac,
@@ -63,6 +68,7 @@ impl Outcome {
         Outcome::DropNotUnicast,
         Outcome::DropUnsupportedL3,
         Outcome::DropArpUnanswered,
+        Outcome::DropNatFailed,
     ];
     pub const COUNT: u32 = Self::ALL.len() as u32;
 
@@ -72,6 +78,8 @@ impl Outcome {
             Outcome::Pass => "pass",
             Outcome::Forward => "forward",
             Outcome::ArpReply => "arp_reply",
+            Outcome::Published => "published",
+            Outcome::PublishedReply => "published_reply",
             Outcome::DropMalformed => "drop_malformed",
             Outcome::DropUnknownSource => "drop_unknown_source",
             Outcome::DropSpoofedMac => "drop_spoofed_mac",
@@ -83,6 +91,7 @@ impl Outcome {
             Outcome::DropNotUnicast => "drop_not_unicast",
             Outcome::DropUnsupportedL3 => "drop_unsupported_l3",
             Outcome::DropArpUnanswered => "drop_arp_unanswered",
+            Outcome::DropNatFailed => "drop_nat_failed",
         }
     }
 
@@ -94,6 +103,12 @@ impl Outcome {
             }
             Outcome::Forward => "redirected straight into a container of the same network",
             Outcome::ArpReply => "ARP request for the gateway or a peer answered in place",
+            Outcome::Published => {
+                "to a published port: destination translated, delivered into the container"
+            }
+            Outcome::PublishedReply => {
+                "a published port's reply: source restored to the host's, sent out of the uplink"
+            }
             Outcome::DropMalformed => {
                 "Ethernet, ARP or IPv4 header truncated or invalid (version, header length, total length)"
             }
@@ -111,11 +126,21 @@ impl Outcome {
             }
             Outcome::DropUnsupportedL3 => "neither IPv4 nor ARP",
             Outcome::DropArpUnanswered => "ARP request for an address that no peer or gateway has",
+            Outcome::DropNatFailed => {
+                "a translation could not rewrite the packet or record the flow"
+            }
         }
     }
 
     pub const fn is_drop(self) -> bool {
-        !matches!(self, Outcome::Pass | Outcome::Forward | Outcome::ArpReply)
+        !matches!(
+            self,
+            Outcome::Pass
+                | Outcome::Forward
+                | Outcome::ArpReply
+                | Outcome::Published
+                | Outcome::PublishedReply
+        )
     }
 }
 

@@ -6,17 +6,20 @@
 use aya_ebpf::{
     EbpfContext as _,
     bindings::{__sk_buff, TC_ACT_OK, TC_ACT_SHOT},
-    helpers::{bpf_redirect, bpf_redirect_peer},
+    helpers::{bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
     programs::TcContext,
 };
 use netbpf_common::{
+    conntrack::CT_PUBLISHED_REPLY,
     net::{IfaceInfo, NET_ICC, NET_INTERNAL},
     stats::Outcome,
 };
 use network_types::{arp::ArpHdr, eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
+    conntrack,
     endpoints::{self, Peer},
+    nat::{self, L4},
     packet::{ETH_P_ARP, ETH_P_IPV4, ipv4_header_ok, is_multi_destination, ptr_at, ptr_at_mut},
 };
 
@@ -49,14 +52,15 @@ pub fn handle(ctx: &TcContext) -> Decision {
         return drop(Outcome::DropSpoofedMac);
     }
     match eth.ether_type {
-        ETH_P_IPV4 => ipv4(data, data_end, ctx.len(), own),
+        ETH_P_IPV4 => ipv4(ctx, data, data_end, own),
         ETH_P_ARP => arp(data, data_end, eth, ifindex, own),
         _ => drop(Outcome::DropUnsupportedL3),
     }
 }
 
 #[inline(always)]
-fn ipv4(data: usize, data_end: usize, frame_len: u32, own: &IfaceInfo) -> Decision {
+fn ipv4(ctx: &TcContext, data: usize, data_end: usize, own: &IfaceInfo) -> Decision {
+    let frame_len = ctx.len();
     let Ok(ip) = ptr_at::<Ipv4Hdr>(data, data_end, EthHdr::LEN) else {
         return drop(Outcome::DropMalformed);
     };
@@ -92,10 +96,40 @@ fn ipv4(data: usize, data_end: usize, frame_len: u32, own: &IfaceInfo) -> Decisi
         // A container of another subnet, reached through the gateway.
         return deliver(own, peer.ifindex, peer.network_id);
     }
+    // Beyond the host's containers: the reply of a flow to a published port?
+    if let Some(l4) = nat::l4(data, data_end, ip) {
+        let key = conntrack::key(own.addr, dst, &l4);
+        if let Some(entry) = conntrack::lookup(&key, &l4) {
+            // SAFETY: a pointer into the map's value, valid for this run.
+            let e = unsafe { *entry };
+            if e.kind == CT_PUBLISHED_REPLY {
+                return published_reply(ctx, &l4, own.addr, e.nat_addr, e.nat_port, e.ifindex);
+            }
+        }
+    }
     if own.net_flags & NET_INTERNAL != 0 {
         return drop(Outcome::DropInternal);
     }
     (Outcome::Pass, TC_ACT_OK)
+}
+
+/// Restores the published address and port as the reply's source and sends it out of the
+/// uplink, the kernel filling in the next hop's MAC.
+#[inline(always)]
+fn published_reply(
+    ctx: &TcContext,
+    l4: &L4,
+    old_saddr: u32,
+    addr: u32,
+    port: u16,
+    uplink: u32,
+) -> Decision {
+    if nat::rewrite_src(ctx, l4, old_saddr, addr, port).is_err() {
+        return drop(Outcome::DropNatFailed);
+    }
+    // SAFETY: a helper call; no neighbour parameters (the kernel looks the next hop up).
+    let verdict = unsafe { bpf_redirect_neigh(uplink, core::ptr::null_mut(), 0, 0) } as i32;
+    (Outcome::PublishedReply, verdict)
 }
 
 /// To a container: straight into its namespace if it is of the sender's network and the

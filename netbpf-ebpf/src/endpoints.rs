@@ -24,8 +24,7 @@ static NB_ENDPOINTS: HashMap<u32, EndpointInfo> = HashMap::with_max_entries(MAX_
 #[map]
 static NB_PEERS: Array<PeerInfo> = Array::with_max_entries(PEER_SLOTS, 0);
 
-/// Published ports, filled by user space for the north-south translation (which no
-/// program performs yet).
+/// Published ports: where a host address (0: any) and port lead.
 #[map]
 static NB_PORTS: HashMap<PortKey, PortTarget> = HashMap::with_max_entries(MAX_PORTS, 0);
 
@@ -72,4 +71,24 @@ pub fn peer_in_subnet(own: &IfaceInfo, dst: u32) -> Peer {
         Some(peer) if peer.ifindex != 0 => Peer::Found(peer),
         _ => Peer::Nobody,
     }
+}
+
+/// Where a published port leads: the entry for the destination address, or for every
+/// host address.
+#[inline(always)]
+pub fn published(addr: u32, port: u16, proto: u8) -> Option<&'static PortTarget> {
+    let exact = PortKey {
+        addr,
+        port,
+        proto,
+        pad: 0,
+    };
+    let any = PortKey {
+        addr: 0,
+        port,
+        proto,
+        pad: 0,
+    };
+    // SAFETY: map values stay valid for the program's run (RCU).
+    unsafe { NB_PORTS.get(&exact).or_else(|| NB_PORTS.get(&any)) }
 }

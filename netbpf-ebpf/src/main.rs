@@ -7,13 +7,16 @@
     reason = "aya's entry-point macros wrap each program in a pub fn taking the kernel's raw context"
 )]
 
+mod conntrack;
 mod container;
 mod endpoints;
+mod nat;
 mod packet;
 mod stats;
+mod uplink;
 
 use aya_ebpf::{
-    bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
+    bindings::{TC_ACT_OK, xdp_action},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
@@ -25,12 +28,9 @@ pub fn from_uplink(ctx: TcContext) -> i32 {
     // skb->len counts the whole frame; data..data_end may cover only the linear part.
     let frame_len = ctx.len();
     packet::pull_headers(&ctx);
-    let outcome = packet::check_headers(ctx.data(), ctx.data_end(), frame_len);
+    let (outcome, verdict) = uplink::handle(&ctx);
     stats::count(Hook::FromUplink, outcome, frame_len);
-    match outcome {
-        Outcome::Pass => TC_ACT_OK,
-        _ => TC_ACT_SHOT,
-    }
+    verdict
 }
 
 /// tc (tcx) ingress on a container's host-side veth: traffic leaving the container.

@@ -20,6 +20,8 @@ pub struct Plan {
     pub networks: BTreeMap<u32, NetworkInfo>,
     /// Published ports, for the north-south translation.
     pub ports: BTreeMap<PortKey, PortTarget>,
+    /// The host's interface toward the outside, where `from_uplink` runs.
+    pub uplink: Option<String>,
     /// Containers with a network (the ones on "none" need nothing wired).
     pub containers: Vec<WiredContainer>,
 }
@@ -125,6 +127,7 @@ pub fn plan(model: &Model, previous: &Previous) -> Plan {
     Plan {
         networks,
         ports,
+        uplink: model.uplink.clone(),
         containers,
     }
 }

@@ -114,3 +114,144 @@ fn ports_are_published_shown_and_kept_across_reloads() {
     );
     assert_eq!(ports(&lab), second);
 }
+
+/// nstat's counter of TCP and UDP checksum errors in a namespace.
+fn checksum_errors(ns: &netbpf_tests::netns::Netns) -> u64 {
+    let out = ns
+        .exec(
+            "nstat",
+            &["-a", "-s", "-z", "TcpInCsumErrors", "UdpInCsumErrors"],
+        )
+        .expect("nstat");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
+}
+
+/// From outside to a published port, TCP and UDP: the container's server sees the real
+/// client address, the client sees answers from the host address and published port, and
+/// with checksum offload off on every sender no receiver counts a checksum error.
+#[test]
+fn outside_reaches_published_ports_with_the_real_client_address() {
+    use std::{
+        io::{Read as _, Write as _},
+        net::{IpAddr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
+        time::Duration,
+    };
+
+    use netbpf_tests::{
+        lab::{HOST_UPLINK_IF, HOST_UPLINK_IP, OUTSIDE_IF, OUTSIDE_IP},
+        process::accept_within,
+    };
+
+    require_root!();
+    let lab = Lab::new(TEST_PREFIX, 1).expect("lab");
+    let dir = TempDir::new(&lab.prefix).expect("dir");
+    let file = dir
+        .write(
+            "netbpf.toml",
+            &format!(
+                "[host]\nuplink = \"{HOST_UPLINK_IF}\"\n\n[[network]]\nname = \"front\"\nsubnet = \"198.18.10.0/24\"\n\n\
+                 [[container]]\nname = \"web1\"\nnetns = \"{}\"\nnetwork = \"front\"\nports = [\"8080:80\", \"5353:53/udp\"]\n",
+                lab.containers[0].path().display()
+            ),
+        )
+        .expect("write");
+    netbpf_ok(&lab.host, &["apply", "-c", file.to_str().expect("UTF-8")]);
+    // Checksums computed in software by every sender: a wrong rewrite would show.
+    lab.outside
+        .exec("ethtool", &["-K", OUTSIDE_IF, "tx", "off"])
+        .expect("ethtool outside");
+    lab.containers[0]
+        .exec("ethtool", &["-K", "eth0", "tx", "off"])
+        .expect("ethtool container");
+    let errors_before = checksum_errors(&lab.outside) + checksum_errors(&lab.containers[0]);
+
+    let container = &lab.containers[0];
+    let listener = container.run(|| TcpListener::bind("0.0.0.0:80").expect("listen"));
+    let udp_server = container.run(|| UdpSocket::bind("0.0.0.0:53").expect("bind"));
+    udp_server
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let published = SocketAddrV4::new(HOST_UPLINK_IP, 8080);
+
+    for round in 0..3 {
+        let (seen, reply, local) = std::thread::scope(|s| {
+            let server = s.spawn(|| {
+                let mut conn = accept_within(&listener, Duration::from_secs(5)).expect("accept");
+                let peer = conn.peer_addr().expect("peer");
+                let mut buf = [0u8; 5];
+                conn.read_exact(&mut buf).expect("read");
+                conn.write_all(&buf).expect("echo");
+                peer
+            });
+            let (reply, local) = lab.outside.run(|| {
+                let mut conn =
+                    TcpStream::connect_timeout(&published.into(), Duration::from_secs(5))
+                        .expect("connect");
+                conn.set_read_timeout(Some(Duration::from_secs(5)))
+                    .expect("timeout");
+                conn.write_all(b"hello").expect("write");
+                let mut buf = [0u8; 5];
+                conn.read_exact(&mut buf).expect("read");
+                (buf, conn.local_addr().expect("local"))
+            });
+            (server.join().expect("server"), reply, local)
+        });
+        assert_eq!(&reply, b"hello", "round {round}");
+        assert_eq!(
+            seen, local,
+            "the server saw the client's own address and port"
+        );
+        assert_eq!(seen.ip(), IpAddr::V4(OUTSIDE_IP));
+    }
+
+    let client = lab
+        .outside
+        .run(|| UdpSocket::bind("0.0.0.0:0").expect("bind"));
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    client
+        .send_to(b"query", SocketAddrV4::new(HOST_UPLINK_IP, 5353))
+        .expect("send");
+    let mut buf = [0u8; 64];
+    let (n, from) = udp_server
+        .recv_from(&mut buf)
+        .expect("datagram reaches the container");
+    assert_eq!(&buf[..n], b"query");
+    assert_eq!(
+        from,
+        client
+            .local_addr()
+            .map(|a| SocketAddr::new(IpAddr::V4(OUTSIDE_IP), a.port()))
+            .expect("addr")
+    );
+    container
+        .run(|| udp_server.send_to(b"answer", from))
+        .expect("reply");
+    let (n, answered_by) = client.recv_from(&mut buf).expect("the answer comes back");
+    assert_eq!(&buf[..n], b"answer");
+    assert_eq!(
+        answered_by,
+        SocketAddr::from(SocketAddrV4::new(HOST_UPLINK_IP, 5353))
+    );
+
+    let errors_after = checksum_errors(&lab.outside) + checksum_errors(&lab.containers[0]);
+    assert_eq!(
+        errors_after, errors_before,
+        "checksum errors after translation"
+    );
+    let stats = netbpf_ok(&lab.host, &["show", "stats", "-o", "json"]);
+    let rows: Vec<Value> = serde_json::from_str(&stats).expect("JSON");
+    let count = |hook: &str, outcome: &str| {
+        rows.iter()
+            .find(|r| r["hook"] == hook && r["outcome"] == outcome)
+            .and_then(|r| r["packets"].as_u64())
+            .unwrap_or(0)
+    };
+    assert!(
+        count("from_uplink", "published") > 0 && count("from_container", "published_reply") > 0
+    );
+}

@@ -28,6 +28,7 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ),
     ("util-linux", "setpriv (tests run netbpf unprivileged)"),
     ("procps", "sysctl inside lab namespaces"),
+    ("ethtool", "tests turn checksum offload off"),
     ("bpftool", "map dumps in tests"),
     ("iperf3", "benchmark: single-stream throughput"),
     (

@@ -130,6 +130,34 @@ pub fn reconcile(pins: &PinDir, plan: &Plan) -> Result<Report> {
     }
     report.ports = plan.ports.len();
 
+    // The host's own addresses, where ports published on 0.0.0.0 answer (the gateways
+    // added above among them).
+    let local: Vec<u32> = ifaces::host_addresses()?
+        .into_iter()
+        .map(addr_key)
+        .collect();
+    for addr in &local {
+        maps.local
+            .insert(addr, &1, 0)
+            .map_err(map_err("NB_LOCAL"))?;
+    }
+    let stale: Vec<u32> = maps
+        .local
+        .keys()
+        .filter_map(|k| k.ok())
+        .filter(|k| !local.contains(k))
+        .collect();
+    for addr in stale {
+        ignore_missing(maps.local.remove(&addr)).map_err(map_err("NB_LOCAL"))?;
+    }
+
+    // The uplink: published ports arrive there.
+    if let Some(uplink) = &plan.uplink {
+        let ifindex = ifaces::ifindex(uplink)?;
+        let attached = loaded.attach(pins, Hook::FromUplink, ifindex, uplink)?;
+        report.swapped += usize::from(attached.replaced);
+    }
+
     // Networks nobody defines any more, last (no endpoint names them now).
     for (id, _) in maps.networks()? {
         if !plan.networks.contains_key(&id) {

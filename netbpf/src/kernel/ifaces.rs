@@ -312,3 +312,17 @@ pub fn local_port_range() -> Result<(u16, u16)> {
         )),
     }
 }
+
+/// The index of an interface of this namespace.
+pub fn ifindex(name: &str) -> Result<u32> {
+    let unknown = || Error::UnknownInterface {
+        iface: name.to_owned(),
+        netns: "the host namespace".to_owned(),
+    };
+    let c_name = std::ffi::CString::new(name).map_err(|_| unknown())?;
+    // SAFETY: a NUL-terminated name; 0 means "no such interface".
+    match unsafe { libc::if_nametoindex(c_name.as_ptr()) } {
+        0 => Err(unknown()),
+        index => Ok(index),
+    }
+}

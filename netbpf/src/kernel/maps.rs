@@ -20,6 +20,7 @@ pub struct ContainerMaps {
     iface_big: HashMap<MapData, u32, IfaceInfo>,
     peers: Array<MapData, PeerInfo>,
     pub ports: HashMap<MapData, PortKey, PortTarget>,
+    pub local: HashMap<MapData, u32, u32>,
 }
 
 fn open(pins: &PinDir, name: &'static str) -> Result<Map> {
@@ -55,6 +56,7 @@ impl ContainerMaps {
             iface_big: typed(take(maps::IFACES_BIG)?, maps::IFACES_BIG)?,
             peers: typed(take(maps::PEERS)?, maps::PEERS)?,
             ports: typed(take(maps::PORTS)?, maps::PORTS)?,
+            local: typed(take(maps::LOCAL)?, maps::LOCAL)?,
         })
     }
 
@@ -66,6 +68,7 @@ impl ContainerMaps {
             iface_big: typed(open(pins, maps::IFACES_BIG)?, maps::IFACES_BIG)?,
             peers: typed(open(pins, maps::PEERS)?, maps::PEERS)?,
             ports: typed(open(pins, maps::PORTS)?, maps::PORTS)?,
+            local: typed(open(pins, maps::LOCAL)?, maps::LOCAL)?,
         })
     }
 

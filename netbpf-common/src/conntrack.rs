@@ -1,0 +1,58 @@
+//! Connection tracking for translated flows. Every translated flow has two entries, one
+//! per direction, each keyed by the packet's tuple as the program that handles that
+//! direction sees it, each saying how to rewrite it and where to send it.
+
+/// `NB_CT` key: a packet's 5-tuple (addresses and ports in network byte order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CtKey {
+    pub saddr: u32,
+    pub daddr: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub pad: [u8; 3],
+}
+
+/// `CtEntry::kind`: arriving on the uplink for a published port; rewrite the destination
+/// to `nat_addr:nat_port`, deliver into the container behind `ifindex`.
+pub const CT_PUBLISHED_IN: u8 = 1;
+/// `CtEntry::kind`: the container's reply; rewrite the source to `nat_addr:nat_port` (the
+/// host address and published port), send out of the uplink `ifindex`.
+pub const CT_PUBLISHED_REPLY: u8 = 2;
+
+/// `CtEntry::tcp_state`: a SYN was seen, no answer yet.
+pub const TCP_SYN_SENT: u8 = 1;
+pub const TCP_ESTABLISHED: u8 = 2;
+/// A FIN or RST was seen: the entry goes soon, and a new SYN replaces it at once.
+pub const TCP_CLOSING: u8 = 3;
+
+/// `NB_CT` value.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtEntry {
+    pub nat_addr: u32,
+    pub nat_port: u16,
+    pub kind: u8,
+    pub tcp_state: u8,
+    pub ifindex: u32,
+    pub pad: u32,
+    /// bpf_ktime_get_coarse_ns() of the last packet.
+    pub last_seen: u64,
+    pub packets: u64,
+    /// For `CT_PUBLISHED_IN`: the frame's new Ethernet addresses (the container's, its
+    /// gateway's), so an established flow needs no endpoint lookup.
+    pub dst_mac: [u8; 6],
+    pub src_mac: [u8; 6],
+    pub pad2: u32,
+}
+
+const _: () = assert!(size_of::<CtKey>() == 16);
+const _: () = assert!(size_of::<CtEntry>() == 48);
+
+#[cfg(feature = "user")]
+// SAFETY: repr(C), integers only, no padding (sizes asserted above).
+unsafe impl aya::Pod for CtKey {}
+#[cfg(feature = "user")]
+// SAFETY: as above.
+unsafe impl aya::Pod for CtEntry {}

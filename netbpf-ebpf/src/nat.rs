@@ -1,0 +1,168 @@
+//! Address and port translation in tc programs: the L4 header's ports, rewriting a
+//! destination or source with the checksums kept right (incrementally, through the
+//! kernel's csum helpers, which also handle CHECKSUM_PARTIAL from offloading senders).
+
+use aya_ebpf::{
+    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
+    programs::TcContext,
+};
+use network_types::{eth::EthHdr, ip::Ipv4Hdr};
+
+use crate::packet::ptr_at;
+
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+
+const IP_CSUM_OFF: usize = EthHdr::LEN + 10;
+const IP_SADDR_OFF: usize = EthHdr::LEN + 12;
+const IP_DADDR_OFF: usize = EthHdr::LEN + 16;
+
+/// The transport header of a TCP or UDP packet.
+#[derive(Clone, Copy)]
+pub struct L4 {
+    pub proto: u8,
+    /// Offset of the TCP/UDP header from the start of the frame.
+    pub offset: usize,
+    /// Ports as they sit in the packet (network byte order).
+    pub sport: u16,
+    pub dport: u16,
+    /// TCP flags (0 for UDP).
+    pub tcp_flags: u8,
+}
+
+impl L4 {
+    fn csum_offset(&self) -> usize {
+        self.offset + if self.proto == IPPROTO_TCP { 16 } else { 6 }
+    }
+
+    fn csum_flags(&self) -> u64 {
+        // A UDP checksum of 0 means "none": keep it so (and never produce 0).
+        if self.proto == IPPROTO_UDP {
+            u64::from(BPF_F_MARK_MANGLED_0)
+        } else {
+            0
+        }
+    }
+}
+
+/// The ports of a TCP or UDP packet; `None` for other protocols, for fragments after the
+/// first (they carry no ports) and for a transport header cut short.
+#[inline(always)]
+pub fn l4(data: usize, data_end: usize, ip: &Ipv4Hdr) -> Option<L4> {
+    if ip.proto != IPPROTO_TCP && ip.proto != IPPROTO_UDP {
+        return None;
+    }
+    // Fragment offset (13 bits): only the first fragment has the ports.
+    if u16::from_be_bytes(ip.frags) & 0x1fff != 0 {
+        return None;
+    }
+    let offset = EthHdr::LEN + usize::from(ip.ihl());
+    // Bound the offset for the verifier: ihl() is at most 60.
+    if offset > EthHdr::LEN + 60 {
+        return None;
+    }
+    let ports = ptr_at::<[u16; 2]>(data, data_end, offset).ok()?;
+    // SAFETY: ptr_at checked the ports lie inside the packet.
+    let [sport, dport] = unsafe { *ports };
+    let tcp_flags = if ip.proto == IPPROTO_TCP {
+        // SAFETY: as above, for the flags byte.
+        unsafe { *ptr_at::<u8>(data, data_end, offset + 13).ok()? }
+    } else {
+        if ptr_at::<[u8; 8]>(data, data_end, offset).is_err() {
+            return None;
+        }
+        0
+    };
+    if ip.proto == IPPROTO_TCP && ptr_at::<[u8; 20]>(data, data_end, offset).is_err() {
+        return None;
+    }
+    Some(L4 {
+        proto: ip.proto,
+        offset,
+        sport,
+        dport,
+        tcp_flags,
+    })
+}
+
+/// Rewrites the destination address and port (DNAT).
+#[inline(always)]
+pub fn rewrite_dst(
+    ctx: &TcContext,
+    l4: &L4,
+    old_addr: u32,
+    addr: u32,
+    port: u16,
+) -> Result<(), i64> {
+    rewrite(
+        ctx,
+        l4,
+        IP_DADDR_OFF,
+        l4.offset + 2,
+        old_addr,
+        addr,
+        l4.dport,
+        port,
+    )
+}
+
+/// Rewrites the source address and port (the reverse of a DNAT, or SNAT).
+#[inline(always)]
+pub fn rewrite_src(
+    ctx: &TcContext,
+    l4: &L4,
+    old_addr: u32,
+    addr: u32,
+    port: u16,
+) -> Result<(), i64> {
+    rewrite(
+        ctx,
+        l4,
+        IP_SADDR_OFF,
+        l4.offset,
+        old_addr,
+        addr,
+        l4.sport,
+        port,
+    )
+}
+
+#[allow(clippy::too_many_arguments, reason = "one place for both directions")]
+#[inline(always)]
+fn rewrite(
+    ctx: &TcContext,
+    l4: &L4,
+    addr_off: usize,
+    port_off: usize,
+    old_addr: u32,
+    addr: u32,
+    old_port: u16,
+    port: u16,
+) -> Result<(), i64> {
+    let csum = l4.csum_offset();
+    let flags = l4.csum_flags();
+    ctx.l4_csum_replace(
+        csum,
+        u64::from(old_addr),
+        u64::from(addr),
+        flags | u64::from(BPF_F_PSEUDO_HDR) | 4,
+    )?;
+    ctx.l4_csum_replace(csum, u64::from(old_port), u64::from(port), flags | 2)?;
+    ctx.l3_csum_replace(IP_CSUM_OFF, u64::from(old_addr), u64::from(addr), 4)?;
+    ctx.store(addr_off, &addr, 0)?;
+    ctx.store(port_off, &port, 0)?;
+    Ok(())
+}
+
+/// Rewrites the Ethernet addresses (a frame delivered into a container must be addressed
+/// to it, from its gateway).
+#[inline(always)]
+pub fn set_macs(ctx: &TcContext, dst: &[u8; 6], src: &[u8; 6]) -> Result<(), i64> {
+    ctx.store(0, dst, 0)?;
+    ctx.store(6, src, 0)
+}
