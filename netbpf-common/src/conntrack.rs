@@ -21,6 +21,14 @@ pub const CT_PUBLISHED_IN: u8 = 1;
 /// host address and published port), send out of the uplink `ifindex`.
 pub const CT_PUBLISHED_REPLY: u8 = 2;
 
+/// `CtEntry::kind`: a container's outbound packet on a masquerading network; rewrite the
+/// source to `nat_addr:nat_port` (the uplink's address, a port taken for the flow), send
+/// out of the uplink `ifindex`.
+pub const CT_MASQ_OUT: u8 = 3;
+/// `CtEntry::kind`: the reply to a masqueraded flow, arriving on the uplink; rewrite the
+/// destination to `nat_addr:nat_port`, deliver into the container behind `ifindex`.
+pub const CT_MASQ_REPLY: u8 = 4;
+
 /// `CtEntry::tcp_state`: a SYN was seen, no answer yet.
 pub const TCP_SYN_SENT: u8 = 1;
 pub const TCP_ESTABLISHED: u8 = 2;
@@ -56,3 +64,22 @@ unsafe impl aya::Pod for CtKey {}
 #[cfg(feature = "user")]
 // SAFETY: as above.
 unsafe impl aya::Pod for CtEntry {}
+
+/// `NB_CONFIG` (one slot): what the programs need of the host.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostConfig {
+    /// The uplink (0: none configured, nothing is masqueraded).
+    pub uplink_ifindex: u32,
+    /// The uplink's address: masqueraded flows leave with it.
+    pub uplink_addr: u32,
+    /// Ports masqueraded flows take (host byte order, inclusive).
+    pub masq_port_min: u16,
+    pub masq_port_max: u16,
+}
+
+const _: () = assert!(size_of::<HostConfig>() == 12);
+
+#[cfg(feature = "user")]
+// SAFETY: repr(C), integers only, no padding.
+unsafe impl aya::Pod for HostConfig {}

@@ -33,10 +33,12 @@ pub mod maps {
     pub const CT: &str = "NB_CT";
     /// The host's own addresses (where a port published on 0.0.0.0 answers).
     pub const LOCAL: &str = "NB_LOCAL";
+    /// One [`crate::conntrack::HostConfig`].
+    pub const CONFIG: &str = "NB_CONFIG";
 
     /// Every map the object defines.
     pub const ALL: &[&str] = &[
-        CT, ENDPOINTS, IFACES, IFACES_BIG, LOCAL, NETWORKS, PEERS, PORTS, STATS,
+        CONFIG, CT, ENDPOINTS, IFACES, IFACES_BIG, LOCAL, NETWORKS, PEERS, PORTS, STATS,
     ];
 
     /// Capacities.

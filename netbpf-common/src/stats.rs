@@ -36,27 +36,32 @@ pub enum Outcome {
     ArpReply = 2,
     Published = 3,
     PublishedReply = 4,
-    DropMalformed = 5,
-    DropUnknownSource = 6,
-    DropSpoofedMac = 7,
-    DropSpoofedIp = 8,
-    DropCrossNetwork = 9,
-    DropIcc = 10,
-    DropInternal = 11,
-    DropNoEndpoint = 12,
-    DropNotUnicast = 13,
-    DropUnsupportedL3 = 14,
-    DropArpUnanswered = 15,
-    DropNatFailed = 16,
+    Masquerade = 5,
+    MasqueradeReply = 6,
+    DropMalformed = 7,
+    DropUnknownSource = 8,
+    DropSpoofedMac = 9,
+    DropSpoofedIp = 10,
+    DropCrossNetwork = 11,
+    DropIcc = 12,
+    DropInternal = 13,
+    DropNoEndpoint = 14,
+    DropNotUnicast = 15,
+    DropUnsupportedL3 = 16,
+    DropArpUnanswered = 17,
+    DropNatFailed = 18,
+    DropNoNatPort = 19,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 17] = [
+    pub const ALL: [Outcome; 20] = [
         Outcome::Pass,
         Outcome::Forward,
         Outcome::ArpReply,
         Outcome::Published,
         Outcome::PublishedReply,
+        Outcome::Masquerade,
+        Outcome::MasqueradeReply,
         Outcome::DropMalformed,
         Outcome::DropUnknownSource,
         Outcome::DropSpoofedMac,
@@ -69,6 +74,7 @@ impl Outcome {
         Outcome::DropUnsupportedL3,
         Outcome::DropArpUnanswered,
         Outcome::DropNatFailed,
+        Outcome::DropNoNatPort,
     ];
     pub const COUNT: u32 = Self::ALL.len() as u32;
 
@@ -80,6 +86,8 @@ impl Outcome {
             Outcome::ArpReply => "arp_reply",
             Outcome::Published => "published",
             Outcome::PublishedReply => "published_reply",
+            Outcome::Masquerade => "masquerade",
+            Outcome::MasqueradeReply => "masquerade_reply",
             Outcome::DropMalformed => "drop_malformed",
             Outcome::DropUnknownSource => "drop_unknown_source",
             Outcome::DropSpoofedMac => "drop_spoofed_mac",
@@ -92,6 +100,7 @@ impl Outcome {
             Outcome::DropUnsupportedL3 => "drop_unsupported_l3",
             Outcome::DropArpUnanswered => "drop_arp_unanswered",
             Outcome::DropNatFailed => "drop_nat_failed",
+            Outcome::DropNoNatPort => "drop_no_nat_port",
         }
     }
 
@@ -108,6 +117,12 @@ impl Outcome {
             }
             Outcome::PublishedReply => {
                 "a published port's reply: source restored to the host's, sent out of the uplink"
+            }
+            Outcome::Masquerade => {
+                "outbound: source translated to the uplink's address and a free port, sent out"
+            }
+            Outcome::MasqueradeReply => {
+                "reply to a masqueraded flow: destination restored, delivered into the container"
             }
             Outcome::DropMalformed => {
                 "Ethernet, ARP or IPv4 header truncated or invalid (version, header length, total length)"
@@ -129,6 +144,7 @@ impl Outcome {
             Outcome::DropNatFailed => {
                 "a translation could not rewrite the packet or record the flow"
             }
+            Outcome::DropNoNatPort => "no free masquerade port toward that destination",
         }
     }
 
@@ -140,6 +156,8 @@ impl Outcome {
                 | Outcome::ArpReply
                 | Outcome::Published
                 | Outcome::PublishedReply
+                | Outcome::Masquerade
+                | Outcome::MasqueradeReply
         )
     }
 }

@@ -1,12 +1,15 @@
 //! The connection-tracking table of translated flows and the host's own addresses.
 
 use aya_ebpf::{
-    helpers::bpf_ktime_get_coarse_ns,
+    bindings::BPF_NOEXIST,
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns},
     macros::map,
-    maps::{HashMap, LruHashMap},
+    maps::{Array, HashMap, LruHashMap},
 };
 use netbpf_common::{
-    conntrack::{CtEntry, CtKey, TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN_SENT},
+    conntrack::{
+        CT_MASQ_REPLY, CtEntry, CtKey, HostConfig, TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN_SENT,
+    },
     maps::{MAX_CT, MAX_LOCAL},
 };
 
@@ -17,6 +20,54 @@ static NB_CT: LruHashMap<CtKey, CtEntry> = LruHashMap::with_max_entries(MAX_CT, 
 
 #[map]
 static NB_LOCAL: HashMap<u32, u32> = HashMap::with_max_entries(MAX_LOCAL, 0);
+
+#[map]
+static NB_CONFIG: Array<HostConfig> = Array::with_max_entries(1, 0);
+
+/// The host's configuration, if an uplink is set.
+#[inline(always)]
+pub fn host_config() -> Option<&'static HostConfig> {
+    NB_CONFIG.get(0).filter(|c| c.uplink_ifindex != 0)
+}
+
+/// Tries to take a port for a masqueraded flow toward `(daddr, dport)`: the reply entry is
+/// created only if no flow holds that port toward that destination yet. A few tries from
+/// a random start; returns the port taken (network byte order).
+#[inline(always)]
+pub fn take_masquerade_port(
+    cfg: &HostConfig,
+    reply_key: &mut CtKey,
+    reply: &CtEntry,
+) -> Option<u16> {
+    let span = u32::from(cfg.masq_port_max.saturating_sub(cfg.masq_port_min)) + 1;
+    // SAFETY: helper without preconditions.
+    let start = unsafe { bpf_get_prandom_u32() };
+    let mut entry = *reply;
+    entry.kind = CT_MASQ_REPLY;
+    // SAFETY: as above.
+    entry.last_seen = unsafe { bpf_ktime_get_coarse_ns() };
+    for i in 0..8u32 {
+        let port =
+            (u32::from(cfg.masq_port_min) + start.wrapping_add(i.wrapping_mul(7919)) % span) as u16;
+        reply_key.dport = port.to_be();
+        if NB_CT
+            .insert(reply_key, &entry, u64::from(BPF_NOEXIST))
+            .is_ok()
+        {
+            return Some(reply_key.dport);
+        }
+    }
+    None
+}
+
+/// Records one direction of a flow.
+#[inline(always)]
+pub fn insert(key: &CtKey, entry: &CtEntry) -> bool {
+    let mut e = *entry;
+    // SAFETY: helper without preconditions.
+    e.last_seen = unsafe { bpf_ktime_get_coarse_ns() };
+    NB_CT.insert(key, &e, 0).is_ok()
+}
 
 /// Whether `addr` is one of the host's own addresses.
 #[inline(always)]

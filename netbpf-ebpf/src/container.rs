@@ -10,8 +10,8 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use netbpf_common::{
-    conntrack::CT_PUBLISHED_REPLY,
-    net::{IfaceInfo, NET_ICC, NET_INTERNAL},
+    conntrack::{CT_MASQ_OUT, CT_MASQ_REPLY, CT_PUBLISHED_REPLY, CtEntry, CtKey, HostConfig},
+    net::{IfaceInfo, NET_ICC, NET_INTERNAL, NET_MASQUERADE},
     stats::Outcome,
 };
 use network_types::{arp::ArpHdr, eth::EthHdr, ip::Ipv4Hdr};
@@ -96,40 +96,73 @@ fn ipv4(ctx: &TcContext, data: usize, data_end: usize, own: &IfaceInfo) -> Decis
         // A container of another subnet, reached through the gateway.
         return deliver(own, peer.ifindex, peer.network_id);
     }
-    // Beyond the host's containers: the reply of a flow to a published port?
-    if let Some(l4) = nat::l4(data, data_end, ip) {
-        let key = conntrack::key(own.addr, dst, &l4);
-        if let Some(entry) = conntrack::lookup(&key, &l4) {
+    // Beyond the host's containers: a translated flow (a published port's reply, or a
+    // masqueraded flow going on)?
+    let l4 = nat::l4(data, data_end, ip);
+    if let Some(l4) = &l4 {
+        let key = conntrack::key(own.addr, dst, l4);
+        if let Some(entry) = conntrack::lookup(&key, l4) {
             // SAFETY: a pointer into the map's value, valid for this run.
             let e = unsafe { *entry };
-            if e.kind == CT_PUBLISHED_REPLY {
-                return published_reply(ctx, &l4, own.addr, e.nat_addr, e.nat_port, e.ifindex);
+            match e.kind {
+                CT_PUBLISHED_REPLY => {
+                    return send_out(ctx, l4, own.addr, &e, Outcome::PublishedReply);
+                }
+                CT_MASQ_OUT => return send_out(ctx, l4, own.addr, &e, Outcome::Masquerade),
+                _ => {}
             }
         }
     }
     if own.net_flags & NET_INTERNAL != 0 {
         return drop(Outcome::DropInternal);
     }
+    if own.net_flags & NET_MASQUERADE != 0
+        && !conntrack::is_local(dst)
+        && let (Some(l4), Some(cfg)) = (&l4, conntrack::host_config())
+    {
+        return masquerade(ctx, l4, own, dst, cfg);
+    }
     (Outcome::Pass, TC_ACT_OK)
 }
 
-/// Restores the published address and port as the reply's source and sends it out of the
-/// uplink, the kernel filling in the next hop's MAC.
+/// A new outbound flow of a masquerading network: a port of the uplink's address is taken
+/// for it (toward that destination), both directions recorded, the source translated.
 #[inline(always)]
-fn published_reply(
-    ctx: &TcContext,
-    l4: &L4,
-    old_saddr: u32,
-    addr: u32,
-    port: u16,
-    uplink: u32,
-) -> Decision {
-    if nat::rewrite_src(ctx, l4, old_saddr, addr, port).is_err() {
+fn masquerade(ctx: &TcContext, l4: &L4, own: &IfaceInfo, dst: u32, cfg: &HostConfig) -> Decision {
+    // SAFETY: the context of a tc program is an __sk_buff.
+    let ifindex = unsafe { (*(ctx.as_ptr() as *const __sk_buff)).ifindex };
+    let mut reply_key = CtKey {
+        saddr: dst,
+        daddr: cfg.uplink_addr,
+        sport: l4.dport,
+        dport: 0,
+        proto: l4.proto,
+        pad: [0; 3],
+    };
+    let mut reply = conntrack::entry(CT_MASQ_REPLY, own.addr, l4.sport, ifindex, l4);
+    reply.dst_mac = own.mac;
+    reply.src_mac = own.host_mac;
+    let Some(port) = conntrack::take_masquerade_port(cfg, &mut reply_key, &reply) else {
+        return drop(Outcome::DropNoNatPort);
+    };
+    let out = conntrack::entry(CT_MASQ_OUT, cfg.uplink_addr, port, cfg.uplink_ifindex, l4);
+    if !conntrack::insert(&conntrack::key(own.addr, dst, l4), &out) {
+        return drop(Outcome::DropNatFailed);
+    }
+    send_out(ctx, l4, own.addr, &out, Outcome::Masquerade)
+}
+
+/// Translates the source as the flow's entry says (the published address and port, or
+/// the masquerade address and port) and sends the packet out of the uplink, the kernel
+/// filling in the next hop's MAC.
+#[inline(always)]
+fn send_out(ctx: &TcContext, l4: &L4, old_saddr: u32, e: &CtEntry, outcome: Outcome) -> Decision {
+    if nat::rewrite_src(ctx, l4, old_saddr, e.nat_addr, e.nat_port).is_err() {
         return drop(Outcome::DropNatFailed);
     }
     // SAFETY: a helper call; no neighbour parameters (the kernel looks the next hop up).
-    let verdict = unsafe { bpf_redirect_neigh(uplink, core::ptr::null_mut(), 0, 0) } as i32;
-    (Outcome::PublishedReply, verdict)
+    let verdict = unsafe { bpf_redirect_neigh(e.ifindex, core::ptr::null_mut(), 0, 0) } as i32;
+    (outcome, verdict)
 }
 
 /// To a container: straight into its namespace if it is of the sender's network and the

@@ -9,7 +9,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use netbpf_common::{
-    conntrack::{CT_PUBLISHED_IN, CT_PUBLISHED_REPLY, CtKey},
+    conntrack::{CT_MASQ_REPLY, CT_PUBLISHED_IN, CT_PUBLISHED_REPLY, CtEntry, CtKey},
     stats::Outcome,
 };
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
@@ -57,11 +57,12 @@ pub fn handle(ctx: &TcContext) -> Decision {
     if let Some(entry) = conntrack::lookup(&key, &l4) {
         // SAFETY: a pointer into the map's value, valid for this run.
         let e = unsafe { *entry };
-        if e.kind == CT_PUBLISHED_IN {
-            return deliver(
-                ctx, &l4, daddr, e.nat_addr, e.nat_port, e.ifindex, &e.dst_mac, &e.src_mac,
-            );
-        }
+        let outcome = match e.kind {
+            CT_PUBLISHED_IN => Outcome::Published,
+            CT_MASQ_REPLY => Outcome::MasqueradeReply,
+            _ => return pass(),
+        };
+        return deliver(ctx, &l4, daddr, &e, outcome);
     }
     // A new flow to a published port of one of the host's own addresses?
     if !conntrack::is_local(daddr) {
@@ -94,38 +95,19 @@ pub fn handle(ctx: &TcContext) -> Decision {
     if !conntrack::create(&key, &forward, &reply_key, &reply) {
         return (Outcome::DropNatFailed, TC_ACT_SHOT);
     }
-    deliver(
-        ctx,
-        &l4,
-        daddr,
-        target.addr,
-        target.port,
-        ep.ifindex,
-        &ep.mac,
-        &ep.host_mac,
-    )
+    deliver(ctx, &l4, daddr, &forward, Outcome::Published)
 }
 
-/// Translates the destination and delivers the frame into the container, addressed to it
-/// from its gateway.
-#[allow(clippy::too_many_arguments, reason = "the translation in one call")]
+/// Translates the destination as the flow's entry says and delivers the frame into the
+/// container, addressed to it from its gateway.
 #[inline(always)]
-fn deliver(
-    ctx: &TcContext,
-    l4: &L4,
-    old_daddr: u32,
-    addr: u32,
-    port: u16,
-    ifindex: u32,
-    dst_mac: &[u8; 6],
-    src_mac: &[u8; 6],
-) -> Decision {
-    if nat::rewrite_dst(ctx, l4, old_daddr, addr, port).is_err()
-        || nat::set_macs(ctx, dst_mac, src_mac).is_err()
+fn deliver(ctx: &TcContext, l4: &L4, old_daddr: u32, e: &CtEntry, outcome: Outcome) -> Decision {
+    if nat::rewrite_dst(ctx, l4, old_daddr, e.nat_addr, e.nat_port).is_err()
+        || nat::set_macs(ctx, &e.dst_mac, &e.src_mac).is_err()
     {
         return (Outcome::DropNatFailed, TC_ACT_SHOT);
     }
     // SAFETY: a helper call with plain integer arguments.
-    let verdict = unsafe { bpf_redirect_peer(ifindex, 0) } as i32;
-    (Outcome::Published, verdict)
+    let verdict = unsafe { bpf_redirect_peer(e.ifindex, 0) } as i32;
+    (outcome, verdict)
 }

@@ -11,10 +11,10 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use aya::Ebpf;
 use netbpf::kernel::maps::ContainerMaps;
 use netbpf_common::{
-    conntrack::{CtEntry, CtKey},
+    conntrack::{CtEntry, CtKey, HostConfig},
     net::{
-        EndpointInfo, IfaceInfo, NET_ICC, NET_INTERNAL, NO_PEER_SLOTS, NetworkInfo, PeerInfo,
-        name_bytes,
+        EndpointInfo, IfaceInfo, NET_ICC, NET_INTERNAL, NET_MASQUERADE, NO_PEER_SLOTS, NetworkInfo,
+        PeerInfo, name_bytes,
     },
     ports::{PortKey, PortTarget},
     stats::{Hook, Outcome},
@@ -53,7 +53,7 @@ fn key(addr: Ipv4Addr) -> u32 {
 /// (icc off), intern (internal). back and intern have no peer range: their neighbours are
 /// found by hash, the path of networks too large for the peer array.
 const NETWORKS: [(u32, &str, [u8; 4], u32, u32); 4] = [
-    (1, "front", [198, 18, 10, 0], NET_ICC, 0),
+    (1, "front", [198, 18, 10, 0], NET_ICC | NET_MASQUERADE, 0),
     (2, "back", [198, 18, 20, 0], NET_ICC, NO_PEER_SLOTS),
     (3, "quiet", [198, 18, 30, 0], 0, 256),
     (
@@ -725,6 +725,74 @@ fn published_port_syn_and_reply_translate_exactly() {
     assert_eq!(ct.iter().count(), 2, "no new entries for a known flow");
 }
 
+/// A container's outbound flow on a masquerading network leaves with the uplink's address
+/// and the masquerade port (exact bytes); with the one port of the range taken toward that
+/// destination, a second container's flow there is refused with its own reason.
+#[test]
+fn masquerade_translates_exactly_and_runs_out_of_ports() {
+    require_root!();
+    let mut ebpf = load();
+    let mut maps = fill_maps(&mut ebpf);
+    let uplink_addr = Ipv4Addr::new(198, 18, 0, 1);
+    let config = HostConfig {
+        uplink_ifindex: 1,
+        uplink_addr: key(uplink_addr),
+        masq_port_min: 61000,
+        masq_port_max: 61000,
+    };
+    maps.set_host_config(&config).expect("config");
+    let (syn, out_port) = (packet::tcp_flags::SYN, 61000);
+    let tcp = |src_mac, src, dst| packet::tcp4_frame(HOST_MAC, src_mac, src, dst, syn, b"");
+
+    own(&mut maps, Some(WEB1));
+    let first = Fixture {
+        name: "web1:5555 -> outside:443 leaves as 198.18.0.1:61000",
+        hook: Hook::FromContainer,
+        input: tcp(WEB1_MAC, sock(WEB1, 5555), sock(OUTSIDE, 443)),
+        verdict: verdict::TC_ACT_REDIRECT,
+        output: Some(tcp(
+            WEB1_MAC,
+            sock(uplink_addr, out_port),
+            sock(OUTSIDE, 443),
+        )),
+        outcome: Outcome::Masquerade,
+    };
+    run(&ebpf, &first).unwrap_or_else(|e| panic!("{}:\n{e}", first.name));
+
+    own(&mut maps, Some(WEB2));
+    let second = fixture(
+        "web2:5555 -> outside:443 finds no free port",
+        tcp(WEB2_MAC, sock(WEB2, 5555), sock(OUTSIDE, 443)),
+        Outcome::DropNoNatPort,
+    );
+    run(&ebpf, &second).unwrap_or_else(|e| panic!("{}:\n{e}", second.name));
+
+    // The reply to the first flow, arriving on the uplink, goes back into web1.
+    let reply = Fixture {
+        name: "outside:443 -> 198.18.0.1:61000 is delivered to web1:5555",
+        hook: Hook::FromUplink,
+        input: packet::tcp4_frame(
+            Mac([2, 0, 0, 0, 0, 0xd1]),
+            Mac([2, 0, 0, 0, 0, 0xc1]),
+            sock(OUTSIDE, 443),
+            sock(uplink_addr, out_port),
+            syn | packet::tcp_flags::ACK,
+            b"",
+        ),
+        verdict: verdict::TC_ACT_REDIRECT,
+        output: Some(packet::tcp4_frame(
+            WEB1_MAC,
+            HOST_MAC,
+            sock(OUTSIDE, 443),
+            sock(WEB1, 5555),
+            syn | packet::tcp_flags::ACK,
+            b"",
+        )),
+        outcome: Outcome::MasqueradeReply,
+    };
+    run(&ebpf, &reply).unwrap_or_else(|e| panic!("{}:\n{e}", reply.name));
+}
+
 /// Every outcome `from_container` can give has a fixture. Not here: `published` (the
 /// uplink's), `published_reply` (needs a recorded flow: see
 /// `published_port_syn_and_reply_translate_exactly`), and a failed translation (the kernel
@@ -732,9 +800,13 @@ fn published_port_syn_and_reply_translate_exactly() {
 #[test]
 fn fixtures_cover_every_container_outcome() {
     let fixtures = fixtures();
+    // The translation outcomes have tests of their own above, with recorded flows.
     let skipped = [
         Outcome::Published,
         Outcome::PublishedReply,
+        Outcome::Masquerade,
+        Outcome::MasqueradeReply,
+        Outcome::DropNoNatPort,
         Outcome::DropNatFailed,
     ];
     for outcome in Outcome::ALL.into_iter().filter(|o| !skipped.contains(o)) {

@@ -7,6 +7,7 @@ use std::{collections::HashMap, path::Path};
 use std::net::Ipv4Addr;
 
 use netbpf_common::{
+    conntrack::HostConfig,
     net::{EndpointInfo, IfaceInfo, NetworkInfo, PeerInfo, name_bytes, name_str},
     stats::Hook,
 };
@@ -34,6 +35,10 @@ pub struct Report {
     /// Published ports in place.
     pub ports: usize,
 }
+
+/// Source ports masqueraded flows take: above Linux's default ip_local_port_range, so
+/// they never meet the host's own connections.
+const MASQUERADE_PORTS: (u16, u16) = (61000, 65535);
 
 pub fn reconcile(pins: &PinDir, plan: &Plan) -> Result<Report> {
     pins.prepare()?;
@@ -151,12 +156,32 @@ pub fn reconcile(pins: &PinDir, plan: &Plan) -> Result<Report> {
         ignore_missing(maps.local.remove(&addr)).map_err(map_err("NB_LOCAL"))?;
     }
 
-    // The uplink: published ports arrive there.
+    // The uplink: published ports arrive there, masqueraded flows leave with its address.
+    let mut config = HostConfig::default();
     if let Some(uplink) = &plan.uplink {
         let ifindex = ifaces::ifindex(uplink)?;
+        let address = ifaces::addresses_of(uplink)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| {
+                Error::io(
+                    format!("uplink {uplink}"),
+                    std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "has no IPv4 address to masquerade with",
+                    ),
+                )
+            })?;
+        config = HostConfig {
+            uplink_ifindex: ifindex,
+            uplink_addr: addr_key(address),
+            masq_port_min: MASQUERADE_PORTS.0,
+            masq_port_max: MASQUERADE_PORTS.1,
+        };
         let attached = loaded.attach(pins, Hook::FromUplink, ifindex, uplink)?;
         report.swapped += usize::from(attached.replaced);
     }
+    maps.set_host_config(&config)?;
 
     // Networks nobody defines any more, last (no endpoint names them now).
     for (id, _) in maps.networks()? {

@@ -277,6 +277,15 @@ fn parse_mac(text: &str) -> Option<[u8; 6]> {
 
 /// The IPv4 addresses of this namespace's interfaces (where a port can be published).
 pub fn host_addresses() -> Result<Vec<Ipv4Addr>> {
+    addresses(None)
+}
+
+/// The IPv4 addresses of one interface, primary first.
+pub fn addresses_of(ifname: &str) -> Result<Vec<Ipv4Addr>> {
+    addresses(Some(ifname))
+}
+
+fn addresses(dev: Option<&str>) -> Result<Vec<Ipv4Addr>> {
     #[derive(Deserialize)]
     struct Link {
         #[serde(default)]
@@ -287,7 +296,11 @@ pub fn host_addresses() -> Result<Vec<Ipv4Addr>> {
         family: String,
         local: String,
     }
-    let json = ip(None, &["-j", "-4", "addr", "show"])?;
+    let mut args = vec!["-j", "-4", "addr", "show"];
+    if let Some(dev) = dev {
+        args.extend(["dev", dev]);
+    }
+    let json = ip(None, &args)?;
     let links: Vec<Link> = serde_json::from_str(&json)
         .map_err(|e| Error::io("parsing `ip -j addr show`", io::Error::other(e)))?;
     Ok(links

@@ -4,6 +4,7 @@
 use std::net::Ipv4Addr;
 
 use aya::maps::{Array, HashMap, Map, MapData, MapError};
+use netbpf_common::conntrack::HostConfig;
 use netbpf_common::{
     maps,
     net::{EndpointInfo, IFACE_SLOTS, IfaceInfo, NO_PEER_SLOTS, NetworkInfo, PeerInfo},
@@ -21,6 +22,7 @@ pub struct ContainerMaps {
     peers: Array<MapData, PeerInfo>,
     pub ports: HashMap<MapData, PortKey, PortTarget>,
     pub local: HashMap<MapData, u32, u32>,
+    config: Array<MapData, HostConfig>,
 }
 
 fn open(pins: &PinDir, name: &'static str) -> Result<Map> {
@@ -57,6 +59,7 @@ impl ContainerMaps {
             peers: typed(take(maps::PEERS)?, maps::PEERS)?,
             ports: typed(take(maps::PORTS)?, maps::PORTS)?,
             local: typed(take(maps::LOCAL)?, maps::LOCAL)?,
+            config: typed(take(maps::CONFIG)?, maps::CONFIG)?,
         })
     }
 
@@ -69,6 +72,7 @@ impl ContainerMaps {
             peers: typed(open(pins, maps::PEERS)?, maps::PEERS)?,
             ports: typed(open(pins, maps::PORTS)?, maps::PORTS)?,
             local: typed(open(pins, maps::LOCAL)?, maps::LOCAL)?,
+            config: typed(open(pins, maps::CONFIG)?, maps::CONFIG)?,
         })
     }
 
@@ -83,6 +87,11 @@ impl ContainerMaps {
                 .insert(&ifindex, info, 0)
                 .map_err(map_err(maps::IFACES_BIG))
         }
+    }
+
+    /// What the programs need of the host (uplink, masquerade address and ports).
+    pub fn set_host_config(&mut self, config: &HostConfig) -> Result<()> {
+        self.config.set(0, config, 0).map_err(map_err(maps::CONFIG))
     }
 
     /// Puts a container in its network's range of peer slots (a network without a range

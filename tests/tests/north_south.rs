@@ -1,5 +1,6 @@
-//! Published ports, as far as they are built: definitions resolved to host ports, written
-//! to NB_PORTS, shown like `docker port`, stable across reloads, conflicts refused.
+//! North-south: published ports (definitions resolved to host ports, shown like `docker
+//! port`, stable across reloads, conflicts refused, reachable from outside with the real
+//! client address) and outbound masquerade, with real traffic through the uplink.
 
 mod support;
 
@@ -254,4 +255,207 @@ fn outside_reaches_published_ports_with_the_real_client_address() {
     assert!(
         count("from_uplink", "published") > 0 && count("from_container", "published_reply") > 0
     );
+}
+
+/// Outbound: containers of a masquerading network reach the outside, which sees the
+/// uplink's address and a masquerade port; two containers with the same source port to
+/// the same destination both work; an internal network gets nowhere.
+#[test]
+fn containers_reach_the_outside_through_masquerade() {
+    use std::{
+        io::{Read as _, Write as _},
+        net::{IpAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
+        time::Duration,
+    };
+
+    use netbpf_tests::{
+        lab::{HOST_UPLINK_IF, HOST_UPLINK_IP, OUTSIDE_IP},
+        process::accept_within,
+    };
+
+    require_root!();
+    let lab = Lab::new(TEST_PREFIX, 3).expect("lab");
+    let dir = TempDir::new(&lab.prefix).expect("dir");
+    let ns = |i: usize| lab.containers[i].path().display().to_string();
+    let file = dir
+        .write(
+            "netbpf.toml",
+            &format!(
+                "[host]\nuplink = \"{HOST_UPLINK_IF}\"\n\n\
+                 [[network]]\nname = \"front\"\nsubnet = \"198.18.10.0/24\"\n\n\
+                 [[network]]\nname = \"vault\"\nsubnet = \"198.18.30.0/24\"\ninternal = true\n\n\
+                 [[container]]\nname = \"web1\"\nnetns = \"{}\"\nnetwork = \"front\"\n\n\
+                 [[container]]\nname = \"web2\"\nnetns = \"{}\"\nnetwork = \"front\"\n\n\
+                 [[container]]\nname = \"secret\"\nnetns = \"{}\"\nnetwork = \"vault\"\n",
+                ns(0),
+                ns(1),
+                ns(2)
+            ),
+        )
+        .expect("write");
+    netbpf_ok(&lab.host, &["apply", "-c", file.to_str().expect("UTF-8")]);
+
+    let server = SocketAddrV4::new(OUTSIDE_IP, 9000);
+    let listener = lab
+        .outside
+        .run(|| TcpListener::bind(server).expect("listen outside"));
+    let mut seen = Vec::new();
+    for container in &lab.containers[..2] {
+        let peer = std::thread::scope(|s| {
+            let accepted = s.spawn(|| {
+                let mut conn = accept_within(&listener, Duration::from_secs(5)).expect("accept");
+                let peer = conn.peer_addr().expect("peer");
+                let mut buf = [0u8; 4];
+                conn.read_exact(&mut buf).expect("read");
+                conn.write_all(&buf).expect("echo");
+                peer
+            });
+            container.run(|| {
+                // The same source port from both containers.
+                let socket = socket2_like_bind(5555);
+                let mut conn = socket.connect_to(server);
+                conn.write_all(b"ping").expect("write");
+                let mut buf = [0u8; 4];
+                conn.read_exact(&mut buf).expect("the reply comes back");
+                assert_eq!(&buf, b"ping");
+            });
+            accepted.join().expect("server")
+        });
+        seen.push(peer);
+    }
+    for peer in &seen {
+        assert_eq!(
+            peer.ip(),
+            IpAddr::V4(HOST_UPLINK_IP),
+            "the outside sees the uplink's address"
+        );
+        assert!(
+            (61000..=65535).contains(&peer.port()),
+            "a masquerade port: {peer}"
+        );
+    }
+    assert_ne!(seen[0].port(), seen[1].port(), "two flows, two ports");
+
+    // UDP, and the answer finds its way back.
+    let udp_server = lab
+        .outside
+        .run(|| UdpSocket::bind(SocketAddrV4::new(OUTSIDE_IP, 9001)).expect("bind"));
+    udp_server
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let client = lab.containers[0].run(|| UdpSocket::bind("0.0.0.0:0").expect("bind"));
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    client
+        .send_to(b"hi", SocketAddrV4::new(OUTSIDE_IP, 9001))
+        .expect("send");
+    let mut buf = [0u8; 16];
+    let (n, from) = udp_server.recv_from(&mut buf).expect("datagram arrives");
+    assert_eq!(
+        (&buf[..n], from.ip()),
+        (&b"hi"[..], IpAddr::V4(HOST_UPLINK_IP))
+    );
+    lab.outside
+        .run(|| udp_server.send_to(b"back", from))
+        .expect("answer");
+    let (n, _) = client.recv_from(&mut buf).expect("the answer comes back");
+    assert_eq!(&buf[..n], b"back");
+
+    // The internal network's container gets nowhere: it has no route out, and with one
+    // added from inside, the datapath drops what it sends.
+    let blocked = lab.containers[2]
+        .run(|| TcpStream::connect_timeout(&server.into(), Duration::from_secs(1)));
+    assert!(blocked.is_err(), "internal container reached the outside");
+    lab.containers[2]
+        .exec("ip", &["route", "add", "default", "via", "198.18.30.1"])
+        .expect("route");
+    let blocked = lab.containers[2]
+        .run(|| TcpStream::connect_timeout(&server.into(), Duration::from_secs(1)));
+    assert!(blocked.is_err(), "internal container reached the outside");
+    let rows: Vec<Value> =
+        serde_json::from_str(&netbpf_ok(&lab.host, &["show", "stats", "-o", "json"]))
+            .expect("JSON");
+    let count = |outcome: &str| {
+        rows.iter()
+            .find(|r| r["hook"] == "from_container" && r["outcome"] == outcome)
+            .and_then(|r| r["packets"].as_u64())
+            .unwrap_or(0)
+    };
+    assert!(count("drop_internal") > 0 && count("masquerade") > 0);
+}
+
+/// A TCP socket bound to a fixed source port (reusable, so consecutive tests can too).
+fn socket2_like_bind(port: u16) -> BoundTcp {
+    // SAFETY: plain socket calls on a socket we own.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    assert!(fd >= 0, "socket");
+    let one: libc::c_int = 1;
+    // SAFETY: valid fd and option buffer.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            (&raw const one).cast(),
+            4,
+        );
+    }
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as u16,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr { s_addr: 0 },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: valid fd and address.
+    let rc = unsafe {
+        libc::bind(
+            fd,
+            (&raw const addr).cast(),
+            size_of::<libc::sockaddr_in>() as u32,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "bind to port {port}: {}",
+        std::io::Error::last_os_error()
+    );
+    BoundTcp(fd)
+}
+
+struct BoundTcp(i32);
+
+impl BoundTcp {
+    fn connect_to(self, to: std::net::SocketAddrV4) -> std::net::TcpStream {
+        use std::os::fd::FromRawFd as _;
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as u16,
+            sin_port: to.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(to.ip().octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: valid fd and address.
+        let rc = unsafe {
+            libc::connect(
+                self.0,
+                (&raw const addr).cast(),
+                size_of::<libc::sockaddr_in>() as u32,
+            )
+        };
+        assert_eq!(
+            rc,
+            0,
+            "connect to {to}: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: the fd is ours and connected; the stream owns it from here.
+        let stream = unsafe { std::net::TcpStream::from_raw_fd(self.0) };
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .expect("timeout");
+        stream
+    }
 }
