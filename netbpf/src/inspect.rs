@@ -82,6 +82,91 @@ pub fn ports(pins: &PinDir) -> Result<Vec<PortRow>> {
     Ok(rows)
 }
 
+/// One direction of a translated flow. Field names are the stable JSON keys.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ConntrackRow {
+    pub proto: String,
+    /// The packet's tuple as the program that handles this direction sees it.
+    pub src: String,
+    pub dst: String,
+    /// published | published_reply | masquerade | masquerade_reply
+    pub kind: String,
+    /// What the packet's destination (published, masquerade_reply) or source (the others)
+    /// becomes.
+    pub translated: String,
+    pub tcp_state: String,
+    pub packets: u64,
+    /// Seconds since the last packet.
+    pub idle_seconds: u64,
+}
+
+/// The conntrack table, read without refreshing any entry (syscall lookups of an LRU map
+/// do not mark entries as used).
+pub fn conntrack(pins: &PinDir) -> Result<Vec<ConntrackRow>> {
+    use netbpf_common::conntrack::{
+        CT_MASQ_OUT, CT_MASQ_REPLY, CT_PUBLISHED_IN, CT_PUBLISHED_REPLY, CtEntry, CtKey,
+        TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN_SENT,
+    };
+    let path = pins.map(netbpf_common::maps::CT);
+    let err = |source| crate::Error::Map {
+        map: netbpf_common::maps::CT,
+        source,
+    };
+    if !path.exists() {
+        return Err(crate::Error::NotAttached {
+            pin_dir: pins.path().to_owned(),
+        });
+    }
+    let data = aya::maps::MapData::from_pin(&path).map_err(err)?;
+    let map = aya::maps::Map::from_map_data(data).map_err(err)?;
+    let table: aya::maps::HashMap<_, CtKey, CtEntry> =
+        aya::maps::HashMap::try_from(map).map_err(err)?;
+    let now = monotonic_coarse_ns();
+    let mut rows = Vec::new();
+    for item in table.iter() {
+        let (k, e) = item.map_err(err)?;
+        let proto =
+            Proto::from_number(k.proto).map_or_else(|| k.proto.to_string(), |p| p.to_string());
+        let endpoint = |addr: u32, port: u16| format!("{}:{}", addr_of(addr), u16::from_be(port));
+        rows.push(ConntrackRow {
+            proto,
+            src: endpoint(k.saddr, k.sport),
+            dst: endpoint(k.daddr, k.dport),
+            kind: match e.kind {
+                CT_PUBLISHED_IN => "published",
+                CT_PUBLISHED_REPLY => "published_reply",
+                CT_MASQ_OUT => "masquerade",
+                CT_MASQ_REPLY => "masquerade_reply",
+                _ => "unknown",
+            }
+            .to_owned(),
+            translated: endpoint(e.nat_addr, e.nat_port),
+            tcp_state: match e.tcp_state {
+                TCP_SYN_SENT => "syn_sent",
+                TCP_ESTABLISHED => "established",
+                TCP_CLOSING => "closing",
+                _ => "-",
+            }
+            .to_owned(),
+            packets: e.packets,
+            idle_seconds: now.saturating_sub(e.last_seen) / 1_000_000_000,
+        });
+    }
+    rows.sort_by(|a, b| (&a.src, &a.dst, &a.kind).cmp(&(&b.src, &b.dst, &b.kind)));
+    Ok(rows)
+}
+
+/// CLOCK_MONOTONIC_COARSE, the clock of bpf_ktime_get_coarse_ns.
+fn monotonic_coarse_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid clock id and out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 pub fn networks(pins: &PinDir) -> Result<Vec<NetworkRow>> {
     let maps = ContainerMaps::open_pinned(pins)?;
     let endpoints = maps.endpoints()?;

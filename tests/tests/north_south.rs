@@ -239,6 +239,34 @@ fn outside_reaches_published_ports_with_the_real_client_address() {
         SocketAddr::from(SocketAddrV4::new(HOST_UPLINK_IP, 5353))
     );
 
+    // Every flow is in the conntrack table, both directions.
+    let flows: Vec<Value> =
+        serde_json::from_str(&netbpf_ok(&lab.host, &["show", "conntrack", "-o", "json"]))
+            .expect("JSON");
+    let published_in = flows
+        .iter()
+        .filter(|f| {
+            f["kind"] == "published"
+                && f["dst"] == "198.18.0.1:8080"
+                && f["translated"] == "198.18.10.2:80"
+        })
+        .count();
+    let published_out = flows
+        .iter()
+        .filter(|f| {
+            f["kind"] == "published_reply"
+                && f["src"] == "198.18.10.2:80"
+                && f["translated"] == "198.18.0.1:8080"
+        })
+        .count();
+    assert_eq!((published_in, published_out), (3, 3), "{flows:?}");
+    assert!(
+        flows
+            .iter()
+            .any(|f| f["proto"] == "udp" && f["translated"] == "198.18.10.2:53"),
+        "{flows:?}"
+    );
+
     let errors_after = checksum_errors(&lab.outside) + checksum_errors(&lab.containers[0]);
     assert_eq!(
         errors_after, errors_before,

@@ -89,6 +89,11 @@ pub enum ShowWhat {
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// Translated flows (both directions of each), without refreshing them.
+    Conntrack {
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
     /// Packets and bytes per hook and outcome.
     Stats {
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
@@ -172,6 +177,9 @@ pub fn run(args: Args) -> Result<()> {
         Command::Show {
             what: ShowWhat::Ports { output },
         } => show(output, &inspect::ports(&pins)?, render::ports_table),
+        Command::Show {
+            what: ShowWhat::Conntrack { output },
+        } => show(output, &inspect::conntrack(&pins)?, render::conntrack_table),
         Command::Show {
             what: ShowWhat::Stats { output, all },
         } => {

@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::{
     agent::reconcile::Report,
     config::{Model, model::format_mac},
-    inspect::{ContainerRow, NetworkRow, PortRow},
+    inspect::{ConntrackRow, ContainerRow, NetworkRow, PortRow},
     kernel::{
         datapath::{Attached, Removed},
         stats::StatRow,
@@ -74,6 +74,21 @@ pub fn ports_table(rows: &[PortRow]) -> String {
             out,
             "{:<20} {port:<10} -> {}:{}",
             r.container, r.host_ip, r.host_port
+        );
+    }
+    out
+}
+
+pub fn conntrack_table(rows: &[ConntrackRow]) -> String {
+    let mut out = format!(
+        "{:<5} {:<21} {:<21} {:<17} {:<21} {:<12} {:>8} {:>6}\n",
+        "PROTO", "SOURCE", "DESTINATION", "KIND", "TRANSLATED", "STATE", "PACKETS", "IDLE"
+    );
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "{:<5} {:<21} {:<21} {:<17} {:<21} {:<12} {:>8} {:>5}s",
+            r.proto, r.src, r.dst, r.kind, r.translated, r.tcp_state, r.packets, r.idle_seconds
         );
     }
     out
