@@ -10,6 +10,7 @@ use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::packet::ptr_at;
 
+pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 
@@ -22,22 +23,40 @@ const IP_CSUM_OFF: usize = EthHdr::LEN + 10;
 const IP_SADDR_OFF: usize = EthHdr::LEN + 12;
 const IP_DADDR_OFF: usize = EthHdr::LEN + 16;
 
-/// The transport header of a TCP or UDP packet.
+const ICMP_ECHO_REPLY: u8 = 0;
+const ICMP_ECHO_REQUEST: u8 = 8;
+
+/// The transport header of a TCP or UDP packet, or an ICMP echo, whose identifier plays
+/// the part of a port: the request's source port, the reply's destination port (the
+/// other is 0), so that a reply's tuple mirrors its request's as for TCP and UDP.
 #[derive(Clone, Copy)]
 pub struct L4 {
     pub proto: u8,
-    /// Offset of the TCP/UDP header from the start of the frame.
+    /// Offset of the TCP/UDP/ICMP header from the start of the frame.
     pub offset: usize,
     /// Ports as they sit in the packet (network byte order).
     pub sport: u16,
     pub dport: u16,
-    /// TCP flags (0 for UDP).
+    /// TCP flags (0 for UDP and ICMP).
     pub tcp_flags: u8,
+    /// Where the source and destination "ports" sit, from `offset`.
+    sport_at: usize,
+    dport_at: usize,
 }
 
 impl L4 {
     fn csum_offset(&self) -> usize {
-        self.offset + if self.proto == IPPROTO_TCP { 16 } else { 6 }
+        self.offset
+            + match self.proto {
+                IPPROTO_TCP => 16,
+                IPPROTO_UDP => 6,
+                _ => 2,
+            }
+    }
+
+    /// ICMP has no pseudo header: an address change leaves its checksum alone.
+    fn has_pseudo_header(&self) -> bool {
+        self.proto != IPPROTO_ICMP
     }
 
     fn csum_flags(&self) -> u64 {
@@ -50,11 +69,12 @@ impl L4 {
     }
 }
 
-/// The ports of a TCP or UDP packet; `None` for other protocols, for fragments after the
-/// first (they carry no ports) and for a transport header cut short.
+/// The ports of a TCP or UDP packet, or the identifier of an ICMP echo; `None` for other
+/// protocols and ICMP types, for fragments after the first (they carry no ports) and for
+/// a transport header cut short.
 #[inline(always)]
 pub fn l4(data: usize, data_end: usize, ip: &Ipv4Hdr) -> Option<L4> {
-    if ip.proto != IPPROTO_TCP && ip.proto != IPPROTO_UDP {
+    if ip.proto != IPPROTO_TCP && ip.proto != IPPROTO_UDP && ip.proto != IPPROTO_ICMP {
         return None;
     }
     // Fragment offset (13 bits): only the first fragment has the ports.
@@ -65,6 +85,9 @@ pub fn l4(data: usize, data_end: usize, ip: &Ipv4Hdr) -> Option<L4> {
     // Bound the offset for the verifier: ihl() is at most 60.
     if offset > EthHdr::LEN + 60 {
         return None;
+    }
+    if ip.proto == IPPROTO_ICMP {
+        return icmp_echo(data, data_end, offset);
     }
     let ports = ptr_at::<[u16; 2]>(data, data_end, offset).ok()?;
     // SAFETY: ptr_at checked the ports lie inside the packet.
@@ -87,6 +110,31 @@ pub fn l4(data: usize, data_end: usize, ip: &Ipv4Hdr) -> Option<L4> {
         sport,
         dport,
         tcp_flags,
+        sport_at: 0,
+        dport_at: 2,
+    })
+}
+
+/// An ICMP echo request or reply (8-byte header: type, code, checksum, id, sequence).
+#[inline(always)]
+fn icmp_echo(data: usize, data_end: usize, offset: usize) -> Option<L4> {
+    let header = ptr_at::<[u8; 8]>(data, data_end, offset).ok()?;
+    // SAFETY: ptr_at checked the header lies inside the packet.
+    let header = unsafe { *header };
+    let id = u16::from_ne_bytes([header[4], header[5]]);
+    let (sport, dport, sport_at, dport_at) = match header[0] {
+        ICMP_ECHO_REQUEST => (id, 0, 4, 0),
+        ICMP_ECHO_REPLY => (0, id, 0, 4),
+        _ => return None,
+    };
+    Some(L4 {
+        proto: IPPROTO_ICMP,
+        offset,
+        sport,
+        dport,
+        tcp_flags: 0,
+        sport_at,
+        dport_at,
     })
 }
 
@@ -103,7 +151,7 @@ pub fn rewrite_dst(
         ctx,
         l4,
         IP_DADDR_OFF,
-        l4.offset + 2,
+        l4.offset + l4.dport_at,
         old_addr,
         addr,
         l4.dport,
@@ -124,7 +172,7 @@ pub fn rewrite_src(
         ctx,
         l4,
         IP_SADDR_OFF,
-        l4.offset,
+        l4.offset + l4.sport_at,
         old_addr,
         addr,
         l4.sport,
@@ -146,12 +194,14 @@ fn rewrite(
 ) -> Result<(), i64> {
     let csum = l4.csum_offset();
     let flags = l4.csum_flags();
-    ctx.l4_csum_replace(
-        csum,
-        u64::from(old_addr),
-        u64::from(addr),
-        flags | u64::from(BPF_F_PSEUDO_HDR) | 4,
-    )?;
+    if l4.has_pseudo_header() {
+        ctx.l4_csum_replace(
+            csum,
+            u64::from(old_addr),
+            u64::from(addr),
+            flags | u64::from(BPF_F_PSEUDO_HDR) | 4,
+        )?;
+    }
     ctx.l4_csum_replace(csum, u64::from(old_port), u64::from(port), flags | 2)?;
     ctx.l3_csum_replace(IP_CSUM_OFF, u64::from(old_addr), u64::from(addr), 4)?;
     ctx.store(addr_off, &addr, 0)?;

@@ -10,6 +10,7 @@ use netbpf_common::stats::{Hook, Outcome};
 
 pub const ETH_P_IPV4: u16 = 0x0800;
 pub const ETH_P_ARP: u16 = 0x0806;
+pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 pub const ETH_HLEN: usize = 14;
@@ -131,6 +132,37 @@ pub fn tcp(
     let sum = l4_checksum(*src.ip(), *dst.ip(), IPPROTO_TCP, &segment);
     segment[16..18].copy_from_slice(&sum.to_be_bytes());
     segment
+}
+
+/// An ICMP echo request (type 8) or reply (type 0) with its checksum.
+pub fn icmp_echo(kind: u8, id: u16, seq: u16, payload: &[u8]) -> Vec<u8> {
+    let mut msg = vec![kind, 0, 0, 0];
+    msg.extend_from_slice(&id.to_be_bytes());
+    msg.extend_from_slice(&seq.to_be_bytes());
+    msg.extend_from_slice(payload);
+    let sum = checksum(&msg);
+    msg[2..4].copy_from_slice(&sum.to_be_bytes());
+    msg
+}
+
+/// An Ethernet + IPv4 + ICMP echo frame.
+#[allow(clippy::too_many_arguments, reason = "every field of the frame")]
+pub fn icmp4_frame(
+    dst_mac: Mac,
+    src_mac: Mac,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    kind: u8,
+    id: u16,
+    seq: u16,
+) -> Vec<u8> {
+    let icmp = icmp_echo(kind, id, seq, b"netbpf echo");
+    ethernet(
+        dst_mac,
+        src_mac,
+        ETH_P_IPV4,
+        &ipv4(src, dst, IPPROTO_ICMP, &icmp),
+    )
 }
 
 /// An Ethernet + IPv4 + UDP frame.

@@ -767,6 +767,45 @@ fn masquerade_translates_exactly_and_runs_out_of_ports() {
     );
     run(&ebpf, &second).unwrap_or_else(|e| panic!("{}:\n{e}", second.name));
 
+    // An ICMP echo takes the masquerade port as its identifier; its reply comes back.
+    own(&mut maps, Some(WEB1));
+    let echo = Fixture {
+        name: "web1 echo id 0x1234 -> outside leaves as 198.18.0.1 id 61000",
+        hook: Hook::FromContainer,
+        input: packet::icmp4_frame(HOST_MAC, WEB1_MAC, WEB1, OUTSIDE, 8, 0x1234, 7),
+        verdict: verdict::TC_ACT_REDIRECT,
+        output: Some(packet::icmp4_frame(
+            HOST_MAC,
+            WEB1_MAC,
+            uplink_addr,
+            OUTSIDE,
+            8,
+            out_port,
+            7,
+        )),
+        outcome: Outcome::Masquerade,
+    };
+    run(&ebpf, &echo).unwrap_or_else(|e| panic!("{}:\n{e}", echo.name));
+    let echo_reply = Fixture {
+        name: "echo reply to 198.18.0.1 id 61000 -> web1 id 0x1234",
+        hook: Hook::FromUplink,
+        input: packet::icmp4_frame(
+            Mac([2, 0, 0, 0, 0, 0xd1]),
+            Mac([2, 0, 0, 0, 0, 0xc1]),
+            OUTSIDE,
+            uplink_addr,
+            0,
+            out_port,
+            7,
+        ),
+        verdict: verdict::TC_ACT_REDIRECT,
+        output: Some(packet::icmp4_frame(
+            WEB1_MAC, HOST_MAC, OUTSIDE, WEB1, 0, 0x1234, 7,
+        )),
+        outcome: Outcome::MasqueradeReply,
+    };
+    run(&ebpf, &echo_reply).unwrap_or_else(|e| panic!("{}:\n{e}", echo_reply.name));
+
     // The reply to the first flow, arriving on the uplink, goes back into web1.
     let reply = Fixture {
         name: "outside:443 -> 198.18.0.1:61000 is delivered to web1:5555",

@@ -390,6 +390,15 @@ fn containers_reach_the_outside_through_masquerade() {
     let (n, _) = client.recv_from(&mut buf).expect("the answer comes back");
     assert_eq!(&buf[..n], b"back");
 
+    // ICMP echo is masqueraded too (its identifier takes a port's part).
+    let ping = lab.containers[0]
+        .exec(
+            "ping",
+            &["-c", "2", "-i", "0.2", "-W", "2", &OUTSIDE_IP.to_string()],
+        )
+        .expect("ping from a container to the outside");
+    assert!(String::from_utf8_lossy(&ping.stdout).contains("2 received"));
+
     // The internal network's container gets nowhere: it has no route out, and with one
     // added from inside, the datapath drops what it sends.
     let blocked = lab.containers[2]
