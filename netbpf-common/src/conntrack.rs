@@ -29,6 +29,16 @@ pub const CT_MASQ_OUT: u8 = 3;
 /// destination to `nat_addr:nat_port`, deliver into the container behind `ifindex`.
 pub const CT_MASQ_REPLY: u8 = 4;
 
+/// `CtEntry::kind`: a container to a published port of the host (hairpin); rewrite the
+/// destination to `nat_*` (the container behind the port), the source to `rev_*` (the
+/// sender's gateway and a port taken for the flow, as docker-proxy would show it),
+/// deliver into the container behind `ifindex`.
+pub const CT_HAIRPIN: u8 = 5;
+/// `CtEntry::kind`: the reply of a hairpin flow; rewrite the destination to `nat_*` (the
+/// original sender), the source to `rev_*` (the published address and port), deliver
+/// into the sender's container behind `ifindex`.
+pub const CT_HAIRPIN_REPLY: u8 = 6;
+
 /// `CtEntry::tcp_state`: a SYN was seen, no answer yet.
 pub const TCP_SYN_SENT: u8 = 1;
 pub const TCP_ESTABLISHED: u8 = 2;
@@ -44,7 +54,8 @@ pub struct CtEntry {
     pub kind: u8,
     pub tcp_state: u8,
     pub ifindex: u32,
-    pub pad: u32,
+    /// For hairpin kinds: the new source address.
+    pub rev_addr: u32,
     /// bpf_ktime_get_coarse_ns() of the last packet.
     pub last_seen: u64,
     pub packets: u64,
@@ -52,7 +63,9 @@ pub struct CtEntry {
     /// gateway's), so an established flow needs no endpoint lookup.
     pub dst_mac: [u8; 6],
     pub src_mac: [u8; 6],
-    pub pad2: u32,
+    /// For hairpin kinds: the new source port.
+    pub rev_port: u16,
+    pub pad: u16,
 }
 
 const _: () = assert!(size_of::<CtKey>() == 16);

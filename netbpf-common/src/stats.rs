@@ -38,23 +38,24 @@ pub enum Outcome {
     PublishedReply = 4,
     Masquerade = 5,
     MasqueradeReply = 6,
-    DropMalformed = 7,
-    DropUnknownSource = 8,
-    DropSpoofedMac = 9,
-    DropSpoofedIp = 10,
-    DropCrossNetwork = 11,
-    DropIcc = 12,
-    DropInternal = 13,
-    DropNoEndpoint = 14,
-    DropNotUnicast = 15,
-    DropUnsupportedL3 = 16,
-    DropArpUnanswered = 17,
-    DropNatFailed = 18,
-    DropNoNatPort = 19,
+    Hairpin = 7,
+    DropMalformed = 8,
+    DropUnknownSource = 9,
+    DropSpoofedMac = 10,
+    DropSpoofedIp = 11,
+    DropCrossNetwork = 12,
+    DropIcc = 13,
+    DropInternal = 14,
+    DropNoEndpoint = 15,
+    DropNotUnicast = 16,
+    DropUnsupportedL3 = 17,
+    DropArpUnanswered = 18,
+    DropNatFailed = 19,
+    DropNoNatPort = 20,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 20] = [
+    pub const ALL: [Outcome; 21] = [
         Outcome::Pass,
         Outcome::Forward,
         Outcome::ArpReply,
@@ -62,6 +63,7 @@ impl Outcome {
         Outcome::PublishedReply,
         Outcome::Masquerade,
         Outcome::MasqueradeReply,
+        Outcome::Hairpin,
         Outcome::DropMalformed,
         Outcome::DropUnknownSource,
         Outcome::DropSpoofedMac,
@@ -88,6 +90,7 @@ impl Outcome {
             Outcome::PublishedReply => "published_reply",
             Outcome::Masquerade => "masquerade",
             Outcome::MasqueradeReply => "masquerade_reply",
+            Outcome::Hairpin => "hairpin",
             Outcome::DropMalformed => "drop_malformed",
             Outcome::DropUnknownSource => "drop_unknown_source",
             Outcome::DropSpoofedMac => "drop_spoofed_mac",
@@ -124,6 +127,9 @@ impl Outcome {
             Outcome::MasqueradeReply => {
                 "reply to a masqueraded flow: destination restored, delivered into the container"
             }
+            Outcome::Hairpin => {
+                "a container to a published port of the host (or its reply): translated both ways, delivered"
+            }
             Outcome::DropMalformed => {
                 "Ethernet, ARP or IPv4 header truncated or invalid (version, header length, total length)"
             }
@@ -158,6 +164,7 @@ impl Outcome {
                 | Outcome::PublishedReply
                 | Outcome::Masquerade
                 | Outcome::MasqueradeReply
+                | Outcome::Hairpin
         )
     }
 }

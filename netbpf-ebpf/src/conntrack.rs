@@ -7,9 +7,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap},
 };
 use netbpf_common::{
-    conntrack::{
-        CT_MASQ_REPLY, CtEntry, CtKey, HostConfig, TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN_SENT,
-    },
+    conntrack::{CtEntry, CtKey, HostConfig, TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN_SENT},
     maps::{MAX_CT, MAX_LOCAL},
 };
 
@@ -30,20 +28,21 @@ pub fn host_config() -> Option<&'static HostConfig> {
     NB_CONFIG.get(0).filter(|c| c.uplink_ifindex != 0)
 }
 
-/// Tries to take a port for a masqueraded flow toward `(daddr, dport)`: the reply entry is
-/// created only if no flow holds that port toward that destination yet. A few tries from
-/// a random start; returns the port taken (network byte order).
+/// The host's configuration, uplink or not (the port range is always there).
 #[inline(always)]
-pub fn take_masquerade_port(
-    cfg: &HostConfig,
-    reply_key: &mut CtKey,
-    reply: &CtEntry,
-) -> Option<u16> {
+pub fn any_host_config() -> Option<&'static HostConfig> {
+    NB_CONFIG.get(0).filter(|c| c.masq_port_max != 0)
+}
+
+/// Tries to take a port for a translated flow: the reply entry (keyed with the port as its
+/// destination port) is created only if no flow holds that port toward that destination
+/// yet. A few tries from a random start; returns the port taken (network byte order).
+#[inline(always)]
+pub fn take_port(cfg: &HostConfig, reply_key: &mut CtKey, reply: &CtEntry) -> Option<u16> {
     let span = u32::from(cfg.masq_port_max.saturating_sub(cfg.masq_port_min)) + 1;
     // SAFETY: helper without preconditions.
     let start = unsafe { bpf_get_prandom_u32() };
     let mut entry = *reply;
-    entry.kind = CT_MASQ_REPLY;
     // SAFETY: as above.
     entry.last_seen = unsafe { bpf_ktime_get_coarse_ns() };
     for i in 0..8u32 {
@@ -150,11 +149,12 @@ pub fn entry(kind: u8, nat_addr: u32, nat_port: u16, ifindex: u32, l4: &L4) -> C
             0
         },
         ifindex,
-        pad: 0,
+        rev_addr: 0,
         last_seen: 0,
         packets: 1,
         dst_mac: [0; 6],
         src_mac: [0; 6],
-        pad2: 0,
+        rev_port: 0,
+        pad: 0,
     }
 }

@@ -10,7 +10,10 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use netbpf_common::{
-    conntrack::{CT_MASQ_OUT, CT_MASQ_REPLY, CT_PUBLISHED_REPLY, CtEntry, CtKey, HostConfig},
+    conntrack::{
+        CT_HAIRPIN, CT_HAIRPIN_REPLY, CT_MASQ_OUT, CT_MASQ_REPLY, CT_PUBLISHED_REPLY, CtEntry,
+        CtKey, HostConfig,
+    },
     net::{IfaceInfo, NET_ICC, NET_INTERNAL, NET_MASQUERADE},
     stats::Outcome,
 };
@@ -19,7 +22,7 @@ use network_types::{arp::ArpHdr, eth::EthHdr, ip::Ipv4Hdr};
 use crate::{
     conntrack,
     endpoints::{self, Peer},
-    nat::{self, L4},
+    nat::{self, IPPROTO_TCP, L4, TCP_ACK, TCP_SYN},
     packet::{ETH_P_ARP, ETH_P_IPV4, ipv4_header_ok, is_multi_destination, ptr_at, ptr_at_mut},
 };
 
@@ -73,6 +76,14 @@ fn ipv4(ctx: &TcContext, data: usize, data_end: usize, own: &IfaceInfo) -> Decis
         return drop(Outcome::DropSpoofedIp);
     }
     let dst = u32::from_ne_bytes(ip.dst_addr);
+    let l4 = nat::l4(data, data_end, ip);
+    // One of the host's own addresses: a published port (hairpin), or such a flow's reply.
+    if let Some(l4) = &l4
+        && conntrack::is_local(dst)
+        && let Some(decision) = hairpin(ctx, l4, own, dst)
+    {
+        return decision;
+    }
     if dst == own.gateway {
         return (Outcome::Pass, TC_ACT_OK);
     }
@@ -98,7 +109,6 @@ fn ipv4(ctx: &TcContext, data: usize, data_end: usize, own: &IfaceInfo) -> Decis
     }
     // Beyond the host's containers: a translated flow (a published port's reply, or a
     // masqueraded flow going on)?
-    let l4 = nat::l4(data, data_end, ip);
     if let Some(l4) = &l4 {
         let key = conntrack::key(own.addr, dst, l4);
         if let Some(entry) = conntrack::lookup(&key, l4) {
@@ -125,6 +135,75 @@ fn ipv4(ctx: &TcContext, data: usize, data_end: usize, own: &IfaceInfo) -> Decis
     (Outcome::Pass, TC_ACT_OK)
 }
 
+/// A container to a published port of the host, or the reply of such a flow. Like
+/// docker-proxy, the server sees the sender's gateway as the client (a port taken for the
+/// flow), so that its reply comes back here to be translated. `None`: not a published
+/// port (the host's own address, handled as such).
+#[inline(always)]
+fn hairpin(ctx: &TcContext, l4: &L4, own: &IfaceInfo, dst: u32) -> Option<Decision> {
+    let key = conntrack::key(own.addr, dst, l4);
+    if let Some(entry) = conntrack::lookup(&key, l4) {
+        // SAFETY: a pointer into the map's value, valid for this run.
+        let e = unsafe { *entry };
+        if e.kind == CT_HAIRPIN || e.kind == CT_HAIRPIN_REPLY {
+            return Some(both_ways(ctx, l4, own.addr, dst, &e));
+        }
+    }
+    let target = endpoints::published(dst, l4.dport, l4.proto)?;
+    // A TCP flow starts with a SYN; anything else without state is the host's to answer.
+    if l4.proto == IPPROTO_TCP && l4.tcp_flags & (TCP_SYN | TCP_ACK) != TCP_SYN {
+        return None;
+    }
+    let Some(ep) = endpoints::endpoint(target.addr) else {
+        return Some(drop(Outcome::DropNoEndpoint));
+    };
+    let Some(cfg) = conntrack::any_host_config() else {
+        return Some(drop(Outcome::DropNoNatPort));
+    };
+    // SAFETY: the context of a tc program is an __sk_buff.
+    let ifindex = unsafe { (*(ctx.as_ptr() as *const __sk_buff)).ifindex };
+    let mut reply_key = CtKey {
+        saddr: target.addr,
+        daddr: own.gateway,
+        sport: target.port,
+        dport: 0,
+        proto: l4.proto,
+        pad: [0; 3],
+    };
+    let mut reply = conntrack::entry(CT_HAIRPIN_REPLY, own.addr, l4.sport, ifindex, l4);
+    reply.rev_addr = dst;
+    reply.rev_port = l4.dport;
+    reply.dst_mac = own.mac;
+    reply.src_mac = own.host_mac;
+    let Some(port) = conntrack::take_port(cfg, &mut reply_key, &reply) else {
+        return Some(drop(Outcome::DropNoNatPort));
+    };
+    let mut forward = conntrack::entry(CT_HAIRPIN, target.addr, target.port, ep.ifindex, l4);
+    forward.rev_addr = own.gateway;
+    forward.rev_port = port;
+    forward.dst_mac = ep.mac;
+    forward.src_mac = ep.host_mac;
+    if !conntrack::insert(&key, &forward) {
+        return Some(drop(Outcome::DropNatFailed));
+    }
+    Some(both_ways(ctx, l4, own.addr, dst, &forward))
+}
+
+/// Rewrites destination and source as a hairpin entry says and delivers the frame into
+/// the container behind it.
+#[inline(always)]
+fn both_ways(ctx: &TcContext, l4: &L4, old_saddr: u32, old_daddr: u32, e: &CtEntry) -> Decision {
+    if nat::rewrite_dst(ctx, l4, old_daddr, e.nat_addr, e.nat_port).is_err()
+        || nat::rewrite_src(ctx, l4, old_saddr, e.rev_addr, e.rev_port).is_err()
+        || nat::set_macs(ctx, &e.dst_mac, &e.src_mac).is_err()
+    {
+        return drop(Outcome::DropNatFailed);
+    }
+    // SAFETY: a helper call with plain integer arguments.
+    let verdict = unsafe { bpf_redirect_peer(e.ifindex, 0) } as i32;
+    (Outcome::Hairpin, verdict)
+}
+
 /// A new outbound flow of a masquerading network: a port of the uplink's address is taken
 /// for it (toward that destination), both directions recorded, the source translated.
 #[inline(always)]
@@ -142,7 +221,7 @@ fn masquerade(ctx: &TcContext, l4: &L4, own: &IfaceInfo, dst: u32, cfg: &HostCon
     let mut reply = conntrack::entry(CT_MASQ_REPLY, own.addr, l4.sport, ifindex, l4);
     reply.dst_mac = own.mac;
     reply.src_mac = own.host_mac;
-    let Some(port) = conntrack::take_masquerade_port(cfg, &mut reply_key, &reply) else {
+    let Some(port) = conntrack::take_port(cfg, &mut reply_key, &reply) else {
         return drop(Outcome::DropNoNatPort);
     };
     let out = conntrack::entry(CT_MASQ_OUT, cfg.uplink_addr, port, cfg.uplink_ifindex, l4);

@@ -89,7 +89,7 @@ pub struct ConntrackRow {
     /// The packet's tuple as the program that handles this direction sees it.
     pub src: String,
     pub dst: String,
-    /// published | published_reply | masquerade | masquerade_reply
+    /// published | published_reply | masquerade | masquerade_reply | hairpin | hairpin_reply
     pub kind: String,
     /// What the packet's destination (published, masquerade_reply) or source (the others)
     /// becomes.
@@ -104,8 +104,8 @@ pub struct ConntrackRow {
 /// do not mark entries as used).
 pub fn conntrack(pins: &PinDir) -> Result<Vec<ConntrackRow>> {
     use netbpf_common::conntrack::{
-        CT_MASQ_OUT, CT_MASQ_REPLY, CT_PUBLISHED_IN, CT_PUBLISHED_REPLY, CtEntry, CtKey,
-        TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN_SENT,
+        CT_HAIRPIN, CT_HAIRPIN_REPLY, CT_MASQ_OUT, CT_MASQ_REPLY, CT_PUBLISHED_IN,
+        CT_PUBLISHED_REPLY, CtEntry, CtKey, TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN_SENT,
     };
     let path = pins.map(netbpf_common::maps::CT);
     let err = |source| crate::Error::Map {
@@ -137,6 +137,8 @@ pub fn conntrack(pins: &PinDir) -> Result<Vec<ConntrackRow>> {
                 CT_PUBLISHED_REPLY => "published_reply",
                 CT_MASQ_OUT => "masquerade",
                 CT_MASQ_REPLY => "masquerade_reply",
+                CT_HAIRPIN => "hairpin",
+                CT_HAIRPIN_REPLY => "hairpin_reply",
                 _ => "unknown",
             }
             .to_owned(),

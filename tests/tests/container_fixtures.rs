@@ -718,11 +718,67 @@ fn published_port_syn_and_reply_translate_exactly() {
     };
     run(&ebpf, &reply).unwrap_or_else(|e| panic!("{}:\n{e}", reply.name));
 
+    // Hairpin: web2 to the published port through the host address; web1 sees web2's
+    // gateway and the one port of the range; its reply goes back to web2 from 8080.
+    let front_gw = Ipv4Addr::new(198, 18, 10, 1);
+    maps.local
+        .insert(&key(front_gw), &1, 0)
+        .expect("gateway is local");
+    let one_port = HostConfig {
+        uplink_ifindex: 0,
+        uplink_addr: 0,
+        masq_port_min: 61000,
+        masq_port_max: 61000,
+    };
+    maps.set_host_config(&one_port).expect("config");
+    own(&mut maps, Some(WEB2));
+    let hairpin = Fixture {
+        name: "web2 SYN to 198.18.0.1:8080 -> web1:80 from the gateway",
+        hook: Hook::FromContainer,
+        input: tcp(HOST_MAC, WEB2_MAC, sock(WEB2, 40001), sock(host, 8080), syn),
+        verdict: verdict::TC_ACT_REDIRECT,
+        output: Some(tcp(
+            WEB1_MAC,
+            HOST_MAC,
+            sock(front_gw, 61000),
+            sock(WEB1, 80),
+            syn,
+        )),
+        outcome: Outcome::Hairpin,
+    };
+    run(&ebpf, &hairpin).unwrap_or_else(|e| panic!("{}:\n{e}", hairpin.name));
+    own(&mut maps, Some(WEB1));
+    let hairpin_reply = Fixture {
+        name: "web1 SYN-ACK to the gateway -> web2 from 198.18.0.1:8080",
+        hook: Hook::FromContainer,
+        input: tcp(
+            HOST_MAC,
+            WEB1_MAC,
+            sock(WEB1, 80),
+            sock(front_gw, 61000),
+            synack,
+        ),
+        verdict: verdict::TC_ACT_REDIRECT,
+        output: Some(tcp(
+            WEB2_MAC,
+            HOST_MAC,
+            sock(host, 8080),
+            sock(WEB2, 40001),
+            synack,
+        )),
+        outcome: Outcome::Hairpin,
+    };
+    run(&ebpf, &hairpin_reply).unwrap_or_else(|e| panic!("{}:\n{e}", hairpin_reply.name));
+
     // A retransmitted SYN follows the recorded flow.
     run(&ebpf, &inbound).unwrap_or_else(|e| panic!("retransmit:\n{e}"));
     let ct: aya::maps::HashMap<_, CtKey, CtEntry> =
         aya::maps::HashMap::try_from(ebpf.map("NB_CT").expect("NB_CT")).expect("hash");
-    assert_eq!(ct.iter().count(), 2, "no new entries for a known flow");
+    assert_eq!(
+        ct.iter().count(),
+        4,
+        "two flows (published, hairpin), no new entries for a known one"
+    );
 }
 
 /// A container's outbound flow on a masquerading network leaves with the uplink's address
@@ -845,6 +901,7 @@ fn fixtures_cover_every_container_outcome() {
         Outcome::PublishedReply,
         Outcome::Masquerade,
         Outcome::MasqueradeReply,
+        Outcome::Hairpin,
         Outcome::DropNoNatPort,
         Outcome::DropNatFailed,
     ];

@@ -496,3 +496,121 @@ impl BoundTcp {
         stream
     }
 }
+
+/// Hairpin: a container (another one, or itself) reaches a published port through the
+/// host's address; as with docker-proxy, the server sees the sender's gateway. A port
+/// published on 127.0.0.1 only is not reachable from containers.
+#[test]
+fn containers_reach_published_ports_through_the_host_address() {
+    use std::{
+        io::{Read as _, Write as _},
+        net::{IpAddr, Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
+        time::Duration,
+    };
+
+    use netbpf_tests::{
+        lab::{HOST_UPLINK_IF, HOST_UPLINK_IP},
+        process::accept_within,
+    };
+
+    require_root!();
+    let lab = Lab::new(TEST_PREFIX, 3).expect("lab");
+    let dir = TempDir::new(&lab.prefix).expect("dir");
+    let ns = |i: usize| lab.containers[i].path().display().to_string();
+    let file = dir
+        .write(
+            "netbpf.toml",
+            &format!(
+                "[host]\nuplink = \"{HOST_UPLINK_IF}\"\n\n\
+                 [[network]]\nname = \"front\"\nsubnet = \"198.18.10.0/24\"\n\n\
+                 [[network]]\nname = \"back\"\nsubnet = \"198.18.20.0/24\"\n\n\
+                 [[container]]\nname = \"server\"\nnetns = \"{}\"\nnetwork = \"front\"\nports = [\"8080:80\", \"127.0.0.1:8181:81\", \"5353:53/udp\"]\n\n\
+                 [[container]]\nname = \"peer\"\nnetns = \"{}\"\nnetwork = \"front\"\n\n\
+                 [[container]]\nname = \"other\"\nnetns = \"{}\"\nnetwork = \"back\"\n",
+                ns(0),
+                ns(1),
+                ns(2)
+            ),
+        )
+        .expect("write");
+    netbpf_ok(&lab.host, &["apply", "-c", file.to_str().expect("UTF-8")]);
+    let server = &lab.containers[0];
+    let listener = server.run(|| TcpListener::bind("0.0.0.0:80").expect("listen"));
+    let published = SocketAddrV4::new(HOST_UPLINK_IP, 8080);
+
+    // From a peer, from another network, and from the server itself.
+    for (client, gateway) in [
+        (&lab.containers[1], Ipv4Addr::new(198, 18, 10, 1)),
+        (&lab.containers[2], Ipv4Addr::new(198, 18, 20, 1)),
+        (&lab.containers[0], Ipv4Addr::new(198, 18, 10, 1)),
+    ] {
+        let (seen, reply) = std::thread::scope(|s| {
+            let accepted = s.spawn(|| {
+                let mut conn = accept_within(&listener, Duration::from_secs(5)).expect("accept");
+                let peer = conn.peer_addr().expect("peer");
+                let mut buf = [0u8; 4];
+                conn.read_exact(&mut buf).expect("read");
+                conn.write_all(&buf).expect("echo");
+                peer
+            });
+            let reply = client.run(|| {
+                let mut conn =
+                    TcpStream::connect_timeout(&published.into(), Duration::from_secs(5))
+                        .expect("connect");
+                conn.set_read_timeout(Some(Duration::from_secs(5)))
+                    .expect("timeout");
+                assert_eq!(
+                    conn.peer_addr().expect("peer"),
+                    published.into(),
+                    "the client sees the published address"
+                );
+                conn.write_all(b"pong").expect("write");
+                let mut buf = [0u8; 4];
+                conn.read_exact(&mut buf).expect("read");
+                buf
+            });
+            (accepted.join().expect("server"), reply)
+        });
+        assert_eq!(&reply, b"pong", "from {}", client.name());
+        assert_eq!(seen.ip(), IpAddr::V4(gateway), "from {}", client.name());
+    }
+
+    // UDP through the host address.
+    let udp_server = server.run(|| UdpSocket::bind("0.0.0.0:53").expect("bind"));
+    udp_server
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let client = lab.containers[1].run(|| UdpSocket::bind("0.0.0.0:0").expect("bind"));
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    client
+        .send_to(b"q", SocketAddrV4::new(HOST_UPLINK_IP, 5353))
+        .expect("send");
+    let mut buf = [0u8; 8];
+    let (_, from) = udp_server
+        .recv_from(&mut buf)
+        .expect("datagram reaches the server");
+    server
+        .run(|| udp_server.send_to(b"a", from))
+        .expect("answer");
+    let (n, answered_by) = client.recv_from(&mut buf).expect("answer comes back");
+    assert_eq!(
+        (&buf[..n], answered_by),
+        (&b"a"[..], SocketAddrV4::new(HOST_UPLINK_IP, 5353).into())
+    );
+
+    // 127.0.0.1:8181 is the host's own: containers cannot reach it, by any address.
+    let _listener81 = server.run(|| TcpListener::bind("0.0.0.0:81").expect("listen"));
+    for target in [
+        SocketAddrV4::new(HOST_UPLINK_IP, 8181),
+        SocketAddrV4::new(Ipv4Addr::new(198, 18, 10, 1), 8181),
+    ] {
+        let reached = lab.containers[1]
+            .run(|| TcpStream::connect_timeout(&target.into(), Duration::from_secs(1)));
+        assert!(
+            reached.is_err(),
+            "{target} reached a port published on 127.0.0.1 only"
+        );
+    }
+}

@@ -157,7 +157,12 @@ pub fn reconcile(pins: &PinDir, plan: &Plan) -> Result<Report> {
     }
 
     // The uplink: published ports arrive there, masqueraded flows leave with its address.
-    let mut config = HostConfig::default();
+    // The port range serves hairpin flows too, with or without an uplink.
+    let mut config = HostConfig {
+        masq_port_min: MASQUERADE_PORTS.0,
+        masq_port_max: MASQUERADE_PORTS.1,
+        ..HostConfig::default()
+    };
     if let Some(uplink) = &plan.uplink {
         let ifindex = ifaces::ifindex(uplink)?;
         let address = ifaces::addresses_of(uplink)?
