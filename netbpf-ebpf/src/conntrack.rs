@@ -132,8 +132,9 @@ pub fn create(
     let mut r = *reply_entry;
     f.last_seen = now;
     r.last_seen = now;
-    // The reply entry first: once the forward one exists, a reply may come back.
-    NB_CT.insert(reply, &r, 0).is_ok() && NB_CT.insert(forward, &f, 0).is_ok()
+    // The reply entry first: once the forward one exists, a reply may come back. It must
+    // not replace another flow's entry.
+    NB_CT.insert(reply, &r, u64::from(BPF_NOEXIST)).is_ok() && NB_CT.insert(forward, &f, 0).is_ok()
 }
 
 /// A new entry for `l4`'s protocol (TCP starts at SYN_SENT).

@@ -79,6 +79,7 @@ fn ipv4(ctx: &TcContext, data: usize, data_end: usize, own: &IfaceInfo) -> Decis
     let l4 = nat::l4(data, data_end, ip);
     // One of the host's own addresses: a published port (hairpin), or such a flow's reply.
     if let Some(l4) = &l4
+        && own.net_flags & NET_INTERNAL == 0
         && conntrack::is_local(dst)
         && let Some(decision) = hairpin(ctx, l4, own, dst)
     {
@@ -129,6 +130,7 @@ fn ipv4(ctx: &TcContext, data: usize, data_end: usize, own: &IfaceInfo) -> Decis
     if own.net_flags & NET_MASQUERADE != 0
         && !conntrack::is_local(dst)
         && let (Some(l4), Some(cfg)) = (&l4, conntrack::host_config())
+        && l4.starts_flows()
     {
         return masquerade(ctx, l4, own, dst, cfg);
     }

@@ -54,6 +54,12 @@ impl L4 {
             }
     }
 
+    /// Whether a packet like this may start a translated flow: not an ICMP echo reply
+    /// (its "source port" is no port at all).
+    pub fn starts_flows(&self) -> bool {
+        self.proto != IPPROTO_ICMP || self.sport_at != 0
+    }
+
     /// ICMP has no pseudo header: an address change leaves its checksum alone.
     fn has_pseudo_header(&self) -> bool {
         self.proto != IPPROTO_ICMP

@@ -53,6 +53,10 @@ pub fn handle(ctx: &TcContext) -> Decision {
         u32::from_ne_bytes(ip.src_addr),
         u32::from_ne_bytes(ip.dst_addr),
     );
+    // From outside, never from the host's own addresses: such a packet is forged.
+    if conntrack::is_local(saddr) {
+        return (Outcome::DropSpoofedIp, TC_ACT_SHOT);
+    }
     let key = conntrack::key(saddr, daddr, &l4);
     if let Some(entry) = conntrack::lookup(&key, &l4) {
         // SAFETY: a pointer into the map's value, valid for this run.

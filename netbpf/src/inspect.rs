@@ -121,7 +121,7 @@ pub fn conntrack(pins: &PinDir) -> Result<Vec<ConntrackRow>> {
     let map = aya::maps::Map::from_map_data(data).map_err(err)?;
     let table: aya::maps::HashMap<_, CtKey, CtEntry> =
         aya::maps::HashMap::try_from(map).map_err(err)?;
-    let now = monotonic_coarse_ns();
+    let now = crate::kernel::conntrack::monotonic_coarse_ns();
     let mut rows = Vec::new();
     for item in table.iter() {
         let (k, e) = item.map_err(err)?;
@@ -156,17 +156,6 @@ pub fn conntrack(pins: &PinDir) -> Result<Vec<ConntrackRow>> {
     }
     rows.sort_by(|a, b| (&a.src, &a.dst, &a.kind).cmp(&(&b.src, &b.dst, &b.kind)));
     Ok(rows)
-}
-
-/// CLOCK_MONOTONIC_COARSE, the clock of bpf_ktime_get_coarse_ns.
-fn monotonic_coarse_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid clock id and out pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 pub fn networks(pins: &PinDir) -> Result<Vec<NetworkRow>> {

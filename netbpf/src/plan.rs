@@ -205,6 +205,7 @@ mod tests {
         Model {
             uplink: None,
             pin_dir: None,
+            timeouts: Default::default(),
             networks,
             containers: Vec::new(),
         }

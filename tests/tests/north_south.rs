@@ -614,3 +614,70 @@ fn containers_reach_published_ports_through_the_host_address() {
         );
     }
 }
+
+/// The agent removes translated flows idle for longer than their timeout (both
+/// directions), and leaves the ones still in use.
+#[test]
+fn idle_flows_expire() {
+    use std::{
+        net::{SocketAddrV4, UdpSocket},
+        process::Command,
+        time::Duration,
+    };
+
+    use netbpf_tests::{
+        lab::{HOST_UPLINK_IF, OUTSIDE_IP},
+        netbpf_bin,
+        process::{Background, wait_for},
+    };
+
+    require_root!();
+    let lab = Lab::new(TEST_PREFIX, 1).expect("lab");
+    let dir = TempDir::new(&lab.prefix).expect("dir");
+    let file = dir
+        .write(
+            "netbpf.toml",
+            &format!(
+                "[host]\nuplink = \"{HOST_UPLINK_IF}\"\n\n[host.conntrack]\nudp = \"2s\"\n\n\
+                 [[network]]\nname = \"front\"\nsubnet = \"198.18.10.0/24\"\n\n\
+                 [[container]]\nname = \"web1\"\nnetns = \"{}\"\nnetwork = \"front\"\n",
+                lab.containers[0].path().display()
+            ),
+        )
+        .expect("write");
+    let mut cmd = Command::new(netbpf_bin());
+    cmd.args(["--netns", lab.host.name(), "agent", "-c"])
+        .arg(&file);
+    cmd.stderr(std::fs::File::create(dir.path().join("agent.log")).expect("log"));
+    let _agent = Background::spawn(cmd).expect("agent");
+    let flows = || -> usize {
+        let out = netbpf(&lab.host, &["show", "conntrack", "-o", "json"]);
+        serde_json::from_slice::<Vec<Value>>(&out.stdout).map_or(0, |v| v.len())
+    };
+    // Wait for the agent's first reconcile: web1 is listed once wired.
+    let wired = || {
+        String::from_utf8_lossy(&netbpf(&lab.host, &["show", "containers"]).stdout).contains("web1")
+    };
+    assert!(
+        wait_for(Duration::from_secs(10), || wired().then_some(())).is_some(),
+        "web1 never wired"
+    );
+
+    let client = lab.containers[0].run(|| UdpSocket::bind("0.0.0.0:0").expect("bind"));
+    client
+        .send_to(b"x", SocketAddrV4::new(OUTSIDE_IP, 9))
+        .expect("send");
+    assert!(
+        wait_for(Duration::from_secs(5), || (flows() == 2).then_some(())).is_some(),
+        "the flow was recorded: {} / {}",
+        String::from_utf8_lossy(&netbpf(&lab.host, &["show", "conntrack"]).stdout),
+        String::from_utf8_lossy(&netbpf(&lab.host, &["show", "stats"]).stdout)
+    );
+    // Idle beyond its timeout, it goes (the agent looks every second with this timeout).
+    assert!(
+        wait_for(Duration::from_secs(15), || (flows() == 0).then_some(())).is_some(),
+        "the idle flow stayed"
+    );
+    let log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
+    assert!(log.contains("removed 2 idle conntrack entries"), "{log}");
+}

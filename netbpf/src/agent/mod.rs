@@ -3,14 +3,14 @@
 pub mod reconcile;
 pub mod watch;
 
-use std::path::Path;
+use std::{path::Path, time::Duration};
 
 use crate::{
     Result,
-    config::ports::Proto,
     config::{self, validate::Previous},
+    config::{model::Timeouts, ports::Proto},
     kernel::{
-        ifaces,
+        conntrack, ifaces,
         maps::{ContainerMaps, addr_key, addr_of},
         pins::PinDir,
     },
@@ -70,9 +70,23 @@ pub fn previous(pins: &PinDir) -> Previous {
 
 /// One reconcile from a file: validate everything first, so an invalid file changes nothing.
 pub fn apply(file: &Path, pins: &PinDir) -> Result<reconcile::Report> {
+    apply_model(file, pins).map(|(report, _)| report)
+}
+
+fn apply_model(file: &Path, pins: &PinDir) -> Result<(reconcile::Report, Timeouts)> {
     let previous = previous(pins);
     let model = config::load(file, &previous)?;
-    reconcile::reconcile(pins, &plan::plan(&model, &previous))
+    let report = reconcile::reconcile(pins, &plan::plan(&model, &previous))?;
+    Ok((report, model.timeouts))
+}
+
+/// How often idle flows are looked for: half the shortest timeout, within 1 to 10 seconds.
+fn gc_interval(t: &Timeouts) -> Duration {
+    let shortest = [t.tcp_syn, t.tcp_established, t.tcp_closing, t.udp, t.icmp]
+        .into_iter()
+        .min()
+        .unwrap_or(Duration::from_secs(10));
+    (shortest / 2).clamp(Duration::from_secs(1), Duration::from_secs(10))
 }
 
 /// `netbpf agent`: reconcile, then reload on SIGHUP or when the file changes, until
@@ -80,16 +94,24 @@ pub fn apply(file: &Path, pins: &PinDir) -> Result<reconcile::Report> {
 /// invalid file, say) is logged and leaves the kernel as the last good one made it.
 pub fn run(file: &Path, pins: &PinDir) -> Result<()> {
     let watch = watch::Watch::new(file)?;
-    let report = apply(file, pins)?;
+    let (report, mut timeouts) = apply_model(file, pins)?;
     log(&format!("reconciled: {}", summary(&report)));
     loop {
-        match watch.next()? {
+        match watch.next(gc_interval(&timeouts))? {
+            watch::Event::Tick => match conntrack::collect_garbage(pins, &timeouts) {
+                Ok(0) => {}
+                Ok(n) => log(&format!("removed {n} idle conntrack entries")),
+                Err(e) => log(&format!("conntrack cleanup failed: {e}")),
+            },
             watch::Event::Exit(signal) => {
                 log(&format!("{signal}: exiting, the datapath stays in place"));
                 return Ok(());
             }
-            watch::Event::Reload => match apply(file, pins) {
-                Ok(report) => log(&format!("reconciled: {}", summary(&report))),
+            watch::Event::Reload => match apply_model(file, pins) {
+                Ok((report, t)) => {
+                    timeouts = t;
+                    log(&format!("reconciled: {}", summary(&report)));
+                }
                 Err(e @ crate::Error::Invalid(_)) => {
                     log(&format!("reload refused, kernel state unchanged: {e}"))
                 }

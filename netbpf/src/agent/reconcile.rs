@@ -90,38 +90,8 @@ pub fn reconcile(pins: &PinDir, plan: &Plan) -> Result<Report> {
     }
     report.networks = plan.networks.len();
 
-    let mut containers: Vec<&WiredContainer> = plan.containers.iter().collect();
-    containers.sort_by(|a, b| a.name.cmp(&b.name));
-    let is_kept = |c: &WiredContainer| {
-        current
-            .get(&c.name)
-            .is_some_and(|(_, ep)| ep.spec == c.spec)
-            && veths.contains_key(&c.name)
-    };
-    // Kept containers' peer slots before any sender's entry points at a (new) range.
-    for c in containers.iter().filter(|c| is_kept(c)) {
-        set_peer(&mut maps, plan, c, veths[&c.name].ifindex)?;
-    }
-    let mut failures = Vec::new();
-    for c in containers {
-        if is_kept(c) {
-            let veth = &veths[&c.name];
-            // The network's policy (icc) or range may have changed: rewrite what the
-            // program reads, then swap in this binary's program.
-            let (_, ep) = &current[&c.name];
-            maps.set_iface(veth.ifindex, &iface_info(plan, c, ep.host_mac))?;
-            let attached = loaded.attach(pins, Hook::FromContainer, veth.ifindex, &veth.ifname)?;
-            report.swapped += usize::from(attached.replaced);
-            report.kept.push(c.name.clone());
-        } else {
-            // One container that cannot be wired does not stop the others.
-            match wire(pins, &mut loaded, &mut maps, plan, c) {
-                Ok(()) => report.added.push(c.name.clone()),
-                Err(e) => failures.push(format!("container {:?}: {e}", c.name)),
-            }
-        }
-    }
-
+    // The north-south state before any container comes up, so that its first packets
+    // are already translated as they should be.
     // Published ports: what is wanted, then what is not.
     for (key, target) in &plan.ports {
         maps.ports
@@ -135,12 +105,18 @@ pub fn reconcile(pins: &PinDir, plan: &Plan) -> Result<Report> {
     }
     report.ports = plan.ports.len();
 
-    // The host's own addresses, where ports published on 0.0.0.0 answer (the gateways
-    // added above among them).
-    let local: Vec<u32> = ifaces::host_addresses()?
+    // The host's own addresses, where ports published on 0.0.0.0 answer: the networks'
+    // gateways among them (also those whose first container is wired below), loopback
+    // never (a port published on 127.0.0.1 is the host's processes' alone, and nothing
+    // from a wire may reach 127/8).
+    let mut local: Vec<u32> = ifaces::host_addresses()?
         .into_iter()
+        .filter(|a| !a.is_loopback())
         .map(addr_key)
         .collect();
+    local.extend(plan.networks.values().map(|n| n.gateway));
+    local.sort_unstable();
+    local.dedup();
     for addr in &local {
         maps.local
             .insert(addr, &1, 0)
@@ -187,6 +163,38 @@ pub fn reconcile(pins: &PinDir, plan: &Plan) -> Result<Report> {
         report.swapped += usize::from(attached.replaced);
     }
     maps.set_host_config(&config)?;
+
+    let mut containers: Vec<&WiredContainer> = plan.containers.iter().collect();
+    containers.sort_by(|a, b| a.name.cmp(&b.name));
+    let is_kept = |c: &WiredContainer| {
+        current
+            .get(&c.name)
+            .is_some_and(|(_, ep)| ep.spec == c.spec)
+            && veths.contains_key(&c.name)
+    };
+    // Kept containers' peer slots before any sender's entry points at a (new) range.
+    for c in containers.iter().filter(|c| is_kept(c)) {
+        set_peer(&mut maps, plan, c, veths[&c.name].ifindex)?;
+    }
+    let mut failures = Vec::new();
+    for c in containers {
+        if is_kept(c) {
+            let veth = &veths[&c.name];
+            // The network's policy (icc) or range may have changed: rewrite what the
+            // program reads, then swap in this binary's program.
+            let (_, ep) = &current[&c.name];
+            maps.set_iface(veth.ifindex, &iface_info(plan, c, ep.host_mac))?;
+            let attached = loaded.attach(pins, Hook::FromContainer, veth.ifindex, &veth.ifname)?;
+            report.swapped += usize::from(attached.replaced);
+            report.kept.push(c.name.clone());
+        } else {
+            // One container that cannot be wired does not stop the others.
+            match wire(pins, &mut loaded, &mut maps, plan, c) {
+                Ok(()) => report.added.push(c.name.clone()),
+                Err(e) => failures.push(format!("container {:?}: {e}", c.name)),
+            }
+        }
+    }
 
     // Networks nobody defines any more, last (no endpoint names them now).
     for (id, _) in maps.networks()? {

@@ -1,6 +1,7 @@
 //! What wakes the agent: SIGHUP (reload), SIGTERM/SIGINT (exit), and changes to the
 //! definitions file (through inotify on its directory, so editors that replace the file are
-//! seen too). One poll(2) over both; no timer, no busy loop.
+//! seen too), and a tick for periodic work (conntrack cleanup). One poll(2) over both, with
+//! the tick as its timeout; no busy loop.
 
 use std::{
     ffi::{CString, OsStr},
@@ -17,6 +18,8 @@ use crate::{Error, Result};
 pub enum Event {
     Reload,
     Exit(&'static str),
+    /// `interval` passed without anything else happening.
+    Tick,
 }
 
 pub struct Watch {
@@ -82,7 +85,8 @@ impl Watch {
     }
 
     /// Sleeps until something happens.
-    pub fn next(&self) -> Result<Event> {
+    pub fn next(&self, interval: std::time::Duration) -> Result<Event> {
+        let timeout = i32::try_from(interval.as_millis()).unwrap_or(i32::MAX);
         loop {
             let mut fds = [
                 libc::pollfd {
@@ -96,8 +100,12 @@ impl Watch {
                     revents: 0,
                 },
             ];
-            // SAFETY: two valid pollfds; -1 waits without a timeout.
-            if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+            // SAFETY: two valid pollfds and a timeout in milliseconds.
+            let ready = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
+            if ready == 0 {
+                return Ok(Event::Tick);
+            }
+            if ready < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;

@@ -24,6 +24,20 @@ pub struct HostDef {
     /// The interface toward the outside (north-south).
     pub uplink: Option<String>,
     pub pin_dir: Option<PathBuf>,
+    /// Idle timeouts of translated flows.
+    #[serde(default)]
+    pub conntrack: ConntrackDef,
+}
+
+/// `[host.conntrack]`: how long a translated flow may stay idle, per protocol and state.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConntrackDef {
+    pub tcp_syn: Option<String>,
+    pub tcp_established: Option<String>,
+    pub tcp_closing: Option<String>,
+    pub udp: Option<String>,
+    pub icmp: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -1,6 +1,7 @@
 //! Definitions: the file as the user wrote it ([`file`]), checked and resolved into the
 //! [`Model`] the planner works from ([`validate`]).
 
+pub mod duration;
 pub mod file;
 pub mod model;
 pub mod ports;

@@ -7,6 +7,7 @@ use std::{net::Ipv4Addr, path::PathBuf};
 pub struct Model {
     pub uplink: Option<String>,
     pub pin_dir: Option<PathBuf>,
+    pub timeouts: Timeouts,
     pub networks: Vec<Network>,
     pub containers: Vec<Container>,
 }
@@ -84,4 +85,29 @@ pub fn mac_from_ip(ip: Ipv4Addr) -> [u8; 6] {
 pub fn format_mac(mac: &[u8; 6]) -> String {
     let [a, b, c, d, e, f] = mac;
     format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
+}
+
+/// Idle timeouts of translated flows (the agent removes flows idle for longer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    pub tcp_syn: std::time::Duration,
+    pub tcp_established: std::time::Duration,
+    pub tcp_closing: std::time::Duration,
+    pub udp: std::time::Duration,
+    pub icmp: std::time::Duration,
+}
+
+impl Default for Timeouts {
+    /// Close to Linux conntrack's: a half-open TCP flow 2 minutes, an established one 5
+    /// days, a closing one 10 seconds, UDP 2 minutes, ICMP 30 seconds.
+    fn default() -> Self {
+        use std::time::Duration;
+        Timeouts {
+            tcp_syn: Duration::from_secs(120),
+            tcp_established: Duration::from_secs(5 * 86400),
+            tcp_closing: Duration::from_secs(10),
+            udp: Duration::from_secs(120),
+            icmp: Duration::from_secs(30),
+        }
+    }
 }

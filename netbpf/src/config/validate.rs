@@ -10,8 +10,9 @@ use std::{
 
 use super::{
     Problem,
-    file::{ContainerDef, DefinitionsFile, Expose, NetworkDef},
-    model::{Attachment, Container, Model, Network, Published, mac_from_ip, mask},
+    duration::parse_duration,
+    file::{ConntrackDef, ContainerDef, DefinitionsFile, Expose, NetworkDef},
+    model::{Attachment, Container, Model, Network, Published, Timeouts, mac_from_ip, mask},
     ports::{Proto, parse_expose, parse_port_spec},
 };
 
@@ -61,12 +62,41 @@ pub fn validate(file: &DefinitionsFile, previous: &Previous) -> Result<Model, Ve
     if !check.problems.is_empty() {
         return Err(check.problems);
     }
+    let timeouts = timeouts(&mut check, &file.host.conntrack);
+    if !check.problems.is_empty() {
+        return Err(check.problems);
+    }
     Ok(Model {
+        timeouts,
         uplink: file.host.uplink.clone(),
         pin_dir: file.host.pin_dir.clone(),
         networks,
         containers,
     })
+}
+
+fn timeouts(check: &mut Checker, def: &ConntrackDef) -> Timeouts {
+    let mut t = Timeouts::default();
+    for (field, text, slot) in [
+        ("tcp_syn", &def.tcp_syn, &mut t.tcp_syn),
+        (
+            "tcp_established",
+            &def.tcp_established,
+            &mut t.tcp_established,
+        ),
+        ("tcp_closing", &def.tcp_closing, &mut t.tcp_closing),
+        ("udp", &def.udp, &mut t.udp),
+        ("icmp", &def.icmp, &mut t.icmp),
+    ] {
+        if let Some(text) = text {
+            match parse_duration(text) {
+                Ok(d) if !d.is_zero() => *slot = d,
+                Ok(_) => check.problem("[host.conntrack]", Some(field), "must be longer than 0"),
+                Err(why) => check.problem("[host.conntrack]", Some(field), why),
+            }
+        }
+    }
+    t
 }
 
 fn place(kind: &str, index: usize, name: &str) -> String {

@@ -1,0 +1,176 @@
+//! Expiring translated flows: the datapath creates and refreshes conntrack entries, the
+//! agent removes the ones idle for longer than their timeout, both directions together.
+
+use std::time::Duration;
+
+use aya::maps::{HashMap, Map, MapData};
+use netbpf_common::{
+    conntrack::{
+        CT_HAIRPIN, CT_HAIRPIN_REPLY, CT_MASQ_OUT, CT_PUBLISHED_REPLY, CtEntry, CtKey, TCP_CLOSING,
+        TCP_ESTABLISHED,
+    },
+    maps,
+};
+
+use super::pins::PinDir;
+use crate::{Error, Result, config::model::Timeouts};
+
+/// The key of the flow's other direction. A packet matching `key` leaves with the entry's
+/// translation applied; the other direction's packets are that packet mirrored.
+pub fn partner(key: &CtKey, e: &CtEntry) -> CtKey {
+    // The translated packet's (source, destination) as (address, port) pairs.
+    let (src, dst) = match e.kind {
+        CT_HAIRPIN | CT_HAIRPIN_REPLY => ((e.rev_addr, e.rev_port), (e.nat_addr, e.nat_port)),
+        CT_PUBLISHED_REPLY | CT_MASQ_OUT => ((e.nat_addr, e.nat_port), (key.daddr, key.dport)),
+        // Published and masquerade replies: the destination is translated.
+        _ => ((key.saddr, key.sport), (e.nat_addr, e.nat_port)),
+    };
+    CtKey {
+        saddr: dst.0,
+        daddr: src.0,
+        sport: dst.1,
+        dport: src.1,
+        proto: key.proto,
+        pad: [0; 3],
+    }
+}
+
+/// How long a flow in this entry's protocol and state may stay idle.
+pub fn timeout(proto: u8, e: &CtEntry, t: &Timeouts) -> Duration {
+    match proto {
+        6 => match e.tcp_state {
+            TCP_ESTABLISHED => t.tcp_established,
+            TCP_CLOSING => t.tcp_closing,
+            _ => t.tcp_syn,
+        },
+        17 => t.udp,
+        _ => t.icmp,
+    }
+}
+
+/// Removes the flows idle for longer than their timeout: a flow's idle time is the least
+/// of its two directions'. Returns how many entries went.
+pub fn collect_garbage(pins: &PinDir, timeouts: &Timeouts) -> Result<usize> {
+    let err = |source| Error::Map {
+        map: maps::CT,
+        source,
+    };
+    let path = pins.map(maps::CT);
+    if !path.exists() {
+        return Ok(0);
+    }
+    let data = MapData::from_pin(&path).map_err(err)?;
+    let mut table: HashMap<_, CtKey, CtEntry> =
+        HashMap::try_from(Map::from_map_data(data).map_err(err)?).map_err(err)?;
+    let now = monotonic_coarse_ns();
+    let entries: Vec<(CtKey, CtEntry)> = table.iter().filter_map(|e| e.ok()).collect();
+    let mut expired = Vec::new();
+    for (key, e) in &entries {
+        let other = partner(key, e);
+        let last = entries
+            .iter()
+            .find(|(k, _)| *k == other)
+            .map_or(e.last_seen, |(_, p)| p.last_seen.max(e.last_seen));
+        // Either direction's state counts: a FIN seen one way closes the flow.
+        let limit = timeout(key.proto, e, timeouts);
+        if Duration::from_nanos(now.saturating_sub(last)) > limit {
+            expired.push(*key);
+        }
+    }
+    let mut removed = 0;
+    for key in expired {
+        // An entry the datapath evicted or removed meanwhile is gone already.
+        if table.remove(&key).is_ok() {
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// CLOCK_MONOTONIC_COARSE, the clock of bpf_ktime_get_coarse_ns.
+pub fn monotonic_coarse_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid clock id and out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use netbpf_common::conntrack::{CT_MASQ_REPLY, CT_PUBLISHED_IN};
+
+    use super::*;
+
+    fn key(s: u32, d: u32, sp: u16, dp: u16) -> CtKey {
+        CtKey {
+            saddr: s,
+            daddr: d,
+            sport: sp,
+            dport: dp,
+            proto: 6,
+            pad: [0; 3],
+        }
+    }
+
+    fn entry(kind: u8, nat: (u32, u16), rev: (u32, u16)) -> CtEntry {
+        CtEntry {
+            kind,
+            nat_addr: nat.0,
+            nat_port: nat.1,
+            rev_addr: rev.0,
+            rev_port: rev.1,
+            ..CtEntry::default()
+        }
+    }
+
+    /// Each kind's partner is the key the datapath gave the flow's other direction, and the
+    /// partner's partner is the entry itself.
+    #[test]
+    fn partners_mirror_each_other() {
+        let (client, host, x, uplink, dest, gw, t) = (1, 2, 3, 4, 5, 6, 7);
+        let pairs = [
+            // Published: client -> host:hp becomes x:xp; reply x:xp -> client leaves as host:hp.
+            (
+                key(client, host, 40000, 8080),
+                entry(CT_PUBLISHED_IN, (x, 80), (0, 0)),
+                key(x, client, 80, 40000),
+                entry(CT_PUBLISHED_REPLY, (host, 8080), (0, 0)),
+            ),
+            // Masquerade: x:ap -> dest:dp leaves as uplink:np; the reply dest -> uplink:np goes to x:ap.
+            (
+                key(x, dest, 5555, 443),
+                entry(CT_MASQ_OUT, (uplink, 61000), (0, 0)),
+                key(dest, uplink, 443, 61000),
+                entry(CT_MASQ_REPLY, (x, 5555), (0, 0)),
+            ),
+            // Hairpin: x:ap -> host:hp becomes gw:np -> t:tp; the reply t:tp -> gw:np becomes host:hp -> x:ap.
+            (
+                key(x, host, 40001, 8080),
+                entry(CT_HAIRPIN, (t, 80), (gw, 61000)),
+                key(t, gw, 80, 61000),
+                entry(CT_HAIRPIN_REPLY, (x, 40001), (host, 8080)),
+            ),
+        ];
+        for (k1, e1, k2, e2) in pairs {
+            assert_eq!(partner(&k1, &e1), k2, "{}", e1.kind);
+            assert_eq!(partner(&k2, &e2), k1, "{}", e2.kind);
+        }
+    }
+
+    #[test]
+    fn timeouts_follow_protocol_and_state() {
+        let t = Timeouts::default();
+        let e = |state| CtEntry {
+            tcp_state: state,
+            ..CtEntry::default()
+        };
+        assert_eq!(timeout(6, &e(TCP_ESTABLISHED), &t), t.tcp_established);
+        assert_eq!(timeout(6, &e(TCP_CLOSING), &t), t.tcp_closing);
+        assert_eq!(timeout(6, &e(1), &t), t.tcp_syn);
+        assert_eq!(timeout(17, &e(0), &t), t.udp);
+        assert_eq!(timeout(1, &e(0), &t), t.icmp);
+    }
+}
