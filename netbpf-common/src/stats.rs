@@ -52,10 +52,11 @@ pub enum Outcome {
     DropArpUnanswered = 18,
     DropNatFailed = 19,
     DropNoNatPort = 20,
+    DropNotTranslatable = 21,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 21] = [
+    pub const ALL: [Outcome; 22] = [
         Outcome::Pass,
         Outcome::Forward,
         Outcome::ArpReply,
@@ -77,6 +78,7 @@ impl Outcome {
         Outcome::DropArpUnanswered,
         Outcome::DropNatFailed,
         Outcome::DropNoNatPort,
+        Outcome::DropNotTranslatable,
     ];
     pub const COUNT: u32 = Self::ALL.len() as u32;
 
@@ -104,6 +106,7 @@ impl Outcome {
             Outcome::DropArpUnanswered => "drop_arp_unanswered",
             Outcome::DropNatFailed => "drop_nat_failed",
             Outcome::DropNoNatPort => "drop_no_nat_port",
+            Outcome::DropNotTranslatable => "drop_not_translatable",
         }
     }
 
@@ -151,6 +154,9 @@ impl Outcome {
                 "a translation could not rewrite the packet or record the flow"
             }
             Outcome::DropNoNatPort => "no free masquerade port toward that destination",
+            Outcome::DropNotTranslatable => {
+                "would leave a masquerading network untranslated (a later fragment, another protocol)"
+            }
         }
     }
 

@@ -129,10 +129,13 @@ fn ipv4(ctx: &TcContext, data: usize, data_end: usize, own: &IfaceInfo) -> Decis
     }
     if own.net_flags & NET_MASQUERADE != 0
         && !conntrack::is_local(dst)
-        && let (Some(l4), Some(cfg)) = (&l4, conntrack::host_config())
-        && l4.starts_flows()
+        && let Some(cfg) = conntrack::host_config()
     {
-        return masquerade(ctx, l4, own, dst, cfg);
+        // Nothing leaves a masquerading network with its private source address.
+        return match &l4 {
+            Some(l4) if l4.starts_flows() => masquerade(ctx, l4, own, dst, cfg),
+            _ => drop(Outcome::DropNotTranslatable),
+        };
     }
     (Outcome::Pass, TC_ACT_OK)
 }

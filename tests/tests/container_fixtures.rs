@@ -823,6 +823,20 @@ fn masquerade_translates_exactly_and_runs_out_of_ports() {
     );
     run(&ebpf, &second).unwrap_or_else(|e| panic!("{}:\n{e}", second.name));
 
+    // A later fragment has no ports to translate: it must not leave with web1's address.
+    let mut later_fragment = udp(WEB1_MAC, HOST_MAC, WEB1, OUTSIDE);
+    later_fragment[ETH_HLEN + 6..ETH_HLEN + 8].copy_from_slice(&0x0010u16.to_be_bytes());
+    later_fragment[ETH_HLEN + 10..ETH_HLEN + 12].copy_from_slice(&[0, 0]);
+    let sum = packet::checksum(&later_fragment[ETH_HLEN..ETH_HLEN + 20]);
+    later_fragment[ETH_HLEN + 10..ETH_HLEN + 12].copy_from_slice(&sum.to_be_bytes());
+    own(&mut maps, Some(WEB1));
+    let fragment = fixture(
+        "a later fragment to the outside",
+        later_fragment,
+        Outcome::DropNotTranslatable,
+    );
+    run(&ebpf, &fragment).unwrap_or_else(|e| panic!("{}:\n{e}", fragment.name));
+
     // An ICMP echo takes the masquerade port as its identifier; its reply comes back.
     own(&mut maps, Some(WEB1));
     let echo = Fixture {
@@ -903,6 +917,7 @@ fn fixtures_cover_every_container_outcome() {
         Outcome::MasqueradeReply,
         Outcome::Hairpin,
         Outcome::DropNoNatPort,
+        Outcome::DropNotTranslatable,
         Outcome::DropNatFailed,
     ];
     for outcome in Outcome::ALL.into_iter().filter(|o| !skipped.contains(o)) {
