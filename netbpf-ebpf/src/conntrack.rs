@@ -59,6 +59,28 @@ pub fn take_port(cfg: &HostConfig, reply_key: &mut CtKey, reply: &CtEntry) -> Op
     None
 }
 
+/// Whether a flow direction is recorded (without refreshing it).
+#[inline(always)]
+pub fn exists(key: &CtKey) -> bool {
+    // SAFETY: the value is not read.
+    unsafe { NB_CT.get(key) }.is_some()
+}
+
+/// Records one direction of a flow unless the key is taken already.
+#[inline(always)]
+pub fn insert_new(key: &CtKey, entry: &CtEntry) -> bool {
+    let mut e = *entry;
+    // SAFETY: helper without preconditions.
+    e.last_seen = unsafe { bpf_ktime_get_coarse_ns() };
+    NB_CT.insert(key, &e, u64::from(BPF_NOEXIST)).is_ok()
+}
+
+/// Forgets a flow direction.
+#[inline(always)]
+pub fn remove(key: &CtKey) {
+    let _ = NB_CT.remove(key);
+}
+
 /// Records one direction of a flow.
 #[inline(always)]
 pub fn insert(key: &CtKey, entry: &CtEntry) -> bool {

@@ -119,7 +119,16 @@ fn ipv4(ctx: &TcContext, data: usize, data_end: usize, own: &IfaceInfo) -> Decis
                 CT_PUBLISHED_REPLY => {
                     return send_out(ctx, l4, own.addr, &e, Outcome::PublishedReply);
                 }
-                CT_MASQ_OUT => return send_out(ctx, l4, own.addr, &e, Outcome::Masquerade),
+                CT_MASQ_OUT => {
+                    // The LRU may have evicted the reply entry alone: its port would be
+                    // free for another container's flow to the same destination. Claim it
+                    // again, or give the flow up.
+                    if !masquerade_reply_held(ctx, l4, own, dst, &e) {
+                        conntrack::remove(&key);
+                        return drop(Outcome::DropNatFailed);
+                    }
+                    return send_out(ctx, l4, own.addr, &e, Outcome::Masquerade);
+                }
                 _ => {}
             }
         }
@@ -138,6 +147,35 @@ fn ipv4(ctx: &TcContext, data: usize, data_end: usize, own: &IfaceInfo) -> Decis
         };
     }
     (Outcome::Pass, TC_ACT_OK)
+}
+
+/// Whether the reply entry of a masqueraded flow is there (recreated if it was evicted and
+/// its port is still free).
+#[inline(always)]
+fn masquerade_reply_held(
+    ctx: &TcContext,
+    l4: &L4,
+    own: &IfaceInfo,
+    dst: u32,
+    out: &CtEntry,
+) -> bool {
+    let reply_key = CtKey {
+        saddr: dst,
+        daddr: out.nat_addr,
+        sport: l4.dport,
+        dport: out.nat_port,
+        proto: l4.proto,
+        pad: [0; 3],
+    };
+    if conntrack::exists(&reply_key) {
+        return true;
+    }
+    // SAFETY: the context of a tc program is an __sk_buff.
+    let ifindex = unsafe { (*(ctx.as_ptr() as *const __sk_buff)).ifindex };
+    let mut reply = conntrack::entry(CT_MASQ_REPLY, own.addr, l4.sport, ifindex, l4);
+    reply.dst_mac = own.mac;
+    reply.src_mac = own.host_mac;
+    conntrack::insert_new(&reply_key, &reply)
 }
 
 /// A container to a published port of the host, or the reply of such a flow. Like

@@ -815,6 +815,30 @@ fn masquerade_translates_exactly_and_runs_out_of_ports() {
     };
     run(&ebpf, &first).unwrap_or_else(|e| panic!("{}:\n{e}", first.name));
 
+    // The LRU evicts the reply entry alone: the next packet of the flow claims its port
+    // again (nobody took it), and the flow goes on.
+    let reply_key = CtKey {
+        saddr: key(OUTSIDE),
+        daddr: key(uplink_addr),
+        sport: 443u16.to_be(),
+        dport: 61000u16.to_be(),
+        proto: 6,
+        pad: [0; 3],
+    };
+    {
+        let mut ct: aya::maps::HashMap<_, CtKey, CtEntry> =
+            aya::maps::HashMap::try_from(ebpf.map_mut("NB_CT").expect("NB_CT")).expect("hash");
+        ct.remove(&reply_key).expect("reply entry was there");
+    }
+    run(&ebpf, &first).unwrap_or_else(|e| panic!("after eviction, {}:\n{e}", first.name));
+    let ct: aya::maps::HashMap<_, CtKey, CtEntry> =
+        aya::maps::HashMap::try_from(ebpf.map("NB_CT").expect("NB_CT")).expect("hash");
+    let restored = ct.get(&reply_key, 0).expect("the reply entry is back");
+    assert_eq!(
+        (restored.nat_addr, u16::from_be(restored.nat_port)),
+        (key(WEB1), 5555)
+    );
+
     own(&mut maps, Some(WEB2));
     let second = fixture(
         "web2:5555 -> outside:443 finds no free port",
