@@ -283,6 +283,29 @@ fn outside_reaches_published_ports_with_the_real_client_address() {
     assert!(
         count("from_uplink", "published") > 0 && count("from_container", "published_reply") > 0
     );
+
+    // Unpublished, the port's flows go with it (both directions).
+    let unpublished = dir
+        .write(
+            "netbpf.toml",
+            &format!(
+                "[host]\nuplink = \"{HOST_UPLINK_IF}\"\n\n[[network]]\nname = \"front\"\nsubnet = \"198.18.10.0/24\"\n\n\
+                 [[container]]\nname = \"web1\"\nnetns = \"{}\"\nnetwork = \"front\"\n",
+                lab.containers[0].path().display()
+            ),
+        )
+        .expect("write");
+    netbpf_ok(
+        &lab.host,
+        &["apply", "-c", unpublished.to_str().expect("UTF-8")],
+    );
+    let flows: Vec<Value> =
+        serde_json::from_str(&netbpf_ok(&lab.host, &["show", "conntrack", "-o", "json"]))
+            .expect("JSON");
+    assert!(
+        flows.is_empty(),
+        "flows of an unpublished port remain: {flows:?}"
+    );
 }
 
 /// Outbound: containers of a masquerading network reach the outside, which sees the

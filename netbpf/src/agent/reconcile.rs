@@ -9,12 +9,14 @@ use std::net::Ipv4Addr;
 use netbpf_common::{
     conntrack::HostConfig,
     net::{EndpointInfo, IfaceInfo, NetworkInfo, PeerInfo, name_bytes, name_str},
+    ports::PortKey,
     stats::Hook,
 };
 
 use crate::{
     Error, Result,
     kernel::{
+        conntrack,
         datapath::Loaded,
         ifaces::{self, OwnedVeth, VethSpec},
         maps::{ContainerMaps, addr_key, addr_of},
@@ -202,6 +204,31 @@ pub fn reconcile(pins: &PinDir, plan: &Plan) -> Result<Report> {
             maps.networks.remove(&id).map_err(map_err("NB_NETWORKS"))?;
         }
     }
+    // Flows of containers that went (or were wired anew) and of ports no longer published.
+    let gone: Vec<u32> = current
+        .iter()
+        .filter(|(name, _)| !report.kept.contains(name))
+        .map(|(_, (key, _))| *key)
+        .collect();
+    let published = |addr: u32, port: u16, proto: u8| {
+        [addr, 0].iter().any(|a| {
+            plan.ports.contains_key(&PortKey {
+                addr: *a,
+                port,
+                proto,
+                pad: 0,
+            })
+        })
+    };
+    conntrack::forget_flows(pins, |k, e| {
+        conntrack::containers_of(k, e)
+            .iter()
+            .flatten()
+            .any(|a| gone.contains(a))
+            || conntrack::published_via(k, e)
+                .is_some_and(|(addr, port)| !published(addr, port, k.proto))
+    })?;
+
     report.removed.sort();
     report.added.sort();
     if !failures.is_empty() {

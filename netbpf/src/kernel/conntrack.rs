@@ -6,8 +6,8 @@ use std::time::Duration;
 use aya::maps::{HashMap, Map, MapData};
 use netbpf_common::{
     conntrack::{
-        CT_HAIRPIN, CT_HAIRPIN_REPLY, CT_MASQ_OUT, CT_PUBLISHED_REPLY, CtEntry, CtKey, TCP_CLOSING,
-        TCP_ESTABLISHED,
+        CT_HAIRPIN, CT_HAIRPIN_REPLY, CT_MASQ_OUT, CT_PUBLISHED_IN, CT_PUBLISHED_REPLY, CtEntry,
+        CtKey, TCP_CLOSING, TCP_ESTABLISHED,
     },
     maps,
 };
@@ -87,6 +87,46 @@ pub fn collect_garbage(pins: &PinDir, timeouts: &Timeouts) -> Result<usize> {
     Ok(removed)
 }
 
+/// The container addresses a flow direction involves (the ones whose removal ends it).
+pub fn containers_of(key: &CtKey, e: &CtEntry) -> [Option<u32>; 2] {
+    match e.kind {
+        CT_HAIRPIN | CT_HAIRPIN_REPLY => [Some(key.saddr), Some(e.nat_addr)],
+        CT_PUBLISHED_REPLY | CT_MASQ_OUT => [Some(key.saddr), None],
+        _ => [Some(e.nat_addr), None],
+    }
+}
+
+/// The published (address, port) a flow direction came in through, if it did.
+pub fn published_via(key: &CtKey, e: &CtEntry) -> Option<(u32, u16)> {
+    match e.kind {
+        CT_PUBLISHED_IN | CT_HAIRPIN => Some((key.daddr, key.dport)),
+        _ => None,
+    }
+}
+
+/// Removes every flow (both directions) for which `gone` holds of either direction.
+/// Returns how many entries went.
+pub fn forget_flows(pins: &PinDir, gone: impl Fn(&CtKey, &CtEntry) -> bool) -> Result<usize> {
+    let err = |source| Error::Map {
+        map: maps::CT,
+        source,
+    };
+    let path = pins.map(maps::CT);
+    if !path.exists() {
+        return Ok(0);
+    }
+    let data = MapData::from_pin(&path).map_err(err)?;
+    let mut table: HashMap<_, CtKey, CtEntry> =
+        HashMap::try_from(Map::from_map_data(data).map_err(err)?).map_err(err)?;
+    let doomed: Vec<CtKey> = table
+        .iter()
+        .filter_map(|e| e.ok())
+        .filter(|(k, e)| gone(k, e))
+        .flat_map(|(k, e)| [k, partner(&k, &e)])
+        .collect();
+    Ok(doomed.iter().filter(|k| table.remove(k).is_ok()).count())
+}
+
 /// CLOCK_MONOTONIC_COARSE, the clock of bpf_ktime_get_coarse_ns.
 pub fn monotonic_coarse_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -100,7 +140,7 @@ pub fn monotonic_coarse_ns() -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use netbpf_common::conntrack::{CT_MASQ_REPLY, CT_PUBLISHED_IN};
+    use netbpf_common::conntrack::CT_MASQ_REPLY;
 
     use super::*;
 
