@@ -76,20 +76,9 @@ fn ipv4(ctx: &TcContext, data: usize, data_end: usize, own: &IfaceInfo) -> Decis
         return drop(Outcome::DropSpoofedIp);
     }
     let dst = u32::from_ne_bytes(ip.dst_addr);
-    let l4 = nat::l4(data, data_end, ip);
-    // One of the host's own addresses: a published port (hairpin), or such a flow's reply.
-    if let Some(l4) = &l4
-        && own.net_flags & NET_INTERNAL == 0
-        && conntrack::is_local(dst)
-        && let Some(decision) = hairpin(ctx, l4, own, dst)
-    {
-        return decision;
-    }
-    if dst == own.gateway {
-        return (Outcome::Pass, TC_ACT_OK);
-    }
-    if dst & own.mask == own.subnet {
-        // A neighbour: its slot in the network's range, or the endpoint hash.
+    if dst & own.mask == own.subnet && dst != own.gateway {
+        // A neighbour (the fast path, first): its slot in the network's range, or the
+        // endpoint hash.
         let peer = match endpoints::peer_in_subnet(own, dst) {
             Peer::Found(peer) => Some((peer.ifindex, peer.network_id)),
             Peer::Nobody => None,
@@ -101,6 +90,19 @@ fn ipv4(ctx: &TcContext, data: usize, data_end: usize, own: &IfaceInfo) -> Decis
             None => drop(Outcome::DropNoEndpoint),
         };
     }
+    let l4 = nat::l4(data, data_end, ip);
+    let local = dst == own.gateway || conntrack::is_local(dst);
+    // One of the host's own addresses: a published port (hairpin), or such a flow's reply.
+    if let Some(l4) = &l4
+        && own.net_flags & NET_INTERNAL == 0
+        && local
+        && let Some(decision) = hairpin(ctx, l4, own, dst)
+    {
+        return decision;
+    }
+    if dst == own.gateway {
+        return (Outcome::Pass, TC_ACT_OK);
+    }
     if is_multi_destination(ip.dst_addr) {
         return drop(Outcome::DropNotUnicast);
     }
@@ -110,7 +112,10 @@ fn ipv4(ctx: &TcContext, data: usize, data_end: usize, own: &IfaceInfo) -> Decis
     }
     // Beyond the host's containers: a translated flow (a published port's reply, or a
     // masqueraded flow going on)?
-    if let Some(l4) = &l4 {
+    // (A host address's flows are hairpins, looked up above.)
+    if let Some(l4) = &l4
+        && !local
+    {
         let key = conntrack::key(own.addr, dst, l4);
         if let Some(entry) = conntrack::lookup(&key, l4) {
             // SAFETY: a pointer into the map's value, valid for this run.
@@ -137,7 +142,7 @@ fn ipv4(ctx: &TcContext, data: usize, data_end: usize, own: &IfaceInfo) -> Decis
         return drop(Outcome::DropInternal);
     }
     if own.net_flags & NET_MASQUERADE != 0
-        && !conntrack::is_local(dst)
+        && !local
         && let Some(cfg) = conntrack::host_config()
     {
         // Nothing leaves a masquerading network with its private source address.
