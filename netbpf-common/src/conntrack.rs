@@ -89,9 +89,30 @@ pub struct HostConfig {
     /// Ports masqueraded flows take (host byte order, inclusive).
     pub masq_port_min: u16,
     pub masq_port_max: u16,
+    pub pad: u32,
+    /// The network namespace this instance manages (its cookie): the socket programs act
+    /// on sockets of this namespace only (0: on none).
+    pub netns_cookie: u64,
 }
 
-const _: () = assert!(size_of::<HostConfig>() == 12);
+const _: () = assert!(size_of::<HostConfig>() == 24);
+
+/// `NB_SOCK_NAT` value, keyed by socket cookie: where a host process's socket was sent
+/// instead of a published address, so its peer looks as it asked.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockNat {
+    pub orig_addr: u32,
+    pub target_addr: u32,
+    pub orig_port: u16,
+    pub target_port: u16,
+}
+
+const _: () = assert!(size_of::<SockNat>() == 12);
+
+#[cfg(feature = "user")]
+// SAFETY: repr(C), integers only, no padding.
+unsafe impl aya::Pod for SockNat {}
 
 #[cfg(feature = "user")]
 // SAFETY: repr(C), integers only, no padding.

@@ -35,10 +35,12 @@ pub mod maps {
     pub const LOCAL: &str = "NB_LOCAL";
     /// One [`crate::conntrack::HostConfig`].
     pub const CONFIG: &str = "NB_CONFIG";
+    /// Socket cookie -> [`crate::conntrack::SockNat`] (an LRU hash).
+    pub const SOCK_NAT: &str = "NB_SOCK_NAT";
 
     /// Every map the object defines.
     pub const ALL: &[&str] = &[
-        CONFIG, CT, ENDPOINTS, IFACES, IFACES_BIG, LOCAL, NETWORKS, PEERS, PORTS, STATS,
+        CONFIG, CT, ENDPOINTS, IFACES, IFACES_BIG, LOCAL, NETWORKS, PEERS, PORTS, SOCK_NAT, STATS,
     ];
 
     /// Capacities.

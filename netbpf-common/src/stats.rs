@@ -11,10 +11,26 @@ pub enum Hook {
     XdpUplink = 1,
     /// tc (tcx) ingress on a container's host-side veth: traffic leaving the container.
     FromContainer = 2,
+    /// cgroup connect4: a host process connecting (counted per socket, not per packet).
+    SockConnect4 = 3,
+    /// cgroup sendmsg4: a host process sending a datagram.
+    SockSendmsg4 = 4,
+    /// cgroup recvmsg4: a host process receiving a datagram.
+    SockRecvmsg4 = 5,
+    /// cgroup getpeername4: a host process asking for its peer.
+    SockPeername4 = 6,
 }
 
 impl Hook {
-    pub const ALL: [Hook; 3] = [Hook::FromUplink, Hook::XdpUplink, Hook::FromContainer];
+    pub const ALL: [Hook; 7] = [
+        Hook::FromUplink,
+        Hook::XdpUplink,
+        Hook::FromContainer,
+        Hook::SockConnect4,
+        Hook::SockSendmsg4,
+        Hook::SockRecvmsg4,
+        Hook::SockPeername4,
+    ];
     pub const COUNT: u32 = Self::ALL.len() as u32;
 
     /// The stable name used in pins, tables and JSON (also the program's name).
@@ -23,6 +39,10 @@ impl Hook {
             Hook::FromUplink => "from_uplink",
             Hook::XdpUplink => "xdp_uplink",
             Hook::FromContainer => "from_container",
+            Hook::SockConnect4 => "sock_connect4",
+            Hook::SockSendmsg4 => "sock_sendmsg4",
+            Hook::SockRecvmsg4 => "sock_recvmsg4",
+            Hook::SockPeername4 => "sock_peername4",
         }
     }
 }

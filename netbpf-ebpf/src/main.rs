@@ -12,13 +12,14 @@ mod container;
 mod endpoints;
 mod nat;
 mod packet;
+mod sock;
 mod stats;
 mod uplink;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, xdp_action},
-    macros::{classifier, xdp},
-    programs::{TcContext, XdpContext},
+    macros::{cgroup_sock_addr, classifier, xdp},
+    programs::{SockAddrContext, TcContext, XdpContext},
 };
 use netbpf_common::stats::{Hook, Outcome};
 
@@ -55,6 +56,34 @@ pub fn xdp_uplink(ctx: XdpContext) -> u32 {
         Outcome::Pass => xdp_action::XDP_PASS,
         _ => xdp_action::XDP_DROP,
     }
+}
+
+/// cgroup connect4: a host process connecting to a published port reaches its container.
+#[cgroup_sock_addr(connect4)]
+pub fn sock_connect4(ctx: SockAddrContext) -> i32 {
+    stats::count(Hook::SockConnect4, sock::to_published(&ctx), 0);
+    1
+}
+
+/// cgroup sendmsg4: a host process's datagram to a published port goes to its container.
+#[cgroup_sock_addr(sendmsg4)]
+pub fn sock_sendmsg4(ctx: SockAddrContext) -> i32 {
+    stats::count(Hook::SockSendmsg4, sock::to_published(&ctx), 0);
+    1
+}
+
+/// cgroup recvmsg4: the answer seems to come from the published address.
+#[cgroup_sock_addr(recvmsg4)]
+pub fn sock_recvmsg4(ctx: SockAddrContext) -> i32 {
+    stats::count(Hook::SockRecvmsg4, sock::from_published(&ctx), 0);
+    1
+}
+
+/// cgroup getpeername4: the peer is the published address the process connected to.
+#[cgroup_sock_addr(getpeername4)]
+pub fn sock_peername4(ctx: SockAddrContext) -> i32 {
+    stats::count(Hook::SockPeername4, sock::from_published(&ctx), 0);
+    1
 }
 
 /// Does nothing: the baseline a per-packet cost is measured against (BPF_PROG_TEST_RUN

@@ -26,7 +26,17 @@ fn main() -> ExitCode {
     match netbpf::cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("netbpf: {err}");
+            // The whole chain: aya's syscall errors keep the OS error as their source.
+            let mut message = err.to_string();
+            let mut source = std::error::Error::source(&err);
+            while let Some(cause) = source {
+                let text = cause.to_string();
+                if !message.contains(&text) {
+                    message = format!("{message}: {text}");
+                }
+                source = cause.source();
+            }
+            eprintln!("netbpf: {message}");
             ExitCode::from(err.exit_code())
         }
     }

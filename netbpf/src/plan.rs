@@ -22,6 +22,8 @@ pub struct Plan {
     pub ports: BTreeMap<PortKey, PortTarget>,
     /// The host's interface toward the outside, where `from_uplink` runs.
     pub uplink: Option<String>,
+    /// The cgroup of the host's processes, where the socket programs run.
+    pub cgroup: Option<PathBuf>,
     /// Containers with a network (the ones on "none" need nothing wired).
     pub containers: Vec<WiredContainer>,
 }
@@ -128,6 +130,7 @@ pub fn plan(model: &Model, previous: &Previous) -> Plan {
         networks,
         ports,
         uplink: model.uplink.clone(),
+        cgroup: model.cgroup.clone(),
         containers,
     }
 }
@@ -206,6 +209,7 @@ mod tests {
             uplink: None,
             pin_dir: None,
             timeouts: Default::default(),
+            cgroup: None,
             networks,
             containers: Vec::new(),
         }

@@ -729,6 +729,7 @@ fn published_port_syn_and_reply_translate_exactly() {
         uplink_addr: 0,
         masq_port_min: 61000,
         masq_port_max: 61000,
+        ..HostConfig::default()
     };
     maps.set_host_config(&one_port).expect("config");
     own(&mut maps, Some(WEB2));
@@ -795,6 +796,7 @@ fn masquerade_translates_exactly_and_runs_out_of_ports() {
         uplink_addr: key(uplink_addr),
         masq_port_min: 61000,
         masq_port_max: 61000,
+        ..HostConfig::default()
     };
     maps.set_host_config(&config).expect("config");
     let (syn, out_port) = (packet::tcp_flags::SYN, 61000);

@@ -39,7 +39,7 @@ fn uplink_fixtures(hook: Hook) -> Vec<Fixture> {
     let (pass, drop) = match hook {
         Hook::FromUplink => (verdict::TC_ACT_OK, verdict::TC_ACT_SHOT),
         Hook::XdpUplink => (verdict::XDP_PASS, verdict::XDP_DROP),
-        Hook::FromContainer => unreachable!("container fixtures are in container_fixtures.rs"),
+        other => unreachable!("{} fixtures are elsewhere", other.name()),
     };
     let fixture = |name, input, outcome| Fixture {
         name,

@@ -704,3 +704,120 @@ fn idle_flows_expire() {
     let log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
     assert!(log.contains("removed 2 idle conntrack entries"), "{log}");
 }
+
+/// The host's own processes reach published ports at 127.0.0.1, localhost and the host's
+/// addresses through the socket programs (no proxy), TCP and UDP, and see the address they
+/// asked for as their peer; a 127.0.0.1-only port among them. A process of the same cgroup
+/// in another network namespace is left alone.
+#[test]
+fn host_processes_reach_published_ports_without_a_proxy() {
+    use std::{
+        io::{Read as _, Write as _},
+        net::{TcpListener, UdpSocket},
+        time::Duration,
+    };
+
+    use netbpf_tests::{
+        cgroup::Cgroup, lab::HOST_UPLINK_IP, netns::Netns, process::accept_within, unique_prefix,
+    };
+
+    require_root!();
+    let lab = Lab::new(TEST_PREFIX, 1).expect("lab");
+    let dir = TempDir::new(&lab.prefix).expect("dir");
+    let cgroup = Cgroup::create(&lab.prefix).expect("cgroup");
+    let file = dir
+        .write(
+            "netbpf.toml",
+            &format!(
+                "[host]\ncgroup = \"{}\"\n\n[[network]]\nname = \"front\"\nsubnet = \"198.18.10.0/24\"\n\n\
+                 [[container]]\nname = \"web1\"\nnetns = \"{}\"\nnetwork = \"front\"\n\
+                 ports = [\"8080:80\", \"127.0.0.1:8181:80\", \"5353:53/udp\"]\n",
+                cgroup.path().display(),
+                lab.containers[0].path().display()
+            ),
+        )
+        .expect("write");
+    netbpf_ok(&lab.host, &["apply", "-c", file.to_str().expect("UTF-8")]);
+
+    let container = &lab.containers[0];
+    let listener = container.run(|| TcpListener::bind("0.0.0.0:80").expect("listen"));
+    let udp = container.run(|| UdpSocket::bind("0.0.0.0:53").expect("bind"));
+    udp.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let python = |ns: &Netns, code: String| {
+        let out = cgroup
+            .command(ns, "/usr/bin/python3", &["-c", &code])
+            .output()
+            .expect("python runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        )
+    };
+    let tcp_client = |host: &str, port: u16| {
+        format!(
+            "import socket\ns = socket.create_connection(('{host}', {port}), timeout=3)\n\
+             s.sendall(b'ping')\nprint(s.getpeername(), s.recv(4))"
+        )
+    };
+
+    for (host, port) in [
+        ("127.0.0.1", 8080),
+        ("localhost", 8080),
+        ("localhost", 8181),
+        (&*HOST_UPLINK_IP.to_string(), 8080),
+    ] {
+        let (ok, out) = std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut conn = accept_within(&listener, Duration::from_secs(5)).expect("accept");
+                let mut buf = [0u8; 4];
+                conn.read_exact(&mut buf).expect("read");
+                conn.write_all(b"pong").expect("answer");
+            });
+            python(&lab.host, tcp_client(host, port))
+        });
+        assert!(ok, "{host}:{port}: {out}");
+        let expected_ip = if host == "localhost" {
+            "127.0.0.1".to_owned()
+        } else {
+            host.to_owned()
+        };
+        assert_eq!(
+            out,
+            format!("('{expected_ip}', {port}) b'pong'"),
+            "{host}:{port}"
+        );
+    }
+
+    // UDP: the datagram reaches the container, the answer seems to come from 127.0.0.1:5353.
+    let (ok, out) = std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut buf = [0u8; 16];
+            let (n, from) = udp.recv_from(&mut buf).expect("datagram arrives");
+            container
+                .run(|| udp.send_to(&buf[..n], from))
+                .expect("answer");
+        });
+        python(
+            &lab.host,
+            "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.settimeout(3)\n\
+             s.sendto(b'query', ('127.0.0.1', 5353))\ndata, addr = s.recvfrom(16)\nprint(addr, data)"
+                .to_owned(),
+        )
+    });
+    assert!(ok, "{out}");
+    assert_eq!(out, "('127.0.0.1', 5353) b'query'");
+
+    // Same cgroup, another network namespace: untouched (nothing listens there).
+    let elsewhere = Netns::create(&(unique_prefix(TEST_PREFIX) + "-elsewhere")).expect("netns");
+    let (ok, out) = python(&elsewhere, tcp_client("127.0.0.1", 8080));
+    assert!(!ok, "a socket of another namespace was redirected: {out}");
+    let rows: Vec<Value> =
+        serde_json::from_str(&netbpf_ok(&lab.host, &["show", "stats", "-o", "json"]))
+            .expect("JSON");
+    let published = rows
+        .iter()
+        .find(|r| r["hook"] == "sock_connect4" && r["outcome"] == "published")
+        .and_then(|r| r["packets"].as_u64());
+    assert_eq!(published, Some(4), "{rows:?}");
+}

@@ -26,8 +26,12 @@ const APT_PACKAGES: &[(&str, &str)] = &[
         "bpftool",
         "inspecting the kernel object, programs and links",
     ),
-    ("util-linux", "setpriv (tests run netbpf unprivileged)"),
+    ("util-linux", "setpriv and nsenter for tests"),
     ("procps", "sysctl inside lab namespaces"),
+    (
+        "python3",
+        "tests: a host process's socket calls (getpeername, recvfrom)",
+    ),
     ("ethtool", "tests turn checksum offload off"),
     ("bpftool", "map dumps in tests"),
     ("iperf3", "benchmark: single-stream throughput"),

@@ -139,6 +139,7 @@ pub fn reconcile(pins: &PinDir, plan: &Plan) -> Result<Report> {
     let mut config = HostConfig {
         masq_port_min: MASQUERADE_PORTS.0,
         masq_port_max: MASQUERADE_PORTS.1,
+        netns_cookie: ifaces::netns_cookie()?,
         ..HostConfig::default()
     };
     if let Some(uplink) = &plan.uplink {
@@ -155,16 +156,28 @@ pub fn reconcile(pins: &PinDir, plan: &Plan) -> Result<Report> {
                     ),
                 )
             })?;
-        config = HostConfig {
-            uplink_ifindex: ifindex,
-            uplink_addr: addr_key(address),
-            masq_port_min: MASQUERADE_PORTS.0,
-            masq_port_max: MASQUERADE_PORTS.1,
-        };
+        config.uplink_ifindex = ifindex;
+        config.uplink_addr = addr_key(address);
         let attached = loaded.attach(pins, Hook::FromUplink, ifindex, uplink)?;
         report.swapped += usize::from(attached.replaced);
     }
     maps.set_host_config(&config)?;
+
+    // The host's processes: socket programs on their cgroup, acting on this namespace's
+    // sockets only.
+    if let Some(cgroup) = &plan.cgroup {
+        let dir = std::fs::File::open(cgroup)
+            .map_err(|e| Error::io(format!("opening cgroup {}", cgroup.display()), e))?;
+        for hook in [
+            Hook::SockConnect4,
+            Hook::SockSendmsg4,
+            Hook::SockRecvmsg4,
+            Hook::SockPeername4,
+        ] {
+            let attached = loaded.attach_cgroup(pins, hook, &dir)?;
+            report.swapped += usize::from(attached.replaced);
+        }
+    }
 
     let mut containers: Vec<&WiredContainer> = plan.containers.iter().collect();
     containers.sort_by(|a, b| a.name.cmp(&b.name));

@@ -24,6 +24,9 @@ pub struct HostDef {
     /// The interface toward the outside (north-south).
     pub uplink: Option<String>,
     pub pin_dir: Option<PathBuf>,
+    /// The cgroup (v2) of the host's processes: socket programs there let them reach
+    /// published ports (127.0.0.1, localhost, host addresses) without a proxy.
+    pub cgroup: Option<PathBuf>,
     /// Idle timeouts of translated flows.
     #[serde(default)]
     pub conntrack: ConntrackDef,

@@ -7,6 +7,8 @@ use std::{net::Ipv4Addr, path::PathBuf};
 pub struct Model {
     pub uplink: Option<String>,
     pub pin_dir: Option<PathBuf>,
+    /// The cgroup (v2) whose processes reach published ports through socket programs.
+    pub cgroup: Option<PathBuf>,
     pub timeouts: Timeouts,
     pub networks: Vec<Network>,
     pub containers: Vec<Container>,

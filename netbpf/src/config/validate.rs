@@ -66,7 +66,18 @@ pub fn validate(file: &DefinitionsFile, previous: &Previous) -> Result<Model, Ve
     if !check.problems.is_empty() {
         return Err(check.problems);
     }
+    if let Some(cgroup) = &file.host.cgroup
+        && !cgroup.join("cgroup.procs").exists()
+    {
+        check.problem(
+            "[host]",
+            Some("cgroup"),
+            format!("{} is not a cgroup (v2) directory", cgroup.display()),
+        );
+        return Err(check.problems);
+    }
     Ok(Model {
+        cgroup: file.host.cgroup.clone(),
         timeouts,
         uplink: file.host.uplink.clone(),
         pin_dir: file.host.pin_dir.clone(),

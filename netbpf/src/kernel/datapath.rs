@@ -13,7 +13,8 @@ use std::{
 use aya::{
     Ebpf,
     programs::{
-        ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
+        CgroupAttachMode, CgroupSockAddr, ProgramError, SchedClassifier, TcAttachType, Xdp,
+        XdpMode,
         links::{FdLink, LinkError, PinnedLink},
         tc::{SchedClassifierLink, SchedClassifierLinkId},
         xdp::{XdpLink, XdpLinkId},
@@ -143,6 +144,56 @@ impl Loaded {
         })
     }
 
+    /// Attaches a socket program of `hook` to a cgroup (v2) and pins the link at
+    /// `<hook>@cgroup`. A link pinned there before is replaced: the new one attaches
+    /// first, then the old one goes (aya cannot update a cgroup link in place; for a moment
+    /// both run, and the old finds the destination already translated).
+    pub fn attach_cgroup(
+        &mut self,
+        pins: &PinDir,
+        hook: Hook,
+        cgroup: &fs::File,
+    ) -> Result<Attached> {
+        let name = hook.name();
+        let load = !self.loaded.contains(&hook);
+        let program = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(Error::MissingProgram(name))?;
+        let prog_err = |source| Error::Program {
+            program: name,
+            source,
+        };
+        let prog: &mut CgroupSockAddr = program.try_into().map_err(prog_err)?;
+        if load {
+            prog.load().map_err(prog_err)?;
+            self.loaded.push(hook);
+        }
+        // A bpf_link takes no attach flags (EINVAL otherwise); links coexist with other
+        // programs on the cgroup anyway.
+        let id = prog
+            .attach(cgroup, CgroupAttachMode::Single)
+            .map_err(prog_err)?;
+        let link: FdLink = prog
+            .take_link(id)
+            .map_err(prog_err)?
+            .try_into()
+            .map_err(|source| Error::Link {
+                path: pins.link(hook, "cgroup"),
+                source,
+            })?;
+        let link_pin = pins.link(hook, "cgroup");
+        let replaced = link_pin.exists();
+        unpin_stale(&link_pin)?;
+        pin_link(link, &link_pin)?;
+        Ok(Attached {
+            hook,
+            iface: "cgroup".to_owned(),
+            link_pin,
+            replaced,
+        })
+    }
+
     /// Attaches one program, into the pinned link at `link_pin` if there is a live one.
     /// Returns the link (already pinned when replaced) and whether it replaced a program.
     fn attach_link(&mut self, hook: Hook, ifindex: u32, link_pin: &Path) -> Result<(FdLink, bool)> {
@@ -164,6 +215,12 @@ impl Loaded {
             Hook::XdpUplink => {
                 let prog: &mut Xdp = program.try_into().map_err(prog_err)?;
                 attach_program(prog, load, ifindex, link_pin)
+            }
+            Hook::SockConnect4 | Hook::SockSendmsg4 | Hook::SockRecvmsg4 | Hook::SockPeername4 => {
+                return Err(Error::Program {
+                    program: name,
+                    source: ProgramError::UnexpectedProgramType,
+                });
             }
         };
         if load {

@@ -339,3 +339,35 @@ pub fn ifindex(name: &str) -> Result<u32> {
         index => Ok(index),
     }
 }
+
+/// The cookie of this thread's network namespace (SO_NETNS_COOKIE, Linux 5.14).
+pub fn netns_cookie() -> Result<u64> {
+    const SO_NETNS_COOKIE: libc::c_int = 71;
+    // SAFETY: a new socket we own, closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(Error::io(
+            "socket for the netns cookie",
+            io::Error::last_os_error(),
+        ));
+    }
+    let mut cookie: u64 = 0;
+    let mut len = size_of::<u64>() as libc::socklen_t;
+    // SAFETY: a valid fd and an out buffer of the size given.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&raw mut cookie).cast(),
+            &mut len,
+        )
+    };
+    let error = io::Error::last_os_error();
+    // SAFETY: the fd is ours.
+    unsafe { libc::close(fd) };
+    if rc != 0 {
+        return Err(Error::io("reading the netns cookie", error));
+    }
+    Ok(cookie)
+}

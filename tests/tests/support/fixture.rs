@@ -3,7 +3,7 @@
 use aya::{
     Ebpf,
     maps::{MapData, PerCpuArray},
-    programs::{SchedClassifier, TestRun as _, TestRunOptions, Xdp},
+    programs::{CgroupSockAddr, SchedClassifier, TestRun as _, TestRunOptions, Xdp},
 };
 use netbpf::kernel::{object, stats};
 use netbpf_common::{
@@ -25,6 +25,11 @@ pub fn load() -> Ebpf {
             Hook::XdpUplink => {
                 let p: &mut Xdp = program.try_into().expect("xdp program");
                 p.load().expect("xdp program verifies");
+            }
+            // Socket programs: verified too, though BPF_PROG_TEST_RUN cannot run them.
+            Hook::SockConnect4 | Hook::SockSendmsg4 | Hook::SockRecvmsg4 | Hook::SockPeername4 => {
+                let p: &mut CgroupSockAddr = program.try_into().expect("socket program");
+                p.load().expect("socket program verifies");
             }
         }
     }
@@ -51,6 +56,7 @@ pub fn run(ebpf: &Ebpf, fixture: &Fixture) -> Result<(), String> {
             .expect("tc")
             .test_run(opts),
         Hook::XdpUplink => <&Xdp>::try_from(program).expect("xdp").test_run(opts),
+        other => panic!("{} cannot run under BPF_PROG_TEST_RUN", other.name()),
     }
     .map_err(|e| format!("test_run: {e}: {:?}", std::error::Error::source(&e)))?;
 
