@@ -17,11 +17,11 @@ mod stats;
 mod uplink;
 
 use aya_ebpf::{
-    bindings::{TC_ACT_OK, xdp_action},
+    bindings::TC_ACT_OK,
     macros::{cgroup_sock_addr, classifier, xdp},
     programs::{SockAddrContext, TcContext, XdpContext},
 };
-use netbpf_common::stats::{Hook, Outcome};
+use netbpf_common::stats::Hook;
 
 /// tc (tcx) ingress on the host's uplink: traffic arriving from outside.
 #[classifier]
@@ -29,7 +29,7 @@ pub fn from_uplink(ctx: TcContext) -> i32 {
     // skb->len counts the whole frame; data..data_end may cover only the linear part.
     let frame_len = ctx.len();
     packet::pull_headers(&ctx);
-    let (outcome, verdict) = uplink::handle(&ctx);
+    let (outcome, verdict) = uplink::handle_tc(&ctx);
     stats::count(Hook::FromUplink, outcome, frame_len);
     verdict
 }
@@ -47,15 +47,10 @@ pub fn from_container(ctx: TcContext) -> i32 {
 /// XDP on the host's uplink: the same decisions before the kernel allocates an skb.
 #[xdp]
 pub fn xdp_uplink(ctx: XdpContext) -> u32 {
-    let (data, data_end) = (ctx.data(), ctx.data_end());
-    // Without the xdp.frags flag a frame is one buffer: data..data_end is all of it.
-    let frame_len = (data_end - data) as u32;
-    let outcome = packet::check_headers(data, data_end, frame_len);
+    let frame_len = (ctx.data_end() - ctx.data()) as u32;
+    let (outcome, verdict) = uplink::handle_xdp(&ctx);
     stats::count(Hook::XdpUplink, outcome, frame_len);
-    match outcome {
-        Outcome::Pass => xdp_action::XDP_PASS,
-        _ => xdp_action::XDP_DROP,
-    }
+    verdict
 }
 
 /// cgroup connect4: a host process connecting to a published port reaches its container.

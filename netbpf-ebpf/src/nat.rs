@@ -45,7 +45,7 @@ pub struct L4 {
 }
 
 impl L4 {
-    fn csum_offset(&self) -> usize {
+    pub fn csum_offset(&self) -> usize {
         self.offset
             + match self.proto {
                 IPPROTO_TCP => 16,
@@ -61,7 +61,7 @@ impl L4 {
     }
 
     /// ICMP has no pseudo header: an address change leaves its checksum alone.
-    fn has_pseudo_header(&self) -> bool {
+    pub fn has_pseudo_header(&self) -> bool {
         self.proto != IPPROTO_ICMP
     }
 
@@ -221,4 +221,81 @@ fn rewrite(
 pub fn set_macs(ctx: &TcContext, dst: &[u8; 6], src: &[u8; 6]) -> Result<(), i64> {
     ctx.store(0, dst, 0)?;
     ctx.store(6, src, 0)
+}
+
+/// Folds a 32-bit ones'-complement sum into 16 bits.
+#[inline(always)]
+fn fold(mut sum: u32) -> u16 {
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum as u16
+}
+
+/// RFC 1624 incremental update of a checksum for 16-bit words `old` replaced by `new`
+/// (all as they sit in the packet: the sum does not depend on byte order).
+#[inline(always)]
+fn csum_replace(check: u16, old: &[u16], new: &[u16]) -> u16 {
+    let mut sum = u32::from(!check);
+    for w in old {
+        sum += u32::from(!*w);
+    }
+    for w in new {
+        sum += u32::from(*w);
+    }
+    !fold(sum)
+}
+
+#[inline(always)]
+fn words(addr: u32) -> [u16; 2] {
+    let b = addr.to_ne_bytes();
+    [
+        u16::from_ne_bytes([b[0], b[1]]),
+        u16::from_ne_bytes([b[2], b[3]]),
+    ]
+}
+
+/// The XDP twin of [`rewrite_dst`] and [`set_macs`]: no skb, no csum helpers, so the
+/// checksums are updated by hand (RFC 1624) and the headers written directly.
+#[allow(clippy::too_many_arguments, reason = "the whole rewrite in one call")]
+#[inline(always)]
+pub fn xdp_rewrite_dst(
+    data: usize,
+    data_end: usize,
+    l4: &L4,
+    old_addr: u32,
+    addr: u32,
+    port: u16,
+    dst_mac: &[u8; 6],
+    src_mac: &[u8; 6],
+) -> Result<(), ()> {
+    let ip_csum = ptr_at::<u16>(data, data_end, IP_CSUM_OFF)? as *mut u16;
+    let daddr = ptr_at::<u32>(data, data_end, IP_DADDR_OFF)? as *mut u32;
+    let l4_csum = ptr_at::<u16>(data, data_end, l4.csum_offset())? as *mut u16;
+    let dport = ptr_at::<u16>(data, data_end, l4.offset + l4.dport_at)? as *mut u16;
+    let eth = ptr_at::<[u8; 12]>(data, data_end, 0)? as *mut [u8; 12];
+    let (old_words, new_words) = (words(old_addr), words(addr));
+    // SAFETY: every pointer was bounds-checked by ptr_at; the packet is writable in XDP.
+    unsafe {
+        *ip_csum = csum_replace(*ip_csum, &old_words, &new_words);
+        let udp_without_checksum = l4.proto == IPPROTO_UDP && *l4_csum == 0;
+        if !udp_without_checksum {
+            let mut sum = *l4_csum;
+            if l4.has_pseudo_header() {
+                sum = csum_replace(sum, &old_words, &new_words);
+            }
+            sum = csum_replace(sum, &[l4.dport], &[port]);
+            // In UDP, a computed 0 is sent as all ones (0 means "no checksum").
+            if l4.proto == IPPROTO_UDP && sum == 0 {
+                sum = 0xffff;
+            }
+            *l4_csum = sum;
+        }
+        *daddr = addr;
+        *dport = port;
+        let mut macs = [0u8; 12];
+        macs[..6].copy_from_slice(dst_mac);
+        macs[6..].copy_from_slice(src_mac);
+        *eth = macs;
+    }
+    Ok(())
 }

@@ -1,12 +1,13 @@
-//! `from_uplink`: a frame arriving from outside on the host's uplink. Published ports are
-//! translated to their container and delivered straight into it; everything else goes to
-//! the host's stack untouched.
+//! The host's uplink: a frame arriving from outside. Published ports are translated to
+//! their container and delivered straight into it, as are the replies of masqueraded
+//! flows; everything else goes to the host's stack untouched. The decision is the same at
+//! tc and at XDP; only how the packet is rewritten and sent differs.
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::{__sk_buff, TC_ACT_OK, TC_ACT_SHOT},
-    helpers::bpf_redirect_peer,
-    programs::TcContext,
+    bindings::{__sk_buff, TC_ACT_OK, TC_ACT_SHOT, xdp_action, xdp_md},
+    helpers::{bpf_redirect, bpf_redirect_peer},
+    programs::{TcContext, XdpContext},
 };
 use netbpf_common::{
     conntrack::{CT_MASQ_REPLY, CT_PUBLISHED_IN, CT_PUBLISHED_REPLY, CtEntry, CtKey},
@@ -15,39 +16,45 @@ use netbpf_common::{
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
-    conntrack,
-    container::Decision,
-    endpoints,
+    conntrack, endpoints,
     nat::{self, IPPROTO_TCP, L4, TCP_ACK, TCP_SYN},
     packet::{ETH_P_IPV4, check_headers, ptr_at},
 };
 
-#[inline(always)]
-fn pass() -> Decision {
-    (Outcome::Pass, TC_ACT_OK)
+/// What to do with a frame from outside.
+enum Action {
+    Pass,
+    Drop(Outcome),
+    /// Translate the destination as the entry says and deliver into its container.
+    Deliver {
+        l4: L4,
+        old_daddr: u32,
+        entry: CtEntry,
+        outcome: Outcome,
+    },
 }
 
+/// The decision, shared by both hooks (`uplink`: the interface the frame arrived on).
 #[inline(always)]
-pub fn handle(ctx: &TcContext) -> Decision {
-    let (data, data_end) = (ctx.data(), ctx.data_end());
-    let outcome = check_headers(data, data_end, ctx.len());
+fn decide(data: usize, data_end: usize, frame_len: u32, uplink: u32) -> Action {
+    let outcome = check_headers(data, data_end, frame_len);
     if outcome != Outcome::Pass {
-        return (outcome, TC_ACT_SHOT);
+        return Action::Drop(outcome);
     }
     let Ok(eth) = ptr_at::<EthHdr>(data, data_end, 0) else {
-        return (Outcome::DropMalformed, TC_ACT_SHOT);
+        return Action::Drop(Outcome::DropMalformed);
     };
     // SAFETY: ptr_at checked the header lies inside the packet.
     if unsafe { (*eth).ether_type } != ETH_P_IPV4 {
-        return pass();
+        return Action::Pass;
     }
     let Ok(ip) = ptr_at::<Ipv4Hdr>(data, data_end, EthHdr::LEN) else {
-        return (Outcome::DropMalformed, TC_ACT_SHOT);
+        return Action::Drop(Outcome::DropMalformed);
     };
     // SAFETY: as above.
     let ip = unsafe { &*ip };
     let Some(l4) = nat::l4(data, data_end, ip) else {
-        return pass();
+        return Action::Pass;
     };
     let (saddr, daddr) = (
         u32::from_ne_bytes(ip.src_addr),
@@ -55,7 +62,7 @@ pub fn handle(ctx: &TcContext) -> Decision {
     );
     // From outside, never from the host's own addresses: such a packet is forged.
     if conntrack::is_local(saddr) {
-        return (Outcome::DropSpoofedIp, TC_ACT_SHOT);
+        return Action::Drop(Outcome::DropSpoofedIp);
     }
     let key = conntrack::key(saddr, daddr, &l4);
     if let Some(entry) = conntrack::lookup(&key, &l4) {
@@ -64,26 +71,29 @@ pub fn handle(ctx: &TcContext) -> Decision {
         let outcome = match e.kind {
             CT_PUBLISHED_IN => Outcome::Published,
             CT_MASQ_REPLY => Outcome::MasqueradeReply,
-            _ => return pass(),
+            _ => return Action::Pass,
         };
-        return deliver(ctx, &l4, daddr, &e, outcome);
+        return Action::Deliver {
+            l4,
+            old_daddr: daddr,
+            entry: e,
+            outcome,
+        };
     }
     // A new flow to a published port of one of the host's own addresses?
     if !conntrack::is_local(daddr) {
-        return pass();
+        return Action::Pass;
     }
     let Some(target) = endpoints::published(daddr, l4.dport, l4.proto) else {
-        return pass();
+        return Action::Pass;
     };
     // A TCP flow starts with a SYN; anything else without state is the host's to answer.
     if l4.proto == IPPROTO_TCP && l4.tcp_flags & (TCP_SYN | TCP_ACK) != TCP_SYN {
-        return pass();
+        return Action::Pass;
     }
     let Some(ep) = endpoints::endpoint(target.addr) else {
-        return (Outcome::DropNoEndpoint, TC_ACT_SHOT);
+        return Action::Drop(Outcome::DropNoEndpoint);
     };
-    // SAFETY: the context of a tc program is an __sk_buff.
-    let uplink = unsafe { (*(ctx.as_ptr() as *const __sk_buff)).ifindex };
     let mut forward = conntrack::entry(CT_PUBLISHED_IN, target.addr, target.port, ep.ifindex, &l4);
     forward.dst_mac = ep.mac;
     forward.src_mac = ep.host_mac;
@@ -97,21 +107,71 @@ pub fn handle(ctx: &TcContext) -> Decision {
     };
     let reply = conntrack::entry(CT_PUBLISHED_REPLY, daddr, l4.dport, uplink, &l4);
     if !conntrack::create(&key, &forward, &reply_key, &reply) {
-        return (Outcome::DropNatFailed, TC_ACT_SHOT);
+        return Action::Drop(Outcome::DropNatFailed);
     }
-    deliver(ctx, &l4, daddr, &forward, Outcome::Published)
+    Action::Deliver {
+        l4,
+        old_daddr: daddr,
+        entry: forward,
+        outcome: Outcome::Published,
+    }
 }
 
-/// Translates the destination as the flow's entry says and delivers the frame into the
-/// container, addressed to it from its gateway.
+/// `from_uplink` (tc): rewrites through the kernel's csum helpers, delivers with
+/// `bpf_redirect_peer`.
 #[inline(always)]
-fn deliver(ctx: &TcContext, l4: &L4, old_daddr: u32, e: &CtEntry, outcome: Outcome) -> Decision {
-    if nat::rewrite_dst(ctx, l4, old_daddr, e.nat_addr, e.nat_port).is_err()
-        || nat::set_macs(ctx, &e.dst_mac, &e.src_mac).is_err()
-    {
-        return (Outcome::DropNatFailed, TC_ACT_SHOT);
+pub fn handle_tc(ctx: &TcContext) -> (Outcome, i32) {
+    // SAFETY: the context of a tc program is an __sk_buff.
+    let uplink = unsafe { (*(ctx.as_ptr() as *const __sk_buff)).ifindex };
+    match decide(ctx.data(), ctx.data_end(), ctx.len(), uplink) {
+        Action::Pass => (Outcome::Pass, TC_ACT_OK),
+        Action::Drop(outcome) => (outcome, TC_ACT_SHOT),
+        Action::Deliver {
+            l4,
+            old_daddr,
+            entry: e,
+            outcome,
+        } => {
+            if nat::rewrite_dst(ctx, &l4, old_daddr, e.nat_addr, e.nat_port).is_err()
+                || nat::set_macs(ctx, &e.dst_mac, &e.src_mac).is_err()
+            {
+                return (Outcome::DropNatFailed, TC_ACT_SHOT);
+            }
+            // SAFETY: a helper call with plain integer arguments.
+            let verdict = unsafe { bpf_redirect_peer(e.ifindex, 0) } as i32;
+            (outcome, verdict)
+        }
     }
-    // SAFETY: a helper call with plain integer arguments.
-    let verdict = unsafe { bpf_redirect_peer(e.ifindex, 0) } as i32;
-    (outcome, verdict)
+}
+
+/// `xdp_uplink`: rewrites in place with incremental checksums, redirects to the
+/// container's host-side veth (whose peer must have NAPI: GRO on, which wiring sets).
+#[inline(always)]
+pub fn handle_xdp(ctx: &XdpContext) -> (Outcome, u32) {
+    let (data, data_end) = (ctx.data(), ctx.data_end());
+    // Without the xdp.frags flag a frame is one buffer: data..data_end is all of it.
+    let frame_len = (data_end - data) as u32;
+    // SAFETY: the context of an XDP program is an xdp_md.
+    let uplink = unsafe { (*(ctx.as_ptr() as *const xdp_md)).ingress_ifindex };
+    match decide(data, data_end, frame_len, uplink) {
+        Action::Pass => (Outcome::Pass, xdp_action::XDP_PASS),
+        Action::Drop(outcome) => (outcome, xdp_action::XDP_DROP),
+        Action::Deliver {
+            l4,
+            old_daddr,
+            entry: e,
+            outcome,
+        } => {
+            if nat::xdp_rewrite_dst(
+                data, data_end, &l4, old_daddr, e.nat_addr, e.nat_port, &e.dst_mac, &e.src_mac,
+            )
+            .is_err()
+            {
+                return (Outcome::DropNatFailed, xdp_action::XDP_DROP);
+            }
+            // SAFETY: a helper call with plain integer arguments.
+            let verdict = unsafe { bpf_redirect(e.ifindex, 0) } as u32;
+            (outcome, verdict)
+        }
+    }
 }

@@ -22,6 +22,7 @@ pub struct Plan {
     pub ports: BTreeMap<PortKey, PortTarget>,
     /// The host's interface toward the outside, where `from_uplink` runs.
     pub uplink: Option<String>,
+    pub uplink_mode: crate::config::model::UplinkMode,
     /// The cgroup of the host's processes, where the socket programs run.
     pub cgroup: Option<PathBuf>,
     /// Containers with a network (the ones on "none" need nothing wired).
@@ -130,6 +131,7 @@ pub fn plan(model: &Model, previous: &Previous) -> Plan {
         networks,
         ports,
         uplink: model.uplink.clone(),
+        uplink_mode: model.uplink_mode,
         cgroup: model.cgroup.clone(),
         containers,
     }
@@ -210,6 +212,7 @@ mod tests {
             pin_dir: None,
             timeouts: Default::default(),
             cgroup: None,
+            uplink_mode: Default::default(),
             networks,
             containers: Vec::new(),
         }

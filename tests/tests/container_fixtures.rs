@@ -928,6 +928,86 @@ fn masquerade_translates_exactly_and_runs_out_of_ports() {
     run(&ebpf, &reply).unwrap_or_else(|e| panic!("{}:\n{e}", reply.name));
 }
 
+/// The XDP uplink path rewrites by hand (RFC 1624): a SYN and a UDP datagram (with and
+/// without a checksum) to published ports, exact bytes.
+#[test]
+fn xdp_uplink_translates_exactly() {
+    require_root!();
+    let mut ebpf = load();
+    let mut maps = fill_maps(&mut ebpf);
+    let host = Ipv4Addr::new(198, 18, 0, 1);
+    let client = Ipv4Addr::new(198, 18, 0, 2);
+    let (client_mac, uplink_mac) = (Mac([2, 0, 0, 0, 0, 0xc1]), Mac([2, 0, 0, 0, 0, 0xd1]));
+    maps.local.insert(&key(host), &1, 0).expect("local address");
+    for (port, to, proto) in [(8080u16, 80u16, 6u8), (5353, 53, 17)] {
+        let published = PortKey {
+            addr: 0,
+            port: port.to_be(),
+            proto,
+            pad: 0,
+        };
+        let target = PortTarget {
+            addr: key(WEB1),
+            port: to.to_be(),
+            pad: 0,
+            network_id: 1,
+        };
+        maps.ports
+            .insert(&published, &target, 0)
+            .expect("published port");
+    }
+    let xdp_redirect = 4;
+    let syn = packet::tcp_flags::SYN;
+    let tcp = |dst_mac, src_mac, src, dst| packet::tcp4_frame(dst_mac, src_mac, src, dst, syn, b"");
+    let udp = |dst_mac, src_mac, src, dst| packet::udp4_frame(dst_mac, src_mac, src, dst, b"query");
+    let mut unchecked = udp(
+        uplink_mac,
+        client_mac,
+        sock(client, 40002),
+        sock(host, 5353),
+    );
+    unchecked[ETH_HLEN + 20 + 6..ETH_HLEN + 20 + 8].copy_from_slice(&[0, 0]);
+    let mut unchecked_out = udp(WEB1_MAC, HOST_MAC, sock(client, 40002), sock(WEB1, 53));
+    unchecked_out[ETH_HLEN + 20 + 6..ETH_HLEN + 20 + 8].copy_from_slice(&[0, 0]);
+    for (name, input, output) in [
+        (
+            "SYN to 198.18.0.1:8080",
+            tcp(
+                uplink_mac,
+                client_mac,
+                sock(client, 40000),
+                sock(host, 8080),
+            ),
+            tcp(WEB1_MAC, HOST_MAC, sock(client, 40000), sock(WEB1, 80)),
+        ),
+        (
+            "UDP to 198.18.0.1:5353",
+            udp(
+                uplink_mac,
+                client_mac,
+                sock(client, 40001),
+                sock(host, 5353),
+            ),
+            udp(WEB1_MAC, HOST_MAC, sock(client, 40001), sock(WEB1, 53)),
+        ),
+        (
+            "UDP without a checksum keeps none",
+            unchecked,
+            unchecked_out,
+        ),
+    ] {
+        let f = Fixture {
+            name,
+            hook: Hook::XdpUplink,
+            input,
+            verdict: xdp_redirect,
+            output: Some(output),
+            outcome: Outcome::Published,
+        };
+        run(&ebpf, &f).unwrap_or_else(|e| panic!("{name}:\n{e}"));
+    }
+}
+
 /// Every outcome `from_container` can give has a fixture. Not here: `published` (the
 /// uplink's), `published_reply` (needs a recorded flow: see
 /// `published_port_syn_and_reply_translate_exactly`), and a failed translation (the kernel

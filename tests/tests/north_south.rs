@@ -821,3 +821,112 @@ fn host_processes_reach_published_ports_without_a_proxy() {
         .and_then(|r| r["packets"].as_u64());
     assert_eq!(published, Some(4), "{rows:?}");
 }
+
+/// The XDP uplink path (`uplink_mode = "xdp"`): published ports from outside and the
+/// replies of masqueraded flows, translated before the kernel builds an skb. On a veth the
+/// sender's checksum offload must be off (XDP loses partial checksums; `auto` picks tc on
+/// a veth for that reason).
+#[test]
+fn xdp_uplink_translates_published_ports_and_masquerade_replies() {
+    use std::{
+        io::{Read as _, Write as _},
+        net::{IpAddr, SocketAddrV4, TcpListener, TcpStream},
+        time::Duration,
+    };
+
+    use netbpf_tests::{
+        lab::{HOST_UPLINK_IF, HOST_UPLINK_IP, OUTSIDE_IF, OUTSIDE_IP},
+        process::accept_within,
+    };
+
+    require_root!();
+    let lab = Lab::new(TEST_PREFIX, 1).expect("lab");
+    let dir = TempDir::new(&lab.prefix).expect("dir");
+    let file = dir
+        .write(
+            "netbpf.toml",
+            &format!(
+                "[host]\nuplink = \"{HOST_UPLINK_IF}\"\nuplink_mode = \"xdp\"\n\n\
+                 [[network]]\nname = \"front\"\nsubnet = \"198.18.10.0/24\"\n\n\
+                 [[container]]\nname = \"web1\"\nnetns = \"{}\"\nnetwork = \"front\"\nports = [\"8080:80\"]\n",
+                lab.containers[0].path().display()
+            ),
+        )
+        .expect("write");
+    netbpf_ok(&lab.host, &["apply", "-c", file.to_str().expect("UTF-8")]);
+    lab.outside
+        .exec("ethtool", &["-K", OUTSIDE_IF, "tx", "off"])
+        .expect("ethtool");
+    let container = &lab.containers[0];
+
+    // Outside -> published port.
+    let listener = container.run(|| TcpListener::bind("0.0.0.0:80").expect("listen"));
+    let published = SocketAddrV4::new(HOST_UPLINK_IP, 8080);
+    let (seen, reply) = std::thread::scope(|s| {
+        let server = s.spawn(|| {
+            let mut conn = accept_within(&listener, Duration::from_secs(5)).expect("accept");
+            let peer = conn.peer_addr().expect("peer");
+            let mut buf = [0u8; 4];
+            conn.read_exact(&mut buf).expect("read");
+            conn.write_all(&buf).expect("echo");
+            peer
+        });
+        let reply = lab.outside.run(|| {
+            let mut conn = TcpStream::connect_timeout(&published.into(), Duration::from_secs(5))
+                .expect("connect");
+            conn.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            conn.write_all(b"xdp!").expect("write");
+            let mut buf = [0u8; 4];
+            conn.read_exact(&mut buf).expect("read");
+            buf
+        });
+        (server.join().expect("server"), reply)
+    });
+    assert_eq!(&reply, b"xdp!");
+    assert_eq!(seen.ip(), IpAddr::V4(OUTSIDE_IP));
+
+    // Container -> outside: the replies come back through XDP.
+    let outside_server = lab
+        .outside
+        .run(|| TcpListener::bind(SocketAddrV4::new(OUTSIDE_IP, 9000)).expect("listen"));
+    let echoed = std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut conn = accept_within(&outside_server, Duration::from_secs(5)).expect("accept");
+            let mut buf = [0u8; 4];
+            conn.read_exact(&mut buf).expect("read");
+            conn.write_all(&buf).expect("echo");
+        });
+        container.run(|| {
+            let mut conn = TcpStream::connect_timeout(
+                &SocketAddrV4::new(OUTSIDE_IP, 9000).into(),
+                Duration::from_secs(5),
+            )
+            .expect("connect out");
+            conn.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            conn.write_all(b"back").expect("write");
+            let mut buf = [0u8; 4];
+            conn.read_exact(&mut buf).expect("read");
+            buf
+        })
+    });
+    assert_eq!(&echoed, b"back");
+
+    let rows: Vec<Value> =
+        serde_json::from_str(&netbpf_ok(&lab.host, &["show", "stats", "-o", "json"]))
+            .expect("JSON");
+    let count = |hook: &str, outcome: &str| {
+        rows.iter()
+            .find(|r| r["hook"] == hook && r["outcome"] == outcome)
+            .and_then(|r| r["packets"].as_u64())
+            .unwrap_or(0)
+    };
+    assert!(count("xdp_uplink", "published") > 0, "{rows:?}");
+    assert!(count("xdp_uplink", "masquerade_reply") > 0, "{rows:?}");
+    assert_eq!(
+        count("from_uplink", "published"),
+        0,
+        "tc is not attached in xdp mode"
+    );
+}

@@ -15,6 +15,7 @@ use netbpf_common::{
 
 use crate::{
     Error, Result,
+    config::model::UplinkMode,
     kernel::{
         conntrack,
         datapath::Loaded,
@@ -158,8 +159,21 @@ pub fn reconcile(pins: &PinDir, plan: &Plan) -> Result<Report> {
             })?;
         config.uplink_ifindex = ifindex;
         config.uplink_addr = addr_key(address);
-        let attached = loaded.attach(pins, Hook::FromUplink, ifindex, uplink)?;
+        // One of the two uplink programs translates: the new one attaches before the
+        // other one goes, so no packet finds neither.
+        let xdp = match plan.uplink_mode {
+            UplinkMode::Tc => false,
+            UplinkMode::Xdp => true,
+            UplinkMode::Auto => !ifaces::is_virtual(uplink)?,
+        };
+        let (hook, other) = if xdp {
+            (Hook::XdpUplink, Hook::FromUplink)
+        } else {
+            (Hook::FromUplink, Hook::XdpUplink)
+        };
+        let attached = loaded.attach(pins, hook, ifindex, uplink)?;
         report.swapped += usize::from(attached.replaced);
+        remove_pin(&pins.link(other, uplink))?;
     }
     maps.set_host_config(&config)?;
 

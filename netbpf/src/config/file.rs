@@ -23,6 +23,9 @@ pub struct DefinitionsFile {
 pub struct HostDef {
     /// The interface toward the outside (north-south).
     pub uplink: Option<String>,
+    /// Where the uplink translates: "tc", "xdp", or "auto" (XDP on a physical NIC, tc on
+    /// a virtual device such as a veth, where XDP costs more and loses partial checksums).
+    pub uplink_mode: Option<String>,
     pub pin_dir: Option<PathBuf>,
     /// The cgroup (v2) of the host's processes: socket programs there let them reach
     /// published ports (127.0.0.1, localhost, host addresses) without a proxy.

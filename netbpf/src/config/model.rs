@@ -6,6 +6,7 @@ use std::{net::Ipv4Addr, path::PathBuf};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Model {
     pub uplink: Option<String>,
+    pub uplink_mode: UplinkMode,
     pub pin_dir: Option<PathBuf>,
     /// The cgroup (v2) whose processes reach published ports through socket programs.
     pub cgroup: Option<PathBuf>,
@@ -112,4 +113,14 @@ impl Default for Timeouts {
             icmp: Duration::from_secs(30),
         }
     }
+}
+
+/// Where the uplink's translation runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UplinkMode {
+    Tc,
+    Xdp,
+    /// XDP on a physical NIC, tc on a virtual device.
+    #[default]
+    Auto,
 }

@@ -12,7 +12,9 @@ use super::{
     Problem,
     duration::parse_duration,
     file::{ConntrackDef, ContainerDef, DefinitionsFile, Expose, NetworkDef},
-    model::{Attachment, Container, Model, Network, Published, Timeouts, mac_from_ip, mask},
+    model::{
+        Attachment, Container, Model, Network, Published, Timeouts, UplinkMode, mac_from_ip, mask,
+    },
     ports::{Proto, parse_expose, parse_port_spec},
 };
 
@@ -76,7 +78,21 @@ pub fn validate(file: &DefinitionsFile, previous: &Previous) -> Result<Model, Ve
         );
         return Err(check.problems);
     }
+    let uplink_mode = match file.host.uplink_mode.as_deref() {
+        None | Some("auto") => UplinkMode::Auto,
+        Some("tc") => UplinkMode::Tc,
+        Some("xdp") => UplinkMode::Xdp,
+        Some(other) => {
+            check.problem(
+                "[host]",
+                Some("uplink_mode"),
+                format!("{other:?} is none of tc, xdp, auto"),
+            );
+            return Err(check.problems);
+        }
+    };
     Ok(Model {
+        uplink_mode,
         cgroup: file.host.cgroup.clone(),
         timeouts,
         uplink: file.host.uplink.clone(),

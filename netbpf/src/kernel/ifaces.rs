@@ -226,6 +226,11 @@ pub fn bring_up(spec: &VethSpec<'_>) -> Result<()> {
         ],
     )?;
     ip(ns, &["link", "set", spec.ifname, "up"])?;
+    // XDP_REDIRECT into a veth is dropped unless the receiving end has NAPI: GRO gives it
+    // one (what the XDP uplink path needs). Best effort: without ethtool, tc mode works.
+    let mut gro = Command::new("ethtool");
+    gro.args(["-K", spec.ifname, "gro", "on"]);
+    let _ = run_in(&mut gro, ns);
     ip(ns, &["link", "set", "lo", "up"])?;
     if !spec.internal {
         ip(
@@ -370,4 +375,15 @@ pub fn netns_cookie() -> Result<u64> {
         return Err(Error::io("reading the netns cookie", error));
     }
     Ok(cookie)
+}
+
+/// Whether an interface is a virtual device (veth, bridge...: it has a link kind) rather
+/// than a physical NIC.
+pub fn is_virtual(name: &str) -> Result<bool> {
+    let json = ip(None, &["-j", "-d", "link", "show", "dev", name])?;
+    let links: Vec<serde_json::Value> = serde_json::from_str(&json)
+        .map_err(|e| Error::io("parsing `ip -j -d link show`", io::Error::other(e)))?;
+    Ok(links
+        .first()
+        .is_some_and(|l| l["linkinfo"]["info_kind"].is_string()))
 }
