@@ -4,8 +4,7 @@
 //! dropped with its reason.
 
 use aya_ebpf::{
-    EbpfContext as _,
-    bindings::{__sk_buff, TC_ACT_OK, TC_ACT_SHOT},
+    bindings::{TC_ACT_OK, TC_ACT_SHOT},
     helpers::{bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
     programs::TcContext,
 };
@@ -23,7 +22,9 @@ use crate::{
     conntrack,
     endpoints::{self, Peer},
     nat::{self, IPPROTO_TCP, L4, TCP_ACK, TCP_SYN},
-    packet::{ETH_P_ARP, ETH_P_IPV4, ipv4_header_ok, is_multi_destination, ptr_at, ptr_at_mut},
+    packet::{
+        self, ETH_P_ARP, ETH_P_IPV4, ipv4_header_ok, is_multi_destination, ptr_at, ptr_at_mut,
+    },
 };
 
 const ARP_HTYPE_ETHERNET: [u8; 2] = 1u16.to_be_bytes();
@@ -40,8 +41,7 @@ fn drop(reason: Outcome) -> Decision {
 
 #[inline(always)]
 pub fn handle(ctx: &TcContext) -> Decision {
-    // SAFETY: the context of a tc program is an __sk_buff.
-    let ifindex = unsafe { (*(ctx.as_ptr() as *const __sk_buff)).ifindex };
+    let ifindex = packet::ifindex(ctx);
     let Some(own) = endpoints::iface(ifindex) else {
         return drop(Outcome::DropUnknownSource);
     };
@@ -175,12 +175,7 @@ fn masquerade_reply_held(
     if conntrack::exists(&reply_key) {
         return true;
     }
-    // SAFETY: the context of a tc program is an __sk_buff.
-    let ifindex = unsafe { (*(ctx.as_ptr() as *const __sk_buff)).ifindex };
-    let mut reply = conntrack::entry(CT_MASQ_REPLY, own.addr, l4.sport, ifindex, l4);
-    reply.dst_mac = own.mac;
-    reply.src_mac = own.host_mac;
-    conntrack::insert_new(&reply_key, &reply)
+    conntrack::insert_new(&reply_key, &masquerade_reply(ctx, own, l4))
 }
 
 /// A container to a published port of the host, or the reply of such a flow. Like
@@ -208,8 +203,7 @@ fn hairpin(ctx: &TcContext, l4: &L4, own: &IfaceInfo, dst: u32) -> Option<Decisi
     let Some(cfg) = conntrack::any_host_config() else {
         return Some(drop(Outcome::DropNoNatPort));
     };
-    // SAFETY: the context of a tc program is an __sk_buff.
-    let ifindex = unsafe { (*(ctx.as_ptr() as *const __sk_buff)).ifindex };
+    let ifindex = packet::ifindex(ctx);
     let mut reply_key = CtKey {
         saddr: target.addr,
         daddr: own.gateway,
@@ -252,12 +246,20 @@ fn both_ways(ctx: &TcContext, l4: &L4, old_saddr: u32, old_daddr: u32, e: &CtEnt
     (Outcome::Hairpin, verdict)
 }
 
+/// The entry for the replies of `own`'s masqueraded flow: back into it, through the veth
+/// its packet came in on.
+#[inline(always)]
+fn masquerade_reply(ctx: &TcContext, own: &IfaceInfo, l4: &L4) -> CtEntry {
+    let mut reply = conntrack::entry(CT_MASQ_REPLY, own.addr, l4.sport, packet::ifindex(ctx), l4);
+    reply.dst_mac = own.mac;
+    reply.src_mac = own.host_mac;
+    reply
+}
+
 /// A new outbound flow of a masquerading network: a port of the uplink's address is taken
 /// for it (toward that destination), both directions recorded, the source translated.
 #[inline(always)]
 fn masquerade(ctx: &TcContext, l4: &L4, own: &IfaceInfo, dst: u32, cfg: &HostConfig) -> Decision {
-    // SAFETY: the context of a tc program is an __sk_buff.
-    let ifindex = unsafe { (*(ctx.as_ptr() as *const __sk_buff)).ifindex };
     let mut reply_key = CtKey {
         saddr: dst,
         daddr: cfg.uplink_addr,
@@ -266,10 +268,8 @@ fn masquerade(ctx: &TcContext, l4: &L4, own: &IfaceInfo, dst: u32, cfg: &HostCon
         proto: l4.proto,
         pad: [0; 3],
     };
-    let mut reply = conntrack::entry(CT_MASQ_REPLY, own.addr, l4.sport, ifindex, l4);
-    reply.dst_mac = own.mac;
-    reply.src_mac = own.host_mac;
-    let Some(port) = conntrack::take_port(cfg, &mut reply_key, &reply) else {
+    let Some(port) = conntrack::take_port(cfg, &mut reply_key, &masquerade_reply(ctx, own, l4))
+    else {
         return drop(Outcome::DropNoNatPort);
     };
     let out = conntrack::entry(CT_MASQ_OUT, cfg.uplink_addr, port, cfg.uplink_ifindex, l4);

@@ -3,7 +3,7 @@
 
 use core::mem::size_of;
 
-use aya_ebpf::programs::TcContext;
+use aya_ebpf::{EbpfContext as _, bindings::__sk_buff, programs::TcContext};
 
 use netbpf_common::stats::Outcome;
 use network_types::{
@@ -28,6 +28,13 @@ pub fn ptr_at<T>(data: usize, data_end: usize, offset: usize) -> Result<*const T
 #[inline(always)]
 pub fn ptr_at_mut<T>(data: usize, data_end: usize, offset: usize) -> Result<*mut T, ()> {
     ptr_at::<T>(data, data_end, offset).map(|p| p as *mut T)
+}
+
+/// The interface a tc program's packet arrived on.
+#[inline(always)]
+pub fn ifindex(ctx: &TcContext) -> u32 {
+    // SAFETY: the context of a tc program is an __sk_buff.
+    unsafe { (*(ctx.as_ptr() as *const __sk_buff)).ifindex }
 }
 
 /// Bytes the programs read from the start of a frame: Ethernet, an IPv4 header with

@@ -5,7 +5,7 @@
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::{__sk_buff, TC_ACT_OK, TC_ACT_SHOT, xdp_action, xdp_md},
+    bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action, xdp_md},
     helpers::{bpf_redirect, bpf_redirect_peer},
     programs::{TcContext, XdpContext},
 };
@@ -18,7 +18,7 @@ use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 use crate::{
     conntrack, endpoints,
     nat::{self, IPPROTO_TCP, L4, TCP_ACK, TCP_SYN},
-    packet::{ETH_P_IPV4, check_headers, ptr_at},
+    packet::{self, ETH_P_IPV4, check_headers, ptr_at},
 };
 
 /// What to do with a frame from outside.
@@ -121,9 +121,7 @@ fn decide(data: usize, data_end: usize, frame_len: u32, uplink: u32) -> Action {
 /// `bpf_redirect_peer`.
 #[inline(always)]
 pub fn handle_tc(ctx: &TcContext) -> (Outcome, i32) {
-    // SAFETY: the context of a tc program is an __sk_buff.
-    let uplink = unsafe { (*(ctx.as_ptr() as *const __sk_buff)).ifindex };
-    match decide(ctx.data(), ctx.data_end(), ctx.len(), uplink) {
+    match decide(ctx.data(), ctx.data_end(), ctx.len(), packet::ifindex(ctx)) {
         Action::Pass => (Outcome::Pass, TC_ACT_OK),
         Action::Drop(outcome) => (outcome, TC_ACT_SHOT),
         Action::Deliver {

@@ -105,22 +105,16 @@ pub struct ConntrackRow {
 pub fn conntrack(pins: &PinDir) -> Result<Vec<ConntrackRow>> {
     use netbpf_common::conntrack::{
         CT_HAIRPIN, CT_HAIRPIN_REPLY, CT_MASQ_OUT, CT_MASQ_REPLY, CT_PUBLISHED_IN,
-        CT_PUBLISHED_REPLY, CtEntry, CtKey, TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN_SENT,
+        CT_PUBLISHED_REPLY, TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN_SENT,
     };
-    let path = pins.map(netbpf_common::maps::CT);
     let err = |source| crate::Error::Map {
         map: netbpf_common::maps::CT,
         source,
     };
-    if !path.exists() {
-        return Err(crate::Error::NotAttached {
+    let table =
+        crate::kernel::conntrack::open_table(pins)?.ok_or_else(|| crate::Error::NotAttached {
             pin_dir: pins.path().to_owned(),
-        });
-    }
-    let data = aya::maps::MapData::from_pin(&path).map_err(err)?;
-    let map = aya::maps::Map::from_map_data(data).map_err(err)?;
-    let table: aya::maps::HashMap<_, CtKey, CtEntry> =
-        aya::maps::HashMap::try_from(map).map_err(err)?;
+        })?;
     let now = crate::kernel::conntrack::monotonic_coarse_ns();
     let mut rows = Vec::new();
     for item in table.iter() {

@@ -4,9 +4,10 @@
 
 mod support;
 
+use netbpf_common::stats::{Hook, Outcome};
 use netbpf_tests::{TEST_PREFIX, TempDir, lab::Lab, require_root};
 use serde_json::Value;
-use support::{netbpf, netbpf_ok, stderr_of};
+use support::{counter, netbpf, netbpf_ok, stats, stderr_of, tcp_echo};
 
 fn definitions(lab: &Lab, web1_ports: &str, extra: &str) -> String {
     let ns = |i: usize| lab.containers[i].path().display().to_string();
@@ -136,15 +137,11 @@ fn checksum_errors(ns: &netbpf_tests::netns::Netns) -> u64 {
 #[test]
 fn outside_reaches_published_ports_with_the_real_client_address() {
     use std::{
-        io::{Read as _, Write as _},
-        net::{IpAddr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
+        net::{IpAddr, SocketAddr, SocketAddrV4, TcpListener, UdpSocket},
         time::Duration,
     };
 
-    use netbpf_tests::{
-        lab::{HOST_UPLINK_IF, HOST_UPLINK_IP, OUTSIDE_IF, OUTSIDE_IP},
-        process::accept_within,
-    };
+    use netbpf_tests::lab::{HOST_UPLINK_IF, HOST_UPLINK_IP, OUTSIDE_IF, OUTSIDE_IP};
 
     require_root!();
     let lab = Lab::new(TEST_PREFIX, 1).expect("lab");
@@ -178,34 +175,18 @@ fn outside_reaches_published_ports_with_the_real_client_address() {
     let published = SocketAddrV4::new(HOST_UPLINK_IP, 8080);
 
     for round in 0..3 {
-        let (seen, reply, local) = std::thread::scope(|s| {
-            let server = s.spawn(|| {
-                let mut conn = accept_within(&listener, Duration::from_secs(5)).expect("accept");
-                let peer = conn.peer_addr().expect("peer");
-                let mut buf = [0u8; 5];
-                conn.read_exact(&mut buf).expect("read");
-                conn.write_all(&buf).expect("echo");
-                peer
-            });
-            let (reply, local) = lab.outside.run(|| {
-                let mut conn =
-                    TcpStream::connect_timeout(&published.into(), Duration::from_secs(5))
-                        .expect("connect");
-                conn.set_read_timeout(Some(Duration::from_secs(5)))
-                    .expect("timeout");
-                conn.write_all(b"hello").expect("write");
-                let mut buf = [0u8; 5];
-                conn.read_exact(&mut buf).expect("read");
-                (buf, conn.local_addr().expect("local"))
-            });
-            (server.join().expect("server"), reply, local)
-        });
-        assert_eq!(&reply, b"hello", "round {round}");
+        let echo = tcp_echo(&listener, &lab.outside, published, b"ping");
+        assert_eq!(&echo.reply, b"ping", "round {round}");
         assert_eq!(
-            seen, local,
+            echo.server_saw, echo.client_local,
             "the server saw the client's own address and port"
         );
-        assert_eq!(seen.ip(), IpAddr::V4(OUTSIDE_IP));
+        assert_eq!(echo.server_saw.ip(), IpAddr::V4(OUTSIDE_IP));
+        assert_eq!(
+            echo.client_peer,
+            published.into(),
+            "the client sees the published address"
+        );
     }
 
     let client = lab
@@ -272,17 +253,9 @@ fn outside_reaches_published_ports_with_the_real_client_address() {
         errors_after, errors_before,
         "checksum errors after translation"
     );
-    let stats = netbpf_ok(&lab.host, &["show", "stats", "-o", "json"]);
-    let rows: Vec<Value> = serde_json::from_str(&stats).expect("JSON");
-    let count = |hook: &str, outcome: &str| {
-        rows.iter()
-            .find(|r| r["hook"] == hook && r["outcome"] == outcome)
-            .and_then(|r| r["packets"].as_u64())
-            .unwrap_or(0)
-    };
-    assert!(
-        count("from_uplink", "published") > 0 && count("from_container", "published_reply") > 0
-    );
+    let rows = stats(&lab.host);
+    assert!(counter(&rows, Hook::FromUplink, Outcome::Published).0 > 0);
+    assert!(counter(&rows, Hook::FromContainer, Outcome::PublishedReply).0 > 0);
 
     // Unpublished, the port's flows go with it (both directions).
     let unpublished = dir
@@ -433,16 +406,9 @@ fn containers_reach_the_outside_through_masquerade() {
     let blocked = lab.containers[2]
         .run(|| TcpStream::connect_timeout(&server.into(), Duration::from_secs(1)));
     assert!(blocked.is_err(), "internal container reached the outside");
-    let rows: Vec<Value> =
-        serde_json::from_str(&netbpf_ok(&lab.host, &["show", "stats", "-o", "json"]))
-            .expect("JSON");
-    let count = |outcome: &str| {
-        rows.iter()
-            .find(|r| r["hook"] == "from_container" && r["outcome"] == outcome)
-            .and_then(|r| r["packets"].as_u64())
-            .unwrap_or(0)
-    };
-    assert!(count("drop_internal") > 0 && count("masquerade") > 0);
+    let rows = stats(&lab.host);
+    assert!(counter(&rows, Hook::FromContainer, Outcome::DropInternal).0 > 0);
+    assert!(counter(&rows, Hook::FromContainer, Outcome::Masquerade).0 > 0);
 }
 
 /// A TCP socket bound to a fixed source port (reusable, so consecutive tests can too).
@@ -526,15 +492,11 @@ impl BoundTcp {
 #[test]
 fn containers_reach_published_ports_through_the_host_address() {
     use std::{
-        io::{Read as _, Write as _},
         net::{IpAddr, Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
         time::Duration,
     };
 
-    use netbpf_tests::{
-        lab::{HOST_UPLINK_IF, HOST_UPLINK_IP},
-        process::accept_within,
-    };
+    use netbpf_tests::lab::{HOST_UPLINK_IF, HOST_UPLINK_IP};
 
     require_root!();
     let lab = Lab::new(TEST_PREFIX, 3).expect("lab");
@@ -567,35 +529,19 @@ fn containers_reach_published_ports_through_the_host_address() {
         (&lab.containers[2], Ipv4Addr::new(198, 18, 20, 1)),
         (&lab.containers[0], Ipv4Addr::new(198, 18, 10, 1)),
     ] {
-        let (seen, reply) = std::thread::scope(|s| {
-            let accepted = s.spawn(|| {
-                let mut conn = accept_within(&listener, Duration::from_secs(5)).expect("accept");
-                let peer = conn.peer_addr().expect("peer");
-                let mut buf = [0u8; 4];
-                conn.read_exact(&mut buf).expect("read");
-                conn.write_all(&buf).expect("echo");
-                peer
-            });
-            let reply = client.run(|| {
-                let mut conn =
-                    TcpStream::connect_timeout(&published.into(), Duration::from_secs(5))
-                        .expect("connect");
-                conn.set_read_timeout(Some(Duration::from_secs(5)))
-                    .expect("timeout");
-                assert_eq!(
-                    conn.peer_addr().expect("peer"),
-                    published.into(),
-                    "the client sees the published address"
-                );
-                conn.write_all(b"pong").expect("write");
-                let mut buf = [0u8; 4];
-                conn.read_exact(&mut buf).expect("read");
-                buf
-            });
-            (accepted.join().expect("server"), reply)
-        });
-        assert_eq!(&reply, b"pong", "from {}", client.name());
-        assert_eq!(seen.ip(), IpAddr::V4(gateway), "from {}", client.name());
+        let echo = tcp_echo(&listener, client, published, b"pong");
+        assert_eq!(&echo.reply, b"pong", "from {}", client.name());
+        assert_eq!(
+            echo.client_peer,
+            published.into(),
+            "the client sees the published address"
+        );
+        assert_eq!(
+            echo.server_saw.ip(),
+            IpAddr::V4(gateway),
+            "from {}",
+            client.name()
+        );
     }
 
     // UDP through the host address.
@@ -812,14 +758,12 @@ fn host_processes_reach_published_ports_without_a_proxy() {
     let elsewhere = Netns::create(&(unique_prefix(TEST_PREFIX) + "-elsewhere")).expect("netns");
     let (ok, out) = python(&elsewhere, tcp_client("127.0.0.1", 8080));
     assert!(!ok, "a socket of another namespace was redirected: {out}");
-    let rows: Vec<Value> =
-        serde_json::from_str(&netbpf_ok(&lab.host, &["show", "stats", "-o", "json"]))
-            .expect("JSON");
-    let published = rows
-        .iter()
-        .find(|r| r["hook"] == "sock_connect4" && r["outcome"] == "published")
-        .and_then(|r| r["packets"].as_u64());
-    assert_eq!(published, Some(4), "{rows:?}");
+    let rows = stats(&lab.host);
+    assert_eq!(
+        counter(&rows, Hook::SockConnect4, Outcome::Published).0,
+        4,
+        "{rows:?}"
+    );
 }
 
 /// The XDP uplink path (`uplink_mode = "xdp"`): published ports from outside and the
@@ -828,16 +772,9 @@ fn host_processes_reach_published_ports_without_a_proxy() {
 /// a veth for that reason).
 #[test]
 fn xdp_uplink_translates_published_ports_and_masquerade_replies() {
-    use std::{
-        io::{Read as _, Write as _},
-        net::{IpAddr, SocketAddrV4, TcpListener, TcpStream},
-        time::Duration,
-    };
+    use std::net::{IpAddr, SocketAddrV4, TcpListener};
 
-    use netbpf_tests::{
-        lab::{HOST_UPLINK_IF, HOST_UPLINK_IP, OUTSIDE_IF, OUTSIDE_IP},
-        process::accept_within,
-    };
+    use netbpf_tests::lab::{HOST_UPLINK_IF, HOST_UPLINK_IP, OUTSIDE_IF, OUTSIDE_IP};
 
     require_root!();
     let lab = Lab::new(TEST_PREFIX, 1).expect("lab");
@@ -862,70 +799,33 @@ fn xdp_uplink_translates_published_ports_and_masquerade_replies() {
     // Outside -> published port.
     let listener = container.run(|| TcpListener::bind("0.0.0.0:80").expect("listen"));
     let published = SocketAddrV4::new(HOST_UPLINK_IP, 8080);
-    let (seen, reply) = std::thread::scope(|s| {
-        let server = s.spawn(|| {
-            let mut conn = accept_within(&listener, Duration::from_secs(5)).expect("accept");
-            let peer = conn.peer_addr().expect("peer");
-            let mut buf = [0u8; 4];
-            conn.read_exact(&mut buf).expect("read");
-            conn.write_all(&buf).expect("echo");
-            peer
-        });
-        let reply = lab.outside.run(|| {
-            let mut conn = TcpStream::connect_timeout(&published.into(), Duration::from_secs(5))
-                .expect("connect");
-            conn.set_read_timeout(Some(Duration::from_secs(5)))
-                .expect("timeout");
-            conn.write_all(b"xdp!").expect("write");
-            let mut buf = [0u8; 4];
-            conn.read_exact(&mut buf).expect("read");
-            buf
-        });
-        (server.join().expect("server"), reply)
-    });
-    assert_eq!(&reply, b"xdp!");
-    assert_eq!(seen.ip(), IpAddr::V4(OUTSIDE_IP));
+    let echo = tcp_echo(&listener, &lab.outside, published, b"xdp!");
+    assert_eq!(&echo.reply, b"xdp!");
+    assert_eq!(echo.server_saw.ip(), IpAddr::V4(OUTSIDE_IP));
 
     // Container -> outside: the replies come back through XDP.
     let outside_server = lab
         .outside
         .run(|| TcpListener::bind(SocketAddrV4::new(OUTSIDE_IP, 9000)).expect("listen"));
-    let echoed = std::thread::scope(|s| {
-        s.spawn(|| {
-            let mut conn = accept_within(&outside_server, Duration::from_secs(5)).expect("accept");
-            let mut buf = [0u8; 4];
-            conn.read_exact(&mut buf).expect("read");
-            conn.write_all(&buf).expect("echo");
-        });
-        container.run(|| {
-            let mut conn = TcpStream::connect_timeout(
-                &SocketAddrV4::new(OUTSIDE_IP, 9000).into(),
-                Duration::from_secs(5),
-            )
-            .expect("connect out");
-            conn.set_read_timeout(Some(Duration::from_secs(5)))
-                .expect("timeout");
-            conn.write_all(b"back").expect("write");
-            let mut buf = [0u8; 4];
-            conn.read_exact(&mut buf).expect("read");
-            buf
-        })
-    });
-    assert_eq!(&echoed, b"back");
+    let echo = tcp_echo(
+        &outside_server,
+        container,
+        SocketAddrV4::new(OUTSIDE_IP, 9000),
+        b"back",
+    );
+    assert_eq!(&echo.reply, b"back");
 
-    let rows: Vec<Value> =
-        serde_json::from_str(&netbpf_ok(&lab.host, &["show", "stats", "-o", "json"]))
-            .expect("JSON");
-    let count = |hook: &str, outcome: &str| {
-        rows.iter()
-            .find(|r| r["hook"] == hook && r["outcome"] == outcome)
-            .and_then(|r| r["packets"].as_u64())
-            .unwrap_or(0)
-    };
-    assert!(count("xdp_uplink", "published") > 0, "{rows:?}");
-    assert!(count("xdp_uplink", "masquerade_reply") > 0, "{rows:?}");
+    let rows = stats(&lab.host);
+    assert!(
+        counter(&rows, Hook::XdpUplink, Outcome::Published).0 > 0,
+        "{rows:?}"
+    );
+    assert!(
+        counter(&rows, Hook::XdpUplink, Outcome::MasqueradeReply).0 > 0,
+        "{rows:?}"
+    );
     assert_eq!(
-        count("from_uplink", "published"),
+        counter(&rows, Hook::FromUplink, Outcome::Published).0,
         0,
         "tc is not attached in xdp mode"
     );

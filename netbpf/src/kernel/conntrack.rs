@@ -48,20 +48,28 @@ pub fn timeout(proto: u8, e: &CtEntry, t: &Timeouts) -> Duration {
     }
 }
 
-/// Removes the flows idle for longer than their timeout: a flow's idle time is the least
-/// of its two directions'. Returns how many entries went.
-pub fn collect_garbage(pins: &PinDir, timeouts: &Timeouts) -> Result<usize> {
+/// The pinned conntrack table, or `None` when nothing is pinned here.
+pub fn open_table(pins: &PinDir) -> Result<Option<HashMap<MapData, CtKey, CtEntry>>> {
     let err = |source| Error::Map {
         map: maps::CT,
         source,
     };
     let path = pins.map(maps::CT);
     if !path.exists() {
-        return Ok(0);
+        return Ok(None);
     }
     let data = MapData::from_pin(&path).map_err(err)?;
-    let mut table: HashMap<_, CtKey, CtEntry> =
-        HashMap::try_from(Map::from_map_data(data).map_err(err)?).map_err(err)?;
+    HashMap::try_from(Map::from_map_data(data).map_err(err)?)
+        .map(Some)
+        .map_err(err)
+}
+
+/// Removes the flows idle for longer than their timeout: a flow's idle time is the least
+/// of its two directions'. Returns how many entries went.
+pub fn collect_garbage(pins: &PinDir, timeouts: &Timeouts) -> Result<usize> {
+    let Some(mut table) = open_table(pins)? else {
+        return Ok(0);
+    };
     let now = monotonic_coarse_ns();
     let entries: Vec<(CtKey, CtEntry)> = table.iter().filter_map(|e| e.ok()).collect();
     let mut expired = Vec::new();
@@ -107,17 +115,9 @@ pub fn published_via(key: &CtKey, e: &CtEntry) -> Option<(u32, u16)> {
 /// Removes every flow (both directions) for which `gone` holds of either direction.
 /// Returns how many entries went.
 pub fn forget_flows(pins: &PinDir, gone: impl Fn(&CtKey, &CtEntry) -> bool) -> Result<usize> {
-    let err = |source| Error::Map {
-        map: maps::CT,
-        source,
-    };
-    let path = pins.map(maps::CT);
-    if !path.exists() {
+    let Some(mut table) = open_table(pins)? else {
         return Ok(0);
-    }
-    let data = MapData::from_pin(&path).map_err(err)?;
-    let mut table: HashMap<_, CtKey, CtEntry> =
-        HashMap::try_from(Map::from_map_data(data).map_err(err)?).map_err(err)?;
+    };
     let doomed: Vec<CtKey> = table
         .iter()
         .filter_map(|e| e.ok())

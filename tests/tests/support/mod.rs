@@ -107,3 +107,55 @@ pub fn link_ids(pin: &Path) -> (u32, u32) {
     let info = link.info().expect("link info");
     (info.id(), info.program_id())
 }
+
+/// What one TCP exchange through [`tcp_echo`] showed.
+pub struct Echo {
+    /// The peer address the server saw.
+    pub server_saw: std::net::SocketAddr,
+    /// The client's own address, and the peer address it saw.
+    pub client_local: std::net::SocketAddr,
+    pub client_peer: std::net::SocketAddr,
+    pub reply: [u8; 4],
+}
+
+/// One TCP exchange: `client` connects to `target` and sends `msg`; a server thread accepts
+/// on `listener` (in whatever namespace it was bound) and echoes it.
+pub fn tcp_echo(
+    listener: &std::net::TcpListener,
+    client: &Netns,
+    target: std::net::SocketAddrV4,
+    msg: &[u8; 4],
+) -> Echo {
+    use std::io::{Read as _, Write as _};
+
+    let limit = Duration::from_secs(5);
+    std::thread::scope(|s| {
+        let server = s.spawn(|| {
+            let mut conn = netbpf_tests::process::accept_within(listener, limit).expect("accept");
+            let peer = conn.peer_addr().expect("peer");
+            let mut buf = [0u8; 4];
+            conn.read_exact(&mut buf).expect("server read");
+            conn.write_all(&buf).expect("echo");
+            peer
+        });
+        let (client_local, client_peer, reply) = client.run(|| {
+            let mut conn =
+                std::net::TcpStream::connect_timeout(&target.into(), limit).expect("connect");
+            conn.set_read_timeout(Some(limit)).expect("timeout");
+            conn.write_all(msg).expect("write");
+            let mut buf = [0u8; 4];
+            conn.read_exact(&mut buf).expect("the echo comes back");
+            (
+                conn.local_addr().expect("local"),
+                conn.peer_addr().expect("peer"),
+                buf,
+            )
+        });
+        Echo {
+            server_saw: server.join().expect("server thread"),
+            client_local,
+            client_peer,
+            reply,
+        }
+    })
+}
