@@ -8,6 +8,8 @@ use crate::Result;
 
 /// A program that does nothing, the baseline of per-packet cost measurements.
 pub const BENCH_EMPTY_TC: &str = "bench_empty_tc";
+/// The same for XDP.
+pub const BENCH_EMPTY_XDP: &str = "bench_empty_xdp";
 
 /// The ELF object with every netbpf program and map.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netbpf"));
@@ -48,7 +50,7 @@ mod tests {
         let mut programs: Vec<&str> = object.programs.keys().map(String::as_str).collect();
         programs.sort_unstable();
         let mut expected: Vec<&str> = Hook::ALL.iter().map(|h| h.name()).collect();
-        expected.push(BENCH_EMPTY_TC);
+        expected.extend([BENCH_EMPTY_TC, BENCH_EMPTY_XDP]);
         expected.sort_unstable();
         assert_eq!(programs, expected);
 
