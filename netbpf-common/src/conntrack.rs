@@ -68,6 +68,27 @@ pub struct CtEntry {
     pub pad: u16,
 }
 
+/// The key of the flow's other direction. A packet matching `key` leaves with the entry's
+/// translation applied; the other direction's packets are that packet mirrored.
+#[inline(always)]
+pub fn partner(key: &CtKey, e: &CtEntry) -> CtKey {
+    // The translated packet's (source, destination) as (address, port) pairs.
+    let (src, dst) = match e.kind {
+        CT_HAIRPIN | CT_HAIRPIN_REPLY => ((e.rev_addr, e.rev_port), (e.nat_addr, e.nat_port)),
+        CT_PUBLISHED_REPLY | CT_MASQ_OUT => ((e.nat_addr, e.nat_port), (key.daddr, key.dport)),
+        // Published and masquerade replies: the destination is translated.
+        _ => ((key.saddr, key.sport), (e.nat_addr, e.nat_port)),
+    };
+    CtKey {
+        saddr: dst.0,
+        daddr: src.0,
+        sport: dst.1,
+        dport: src.1,
+        proto: key.proto,
+        pad: [0; 3],
+    }
+}
+
 const _: () = assert!(size_of::<CtKey>() == 16);
 const _: () = assert!(size_of::<CtEntry>() == 48);
 

@@ -73,10 +73,11 @@ pub enum Outcome {
     DropNatFailed = 19,
     DropNoNatPort = 20,
     DropNotTranslatable = 21,
+    IcmpError = 22,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 22] = [
+    pub const ALL: [Outcome; 23] = [
         Outcome::Pass,
         Outcome::Forward,
         Outcome::ArpReply,
@@ -99,6 +100,7 @@ impl Outcome {
         Outcome::DropNatFailed,
         Outcome::DropNoNatPort,
         Outcome::DropNotTranslatable,
+        Outcome::IcmpError,
     ];
     pub const COUNT: u32 = Self::ALL.len() as u32;
 
@@ -127,6 +129,7 @@ impl Outcome {
             Outcome::DropNatFailed => "drop_nat_failed",
             Outcome::DropNoNatPort => "drop_no_nat_port",
             Outcome::DropNotTranslatable => "drop_not_translatable",
+            Outcome::IcmpError => "icmp_error",
         }
     }
 
@@ -177,6 +180,9 @@ impl Outcome {
             Outcome::DropNotTranslatable => {
                 "would leave a masquerading network untranslated (a later fragment, another protocol)"
             }
+            Outcome::IcmpError => {
+                "an ICMP error about a translated flow: its quoted packet translated back, delivered"
+            }
         }
     }
 
@@ -191,6 +197,7 @@ impl Outcome {
                 | Outcome::Masquerade
                 | Outcome::MasqueradeReply
                 | Outcome::Hairpin
+                | Outcome::IcmpError
         )
     }
 }

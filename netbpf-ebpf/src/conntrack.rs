@@ -7,7 +7,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap},
 };
 use netbpf_common::{
-    conntrack::{CtEntry, CtKey, HostConfig, TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN_SENT},
+    conntrack::{CtEntry, CtKey, HostConfig, TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN_SENT, partner},
     maps::{MAX_CT, MAX_LOCAL},
 };
 
@@ -81,15 +81,6 @@ pub fn remove(key: &CtKey) {
     let _ = NB_CT.remove(key);
 }
 
-/// Records one direction of a flow.
-#[inline(always)]
-pub fn insert(key: &CtKey, entry: &CtEntry) -> bool {
-    let mut e = *entry;
-    // SAFETY: helper without preconditions.
-    e.last_seen = unsafe { bpf_ktime_get_coarse_ns() };
-    NB_CT.insert(key, &e, 0).is_ok()
-}
-
 /// Whether `addr` is one of the host's own addresses.
 #[inline(always)]
 pub fn is_local(addr: u32) -> bool {
@@ -111,7 +102,8 @@ pub fn key(saddr: u32, daddr: u32, l4: &L4) -> CtKey {
 
 /// The entry of a packet's tuple, its last-seen time, packet count and TCP state brought
 /// up to date. A TCP SYN on an entry whose connection closed finds nothing: the tuple is
-/// being reused, and the flow starts anew.
+/// being reused, so the old flow (both directions, freeing its port) is forgotten and the
+/// flow starts anew.
 #[inline(always)]
 pub fn lookup(key: &CtKey, l4: &L4) -> Option<*mut CtEntry> {
     let entry = NB_CT.get_ptr_mut(key)?;
@@ -120,6 +112,8 @@ pub fn lookup(key: &CtKey, l4: &L4) -> Option<*mut CtEntry> {
     // only blur the statistics fields.
     unsafe {
         if syn_only && (*entry).tcp_state == TCP_CLOSING {
+            remove(&partner(key, &*entry));
+            remove(key);
             return None;
         }
         (*entry).last_seen = bpf_ktime_get_coarse_ns();
@@ -127,6 +121,13 @@ pub fn lookup(key: &CtKey, l4: &L4) -> Option<*mut CtEntry> {
         (*entry).tcp_state = next_tcp_state((*entry).tcp_state, l4.tcp_flags);
     }
     Some(entry)
+}
+
+/// A copy of a flow direction's entry, without touching it.
+#[inline(always)]
+pub fn get(key: &CtKey) -> Option<CtEntry> {
+    // SAFETY: the value is copied out at once.
+    unsafe { NB_CT.get(key) }.copied()
 }
 
 #[inline(always)]
@@ -140,23 +141,36 @@ fn next_tcp_state(state: u8, flags: u8) -> u8 {
     }
 }
 
-/// Records a new flow (both directions). Returns false if the table refused.
+/// Records a new flow (both directions) and returns the entry its first packet follows.
 #[inline(always)]
 pub fn create(
     forward: &CtKey,
     forward_entry: &CtEntry,
     reply: &CtKey,
     reply_entry: &CtEntry,
-) -> bool {
-    // SAFETY: the time helper has no preconditions.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let mut f = *forward_entry;
-    let mut r = *reply_entry;
-    f.last_seen = now;
-    r.last_seen = now;
+) -> Option<CtEntry> {
     // The reply entry first: once the forward one exists, a reply may come back. It must
-    // not replace another flow's entry.
-    NB_CT.insert(reply, &r, u64::from(BPF_NOEXIST)).is_ok() && NB_CT.insert(forward, &f, 0).is_ok()
+    // not replace another flow's entry; if it is this very flow's (another CPU creating
+    // it at the same time), that CPU's entry is the one to follow.
+    if !insert_new(reply, reply_entry) {
+        return get(forward);
+    }
+    claim(forward, forward_entry, reply)
+}
+
+/// Records a new flow's forward direction, its reply direction (`reply`) being held
+/// already. Another CPU may have recorded the same flow in between: its entry wins and
+/// the reply direction taken here is let go, so no port leaks.
+#[inline(always)]
+pub fn claim(forward: &CtKey, entry: &CtEntry, reply: &CtKey) -> Option<CtEntry> {
+    let mut e = *entry;
+    // SAFETY: helper without preconditions.
+    e.last_seen = unsafe { bpf_ktime_get_coarse_ns() };
+    if NB_CT.insert(forward, &e, u64::from(BPF_NOEXIST)).is_ok() {
+        return Some(e);
+    }
+    remove(reply);
+    get(forward)
 }
 
 /// A new entry for `l4`'s protocol (TCP starts at SYN_SENT).

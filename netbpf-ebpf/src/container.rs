@@ -21,6 +21,7 @@ use network_types::{arp::ArpHdr, eth::EthHdr, ip::Ipv4Hdr};
 use crate::{
     conntrack,
     endpoints::{self, Peer},
+    icmp::{self, End},
     nat::{self, IPPROTO_TCP, L4, TCP_ACK, TCP_SYN},
     packet::{
         self, ETH_P_ARP, ETH_P_IPV4, ipv4_header_ok, is_multi_destination, ptr_at, ptr_at_mut,
@@ -138,6 +139,12 @@ fn ipv4(ctx: &TcContext, data: usize, data_end: usize, own: &IfaceInfo) -> Decis
             }
         }
     }
+    if l4.is_none()
+        && !local
+        && let Some(decision) = icmp_error(data, data_end, ip, own)
+    {
+        return decision;
+    }
     if own.net_flags & NET_INTERNAL != 0 {
         return drop(Outcome::DropInternal);
     }
@@ -152,6 +159,38 @@ fn ipv4(ctx: &TcContext, data: usize, data_end: usize, own: &IfaceInfo) -> Decis
         };
     }
     (Outcome::Pass, TC_ACT_OK)
+}
+
+/// An ICMP error the container sends about a packet it received through a translation: a
+/// published port's packet (the quote's destination becomes the host's address and
+/// port again) or a masqueraded flow's reply (the uplink's address and the flow's port).
+/// Sent out of the uplink like the flow's own packets. `None`: not such an error.
+#[inline(always)]
+fn icmp_error(data: usize, data_end: usize, ip: &Ipv4Hdr, own: &IfaceInfo) -> Option<Decision> {
+    let err = icmp::parse(data, data_end, ip)?;
+    // About a packet the container itself received, not another container's flow.
+    if err.addr(End::Destination) != own.addr {
+        return None;
+    }
+    let e = conntrack::get(&err.key())?;
+    if e.kind != CT_PUBLISHED_REPLY && e.kind != CT_MASQ_OUT {
+        return None;
+    }
+    if icmp::translate(
+        data,
+        data_end,
+        &err,
+        End::Destination,
+        e.nat_addr,
+        e.nat_port,
+    )
+    .is_err()
+    {
+        return Some(drop(Outcome::DropNatFailed));
+    }
+    // SAFETY: a helper call; no neighbour parameters (the kernel looks the next hop up).
+    let verdict = unsafe { bpf_redirect_neigh(e.ifindex, core::ptr::null_mut(), 0, 0) } as i32;
+    Some((Outcome::IcmpError, verdict))
 }
 
 /// Whether the reply entry of a masqueraded flow is there (recreated if it was evicted and
@@ -225,9 +264,9 @@ fn hairpin(ctx: &TcContext, l4: &L4, own: &IfaceInfo, dst: u32) -> Option<Decisi
     forward.rev_port = port;
     forward.dst_mac = ep.mac;
     forward.src_mac = ep.host_mac;
-    if !conntrack::insert(&key, &forward) {
+    let Some(forward) = conntrack::claim(&key, &forward, &reply_key) else {
         return Some(drop(Outcome::DropNatFailed));
-    }
+    };
     Some(both_ways(ctx, l4, own.addr, dst, &forward))
 }
 
@@ -273,9 +312,9 @@ fn masquerade(ctx: &TcContext, l4: &L4, own: &IfaceInfo, dst: u32, cfg: &HostCon
         return drop(Outcome::DropNoNatPort);
     };
     let out = conntrack::entry(CT_MASQ_OUT, cfg.uplink_addr, port, cfg.uplink_ifindex, l4);
-    if !conntrack::insert(&conntrack::key(own.addr, dst, l4), &out) {
+    let Some(out) = conntrack::claim(&conntrack::key(own.addr, dst, l4), &out, &reply_key) else {
         return drop(Outcome::DropNatFailed);
-    }
+    };
     send_out(ctx, l4, own.addr, &out, Outcome::Masquerade)
 }
 

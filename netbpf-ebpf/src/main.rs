@@ -10,6 +10,7 @@
 mod conntrack;
 mod container;
 mod endpoints;
+mod icmp;
 mod nat;
 mod packet;
 mod sock;

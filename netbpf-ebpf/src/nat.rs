@@ -24,7 +24,7 @@ const IP_SADDR_OFF: usize = EthHdr::LEN + 12;
 const IP_DADDR_OFF: usize = EthHdr::LEN + 16;
 
 const ICMP_ECHO_REPLY: u8 = 0;
-const ICMP_ECHO_REQUEST: u8 = 8;
+pub const ICMP_ECHO_REQUEST: u8 = 8;
 
 /// The transport header of a TCP or UDP packet, or an ICMP echo, whose identifier plays
 /// the part of a port: the request's source port, the reply's destination port (the
@@ -234,7 +234,7 @@ fn fold(mut sum: u32) -> u16 {
 /// RFC 1624 incremental update of a checksum for 16-bit words `old` replaced by `new`
 /// (all as they sit in the packet: the sum does not depend on byte order).
 #[inline(always)]
-fn csum_replace(check: u16, old: &[u16], new: &[u16]) -> u16 {
+pub fn csum_replace(check: u16, old: &[u16], new: &[u16]) -> u16 {
     let mut sum = u32::from(!check);
     for w in old {
         sum += u32::from(!*w);
@@ -246,7 +246,7 @@ fn csum_replace(check: u16, old: &[u16], new: &[u16]) -> u16 {
 }
 
 #[inline(always)]
-fn words(addr: u32) -> [u16; 2] {
+pub fn words(addr: u32) -> [u16; 2] {
     let b = addr.to_ne_bytes();
     [
         u16::from_ne_bytes([b[0], b[1]]),
@@ -272,7 +272,6 @@ pub fn xdp_rewrite_dst(
     let daddr = ptr_at::<u32>(data, data_end, IP_DADDR_OFF)? as *mut u32;
     let l4_csum = ptr_at::<u16>(data, data_end, l4.csum_offset())? as *mut u16;
     let dport = ptr_at::<u16>(data, data_end, l4.offset + l4.dport_at)? as *mut u16;
-    let eth = ptr_at::<[u8; 12]>(data, data_end, 0)? as *mut [u8; 12];
     let (old_words, new_words) = (words(old_addr), words(addr));
     // SAFETY: every pointer was bounds-checked by ptr_at; the packet is writable in XDP.
     unsafe {
@@ -292,10 +291,23 @@ pub fn xdp_rewrite_dst(
         }
         *daddr = addr;
         *dport = port;
-        let mut macs = [0u8; 12];
-        macs[..6].copy_from_slice(dst_mac);
-        macs[6..].copy_from_slice(src_mac);
-        *eth = macs;
     }
+    xdp_set_macs(data, data_end, dst_mac, src_mac)
+}
+
+/// The XDP twin of [`set_macs`].
+#[inline(always)]
+pub fn xdp_set_macs(
+    data: usize,
+    data_end: usize,
+    dst_mac: &[u8; 6],
+    src_mac: &[u8; 6],
+) -> Result<(), ()> {
+    let eth = ptr_at::<[u8; 12]>(data, data_end, 0)? as *mut [u8; 12];
+    let mut macs = [0u8; 12];
+    macs[..6].copy_from_slice(dst_mac);
+    macs[6..].copy_from_slice(src_mac);
+    // SAFETY: bounds-checked by ptr_at; the packet is writable in XDP.
+    unsafe { *eth = macs };
     Ok(())
 }

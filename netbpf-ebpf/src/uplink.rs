@@ -17,6 +17,7 @@ use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
     conntrack, endpoints,
+    icmp::{self, End, IcmpError},
     nat::{self, IPPROTO_TCP, L4, TCP_ACK, TCP_SYN},
     packet::{self, ETH_P_IPV4, check_headers, ptr_at},
 };
@@ -31,6 +32,12 @@ enum Action {
         old_daddr: u32,
         entry: CtEntry,
         outcome: Outcome,
+    },
+    /// An ICMP error about a flow translated here: translate its quote back as the entry
+    /// says and deliver it into the container.
+    DeliverError {
+        err: IcmpError,
+        entry: CtEntry,
     },
 }
 
@@ -54,7 +61,7 @@ fn decide(data: usize, data_end: usize, frame_len: u32, uplink: u32) -> Action {
     // SAFETY: as above.
     let ip = unsafe { &*ip };
     let Some(l4) = nat::l4(data, data_end, ip) else {
-        return Action::Pass;
+        return icmp_error(data, data_end, ip);
     };
     let (saddr, daddr) = (
         u32::from_ne_bytes(ip.src_addr),
@@ -106,14 +113,37 @@ fn decide(data: usize, data_end: usize, frame_len: u32, uplink: u32) -> Action {
         pad: [0; 3],
     };
     let reply = conntrack::entry(CT_PUBLISHED_REPLY, daddr, l4.dport, uplink, &l4);
-    if !conntrack::create(&key, &forward, &reply_key, &reply) {
+    let Some(entry) = conntrack::create(&key, &forward, &reply_key, &reply) else {
         return Action::Drop(Outcome::DropNatFailed);
-    }
+    };
     Action::Deliver {
         l4,
         old_daddr: daddr,
-        entry: forward,
+        entry,
         outcome: Outcome::Published,
+    }
+}
+
+/// An ICMP error from outside about a packet that left translated: a published port's
+/// reply (the quote's source is the host's address and port) or a masqueraded packet (the
+/// uplink's address and a port taken for it).
+#[inline(always)]
+fn icmp_error(data: usize, data_end: usize, ip: &Ipv4Hdr) -> Action {
+    let Some(err) = icmp::parse(data, data_end, ip) else {
+        return Action::Pass;
+    };
+    if conntrack::is_local(u32::from_ne_bytes(ip.src_addr)) {
+        return Action::Drop(Outcome::DropSpoofedIp);
+    }
+    // An error goes to the quoted packet's source.
+    if u32::from_ne_bytes(ip.dst_addr) != err.addr(End::Source) {
+        return Action::Pass;
+    }
+    match conntrack::get(&err.key()) {
+        Some(entry) if entry.kind == CT_PUBLISHED_IN || entry.kind == CT_MASQ_REPLY => {
+            Action::DeliverError { err, entry }
+        }
+        _ => Action::Pass,
     }
 }
 
@@ -138,6 +168,24 @@ pub fn handle_tc(ctx: &TcContext) -> (Outcome, i32) {
             // SAFETY: a helper call with plain integer arguments.
             let verdict = unsafe { bpf_redirect_peer(e.ifindex, 0) } as i32;
             (outcome, verdict)
+        }
+        Action::DeliverError { err, entry: e } => {
+            if icmp::translate(
+                ctx.data(),
+                ctx.data_end(),
+                &err,
+                End::Source,
+                e.nat_addr,
+                e.nat_port,
+            )
+            .is_err()
+                || nat::set_macs(ctx, &e.dst_mac, &e.src_mac).is_err()
+            {
+                return (Outcome::DropNatFailed, TC_ACT_SHOT);
+            }
+            // SAFETY: a helper call with plain integer arguments.
+            let verdict = unsafe { bpf_redirect_peer(e.ifindex, 0) } as i32;
+            (Outcome::IcmpError, verdict)
         }
     }
 }
@@ -170,6 +218,16 @@ pub fn handle_xdp(ctx: &XdpContext) -> (Outcome, u32) {
             // SAFETY: a helper call with plain integer arguments.
             let verdict = unsafe { bpf_redirect(e.ifindex, 0) } as u32;
             (outcome, verdict)
+        }
+        Action::DeliverError { err, entry: e } => {
+            if icmp::translate(data, data_end, &err, End::Source, e.nat_addr, e.nat_port).is_err()
+                || nat::xdp_set_macs(data, data_end, &e.dst_mac, &e.src_mac).is_err()
+            {
+                return (Outcome::DropNatFailed, xdp_action::XDP_DROP);
+            }
+            // SAFETY: a helper call with plain integer arguments.
+            let verdict = unsafe { bpf_redirect(e.ifindex, 0) } as u32;
+            (Outcome::IcmpError, verdict)
         }
     }
 }

@@ -145,6 +145,38 @@ pub fn icmp_echo(kind: u8, id: u16, seq: u16, payload: &[u8]) -> Vec<u8> {
     msg
 }
 
+/// An ICMP error (`kind`, `code`, the header's second word `rest`, e.g. the next-hop MTU
+/// of "fragmentation needed") quoting `quoted`, an IPv4 packet, whole.
+pub fn icmp_error(kind: u8, code: u8, rest: u32, quoted: &[u8]) -> Vec<u8> {
+    let mut msg = vec![kind, code, 0, 0];
+    msg.extend_from_slice(&rest.to_be_bytes());
+    msg.extend_from_slice(quoted);
+    let sum = checksum(&msg);
+    msg[2..4].copy_from_slice(&sum.to_be_bytes());
+    msg
+}
+
+/// An Ethernet + IPv4 frame carrying [`icmp_error`].
+#[allow(clippy::too_many_arguments, reason = "every field of the frame")]
+pub fn icmp_error_frame(
+    dst_mac: Mac,
+    src_mac: Mac,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    kind: u8,
+    code: u8,
+    rest: u32,
+    quoted: &[u8],
+) -> Vec<u8> {
+    let icmp = icmp_error(kind, code, rest, quoted);
+    ethernet(
+        dst_mac,
+        src_mac,
+        ETH_P_IPV4,
+        &ipv4(src, dst, IPPROTO_ICMP, &icmp),
+    )
+}
+
 /// An Ethernet + IPv4 + ICMP echo frame.
 #[allow(clippy::too_many_arguments, reason = "every field of the frame")]
 pub fn icmp4_frame(

@@ -926,6 +926,46 @@ fn masquerade_translates_exactly_and_runs_out_of_ports() {
         outcome: Outcome::MasqueradeReply,
     };
     run(&ebpf, &reply).unwrap_or_else(|e| panic!("{}:\n{e}", reply.name));
+
+    // The connection closes; a new SYN on the same tuple starts a new flow at once. The
+    // old flow's reply entry goes with it: otherwise the one port would still be held and
+    // the SYN refused (IPVS's port-reuse drop).
+    let fin = Fixture {
+        name: "web1:5555 -> outside:443 FIN",
+        input: packet::tcp4_frame(
+            HOST_MAC,
+            WEB1_MAC,
+            sock(WEB1, 5555),
+            sock(OUTSIDE, 443),
+            packet::tcp_flags::FIN | packet::tcp_flags::ACK,
+            b"",
+        ),
+        output: Some(packet::tcp4_frame(
+            HOST_MAC,
+            WEB1_MAC,
+            sock(uplink_addr, out_port),
+            sock(OUTSIDE, 443),
+            packet::tcp_flags::FIN | packet::tcp_flags::ACK,
+            b"",
+        )),
+        ..first.clone()
+    };
+    run(&ebpf, &fin).unwrap_or_else(|e| panic!("{}:\n{e}", fin.name));
+    run(&ebpf, &first).unwrap_or_else(|e| panic!("SYN reusing the closed tuple:\n{e}"));
+    let ct: aya::maps::HashMap<_, CtKey, CtEntry> =
+        aya::maps::HashMap::try_from(ebpf.map("NB_CT").expect("NB_CT")).expect("hash");
+    let tcp_flows: Vec<(CtKey, CtEntry)> = ct
+        .iter()
+        .map(|e| e.expect("entry"))
+        .filter(|(k, _)| k.proto == 6)
+        .collect();
+    assert_eq!(tcp_flows.len(), 2, "one TCP flow, both directions");
+    assert!(
+        tcp_flows
+            .iter()
+            .all(|(_, e)| e.tcp_state == netbpf_common::conntrack::TCP_SYN_SENT),
+        "the new flow's entries, not the closed one's"
+    );
 }
 
 /// The XDP uplink path rewrites by hand (RFC 1624): a SYN and a UDP datagram (with and
@@ -1008,6 +1048,263 @@ fn xdp_uplink_translates_exactly() {
     }
 }
 
+/// ICMP errors about translated flows are translated back, quote and all, with every
+/// checksum right (exact bytes against packets built afresh): a container's "port
+/// unreachable" for a published UDP port leaves from the host's address and quotes the
+/// published port; "fragmentation needed" for the published reply and "time exceeded" for
+/// a masqueraded SYN come into the container quoting its own address and port, at tc and
+/// at XDP. Errors about another container's flow, forged from a host address, or about no
+/// known flow are not translated.
+#[test]
+fn icmp_errors_about_translated_flows_translate_exactly() {
+    require_root!();
+    let mut ebpf = load();
+    let mut maps = fill_maps(&mut ebpf);
+    let host = Ipv4Addr::new(198, 18, 0, 1);
+    let client = Ipv4Addr::new(198, 18, 0, 2);
+    let router = Ipv4Addr::new(198, 18, 0, 254);
+    let (client_mac, uplink_mac) = (Mac([2, 0, 0, 0, 0, 0xc1]), Mac([2, 0, 0, 0, 0, 0xd1]));
+    maps.local.insert(&key(host), &1, 0).expect("local address");
+    let published = PortKey {
+        addr: 0,
+        port: 5353u16.to_be(),
+        proto: IPPROTO_UDP,
+        pad: 0,
+    };
+    let target = PortTarget {
+        addr: key(WEB1),
+        port: 53u16.to_be(),
+        pad: 0,
+        network_id: 1,
+    };
+    maps.ports
+        .insert(&published, &target, 0)
+        .expect("published port");
+    let config = HostConfig {
+        uplink_ifindex: 1,
+        uplink_addr: key(host),
+        masq_port_min: 61000,
+        masq_port_max: 61000,
+        ..HostConfig::default()
+    };
+    maps.set_host_config(&config).expect("config");
+    own(&mut maps, Some(WEB1));
+    let (unreachable, port_unreachable, frag_needed, time_exceeded) = (3, 3, 4, 11);
+    let udp_packet = |src, dst, payload: &[u8]| {
+        packet::ipv4(
+            *SocketAddrV4::ip(&src),
+            *SocketAddrV4::ip(&dst),
+            IPPROTO_UDP,
+            &packet::udp(src, dst, payload),
+        )
+    };
+    let syn_packet = |src: SocketAddrV4, dst: SocketAddrV4| {
+        packet::ipv4(
+            *src.ip(),
+            *dst.ip(),
+            packet::IPPROTO_TCP,
+            &packet::tcp(src, dst, 1, 0, packet::tcp_flags::SYN, b""),
+        )
+    };
+    let error = |dst_mac, src_mac, src, dst, kind, code, rest, quoted: Vec<u8>| {
+        packet::icmp_error_frame(dst_mac, src_mac, src, dst, kind, code, rest, &quoted)
+    };
+    let translated = |name, hook, input, output, verdict| Fixture {
+        name,
+        hook,
+        input,
+        verdict,
+        output: Some(output),
+        outcome: Outcome::IcmpError,
+    };
+
+    // The flows: a published UDP port, a masqueraded TCP connection.
+    let query = Fixture {
+        name: "UDP client:40001 -> 198.18.0.1:5353",
+        hook: Hook::FromUplink,
+        input: packet::udp4_frame(
+            uplink_mac,
+            client_mac,
+            sock(client, 40001),
+            sock(host, 5353),
+            b"query",
+        ),
+        verdict: verdict::TC_ACT_REDIRECT,
+        output: Some(packet::udp4_frame(
+            WEB1_MAC,
+            HOST_MAC,
+            sock(client, 40001),
+            sock(WEB1, 53),
+            b"query",
+        )),
+        outcome: Outcome::Published,
+    };
+    run(&ebpf, &query).unwrap_or_else(|e| panic!("{}:\n{e}", query.name));
+    let syn = Fixture {
+        name: "web1:5555 -> outside:443 leaves as 198.18.0.1:61000",
+        hook: Hook::FromContainer,
+        input: packet::tcp4_frame(
+            HOST_MAC,
+            WEB1_MAC,
+            sock(WEB1, 5555),
+            sock(OUTSIDE, 443),
+            packet::tcp_flags::SYN,
+            b"",
+        ),
+        verdict: verdict::TC_ACT_REDIRECT,
+        output: Some(packet::tcp4_frame(
+            HOST_MAC,
+            WEB1_MAC,
+            sock(host, 61000),
+            sock(OUTSIDE, 443),
+            packet::tcp_flags::SYN,
+            b"",
+        )),
+        outcome: Outcome::Masquerade,
+    };
+    run(&ebpf, &syn).unwrap_or_else(|e| panic!("{}:\n{e}", syn.name));
+
+    let mut fixtures = vec![translated(
+        "web1's port unreachable leaves from 198.18.0.1 quoting 198.18.0.1:5353",
+        Hook::FromContainer,
+        error(
+            HOST_MAC,
+            WEB1_MAC,
+            WEB1,
+            client,
+            unreachable,
+            port_unreachable,
+            0,
+            udp_packet(sock(client, 40001), sock(WEB1, 53), b"query"),
+        ),
+        error(
+            HOST_MAC,
+            WEB1_MAC,
+            host,
+            client,
+            unreachable,
+            port_unreachable,
+            0,
+            udp_packet(sock(client, 40001), sock(host, 5353), b"query"),
+        ),
+        verdict::TC_ACT_REDIRECT,
+    )];
+    for (hook, verdict) in [
+        (Hook::FromUplink, verdict::TC_ACT_REDIRECT),
+        (Hook::XdpUplink, 4),
+    ] {
+        fixtures.push(translated(
+            "fragmentation needed for the published reply reaches web1 quoting web1:53",
+            hook,
+            error(
+                uplink_mac,
+                client_mac,
+                router,
+                host,
+                unreachable,
+                frag_needed,
+                1400,
+                udp_packet(sock(host, 5353), sock(client, 40001), b"answer"),
+            ),
+            error(
+                WEB1_MAC,
+                HOST_MAC,
+                router,
+                WEB1,
+                unreachable,
+                frag_needed,
+                1400,
+                udp_packet(sock(WEB1, 53), sock(client, 40001), b"answer"),
+            ),
+            verdict,
+        ));
+        fixtures.push(translated(
+            "time exceeded for the masqueraded SYN reaches web1 quoting web1:5555",
+            hook,
+            error(
+                uplink_mac,
+                client_mac,
+                router,
+                host,
+                time_exceeded,
+                0,
+                0,
+                syn_packet(sock(host, 61000), sock(OUTSIDE, 443)),
+            ),
+            error(
+                WEB1_MAC,
+                HOST_MAC,
+                router,
+                WEB1,
+                time_exceeded,
+                0,
+                0,
+                syn_packet(sock(WEB1, 5555), sock(OUTSIDE, 443)),
+            ),
+            verdict,
+        ));
+    }
+    for f in &fixtures {
+        run(&ebpf, f).unwrap_or_else(|e| panic!("{}:\n{e}", f.name));
+    }
+
+    // Not translated: web2 quoting web1's flow (and nothing leaves its masquerading
+    // network untranslated), an error forged with the host's address, an unknown flow.
+    own(&mut maps, Some(WEB2));
+    let about_web1 = error(
+        HOST_MAC,
+        WEB2_MAC,
+        WEB2,
+        client,
+        unreachable,
+        port_unreachable,
+        0,
+        udp_packet(sock(client, 40001), sock(WEB1, 53), b"query"),
+    );
+    let forged = error(
+        uplink_mac,
+        client_mac,
+        host,
+        host,
+        unreachable,
+        frag_needed,
+        1400,
+        udp_packet(sock(host, 5353), sock(client, 40001), b"answer"),
+    );
+    let unknown = error(
+        uplink_mac,
+        client_mac,
+        router,
+        host,
+        unreachable,
+        port_unreachable,
+        0,
+        udp_packet(sock(host, 5353), sock(client, 40009), b"answer"),
+    );
+    let untouched = [
+        fixture(
+            "web2 quoting web1's flow",
+            about_web1,
+            Outcome::DropNotTranslatable,
+        ),
+        Fixture {
+            hook: Hook::FromUplink,
+            ..fixture(
+                "an error forged from 198.18.0.1",
+                forged,
+                Outcome::DropSpoofedIp,
+            )
+        },
+        Fixture {
+            hook: Hook::FromUplink,
+            ..fixture("an error about no known flow", unknown, Outcome::Pass)
+        },
+    ];
+    for f in &untouched {
+        run(&ebpf, f).unwrap_or_else(|e| panic!("{}:\n{e}", f.name));
+    }
+}
+
 /// Every outcome `from_container` can give has a fixture. Not here: `published` (the
 /// uplink's), `published_reply` (needs a recorded flow: see
 /// `published_port_syn_and_reply_translate_exactly`), and a failed translation (the kernel
@@ -1025,6 +1322,7 @@ fn fixtures_cover_every_container_outcome() {
         Outcome::DropNoNatPort,
         Outcome::DropNotTranslatable,
         Outcome::DropNatFailed,
+        Outcome::IcmpError,
     ];
     for outcome in Outcome::ALL.into_iter().filter(|o| !skipped.contains(o)) {
         assert!(

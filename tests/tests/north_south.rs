@@ -830,3 +830,75 @@ fn xdp_uplink_translates_published_ports_and_masquerade_replies() {
         "tc is not attached in xdp mode"
     );
 }
+
+/// ICMP errors about translated flows reach the socket that sent the packet, in both
+/// uplink modes: "port unreachable" from a container behind a published UDP port reaches
+/// the outside client as ECONNREFUSED (quoting the published address, not the
+/// container's), and the outside's "port unreachable" for a masqueraded datagram reaches
+/// the container's socket.
+#[test]
+fn icmp_errors_of_translated_flows_reach_the_sender() {
+    use std::{
+        io::ErrorKind,
+        net::{SocketAddrV4, UdpSocket},
+        time::Duration,
+    };
+
+    use netbpf_tests::lab::{HOST_UPLINK_IF, HOST_UPLINK_IP, OUTSIDE_IF, OUTSIDE_IP};
+
+    require_root!();
+    let lab = Lab::new(TEST_PREFIX, 1).expect("lab");
+    let dir = TempDir::new(&lab.prefix).expect("dir");
+    lab.outside
+        .exec("ethtool", &["-K", OUTSIDE_IF, "tx", "off"])
+        .expect("ethtool outside");
+    let container = &lab.containers[0];
+    let refused = |ns: &netbpf_tests::netns::Netns, to: SocketAddrV4| {
+        ns.run(|| {
+            let socket = UdpSocket::bind("0.0.0.0:0").expect("bind");
+            socket
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            socket.connect(to).expect("connect");
+            socket.send(b"anyone?").expect("send");
+            let mut buf = [0u8; 16];
+            socket.recv(&mut buf).map(|_| ()).map_err(|e| e.kind())
+        })
+    };
+    for (mode, hook) in [("tc", Hook::FromUplink), ("xdp", Hook::XdpUplink)] {
+        let file = dir
+            .write(
+                "netbpf.toml",
+                &format!(
+                    "[host]\nuplink = \"{HOST_UPLINK_IF}\"\nuplink_mode = \"{mode}\"\n\n\
+                     [[network]]\nname = \"front\"\nsubnet = \"198.18.10.0/24\"\n\n\
+                     [[container]]\nname = \"web1\"\nnetns = \"{}\"\nnetwork = \"front\"\nports = [\"5353:53/udp\"]\n",
+                    container.path().display()
+                ),
+            )
+            .expect("write");
+        netbpf_ok(&lab.host, &["apply", "-c", file.to_str().expect("UTF-8")]);
+
+        // Nothing listens on the container's port 53.
+        assert_eq!(
+            refused(&lab.outside, SocketAddrV4::new(HOST_UPLINK_IP, 5353)),
+            Err(ErrorKind::ConnectionRefused),
+            "{mode}: the container's port unreachable reaches the outside client"
+        );
+        // Nothing listens on the outside's port 9999.
+        assert_eq!(
+            refused(container, SocketAddrV4::new(OUTSIDE_IP, 9999)),
+            Err(ErrorKind::ConnectionRefused),
+            "{mode}: the outside's port unreachable reaches the container"
+        );
+        let rows = stats(&lab.host);
+        assert!(
+            counter(&rows, Hook::FromContainer, Outcome::IcmpError).0 > 0,
+            "{mode}: {rows:?}"
+        );
+        assert!(
+            counter(&rows, hook, Outcome::IcmpError).0 > 0,
+            "{mode}: {rows:?}"
+        );
+    }
+}

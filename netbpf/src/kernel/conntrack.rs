@@ -7,33 +7,13 @@ use aya::maps::{HashMap, Map, MapData};
 use netbpf_common::{
     conntrack::{
         CT_HAIRPIN, CT_HAIRPIN_REPLY, CT_MASQ_OUT, CT_PUBLISHED_IN, CT_PUBLISHED_REPLY, CtEntry,
-        CtKey, TCP_CLOSING, TCP_ESTABLISHED,
+        CtKey, TCP_CLOSING, TCP_ESTABLISHED, partner,
     },
     maps,
 };
 
 use super::pins::PinDir;
 use crate::{Error, Result, config::model::Timeouts};
-
-/// The key of the flow's other direction. A packet matching `key` leaves with the entry's
-/// translation applied; the other direction's packets are that packet mirrored.
-pub fn partner(key: &CtKey, e: &CtEntry) -> CtKey {
-    // The translated packet's (source, destination) as (address, port) pairs.
-    let (src, dst) = match e.kind {
-        CT_HAIRPIN | CT_HAIRPIN_REPLY => ((e.rev_addr, e.rev_port), (e.nat_addr, e.nat_port)),
-        CT_PUBLISHED_REPLY | CT_MASQ_OUT => ((e.nat_addr, e.nat_port), (key.daddr, key.dport)),
-        // Published and masquerade replies: the destination is translated.
-        _ => ((key.saddr, key.sport), (e.nat_addr, e.nat_port)),
-    };
-    CtKey {
-        saddr: dst.0,
-        daddr: src.0,
-        sport: dst.1,
-        dport: src.1,
-        proto: key.proto,
-        pad: [0; 3],
-    }
-}
 
 /// How long a flow in this entry's protocol and state may stay idle.
 pub fn timeout(proto: u8, e: &CtEntry, t: &Timeouts) -> Duration {
