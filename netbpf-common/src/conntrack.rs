@@ -39,6 +39,17 @@ pub const CT_HAIRPIN: u8 = 5;
 /// into the sender's container behind `ifindex`.
 pub const CT_HAIRPIN_REPLY: u8 = 6;
 
+/// `CtEntry::kind`: a client (a container, or outside) to a service's VIP; rewrite the
+/// destination to `nat_*` (the backend `backend_id`), deliver into the backend's
+/// container behind `ifindex`.
+pub const CT_SERVICE: u8 = 7;
+/// `CtEntry::kind`: a backend's reply to a container client; rewrite the source to
+/// `nat_*` (the VIP and port), deliver into the client's container behind `ifindex`.
+pub const CT_SERVICE_REPLY: u8 = 8;
+/// `CtEntry::kind`: a backend's reply to a client outside; rewrite the source to `nat_*`
+/// (the VIP and port), send out of the uplink `ifindex`.
+pub const CT_SERVICE_REPLY_OUT: u8 = 9;
+
 /// `CtEntry::tcp_state`: a SYN was seen, no answer yet.
 pub const TCP_SYN_SENT: u8 = 1;
 pub const TCP_ESTABLISHED: u8 = 2;
@@ -66,6 +77,9 @@ pub struct CtEntry {
     /// For hairpin kinds: the new source port.
     pub rev_port: u16,
     pub pad: u16,
+    /// For service kinds: the backend (its connection counts, whether it still exists).
+    pub backend_id: u32,
+    pub pad2: u32,
 }
 
 /// The key of the flow's other direction. A packet matching `key` leaves with the entry's
@@ -75,8 +89,10 @@ pub fn partner(key: &CtKey, e: &CtEntry) -> CtKey {
     // The translated packet's (source, destination) as (address, port) pairs.
     let (src, dst) = match e.kind {
         CT_HAIRPIN | CT_HAIRPIN_REPLY => ((e.rev_addr, e.rev_port), (e.nat_addr, e.nat_port)),
-        CT_PUBLISHED_REPLY | CT_MASQ_OUT => ((e.nat_addr, e.nat_port), (key.daddr, key.dport)),
-        // Published and masquerade replies: the destination is translated.
+        CT_PUBLISHED_REPLY | CT_MASQ_OUT | CT_SERVICE_REPLY | CT_SERVICE_REPLY_OUT => {
+            ((e.nat_addr, e.nat_port), (key.daddr, key.dport))
+        }
+        // Published ports, masquerade replies, services: the destination is translated.
         _ => ((key.saddr, key.sport), (e.nat_addr, e.nat_port)),
     };
     CtKey {
@@ -90,7 +106,7 @@ pub fn partner(key: &CtKey, e: &CtEntry) -> CtKey {
 }
 
 const _: () = assert!(size_of::<CtKey>() == 16);
-const _: () = assert!(size_of::<CtEntry>() == 48);
+const _: () = assert!(size_of::<CtEntry>() == 56);
 
 #[cfg(feature = "user")]
 // SAFETY: repr(C), integers only, no padding (sizes asserted above).

@@ -7,6 +7,7 @@
 pub mod conntrack;
 pub mod net;
 pub mod ports;
+pub mod service;
 pub mod stats;
 
 /// Names of the maps in the kernel object (at most 15 bytes: the kernel's object name limit).
@@ -38,9 +39,19 @@ pub mod maps {
     /// Socket cookie -> [`crate::conntrack::SockNat`] (an LRU hash).
     pub const SOCK_NAT: &str = "NB_SOCK_NAT";
 
+    /// Virtual services; see [`crate::service`] for each.
+    pub const SERVICES: &str = "NB_SERVICES";
+    pub const TABLES: &str = "NB_TABLES";
+    pub const BACKENDS: &str = "NB_BACKENDS";
+    pub const BE_CONNS: &str = "NB_BE_CONNS";
+    pub const BE_GC: &str = "NB_BE_GC";
+    pub const AFFINITY: &str = "NB_AFFINITY";
+    pub const SVC_RR: &str = "NB_SVC_RR";
+
     /// Every map the object defines.
     pub const ALL: &[&str] = &[
-        CONFIG, CT, ENDPOINTS, IFACES, IFACES_BIG, LOCAL, NETWORKS, PEERS, PORTS, SOCK_NAT, STATS,
+        AFFINITY, BACKENDS, BE_CONNS, BE_GC, CONFIG, CT, ENDPOINTS, IFACES, IFACES_BIG, LOCAL,
+        NETWORKS, PEERS, PORTS, SERVICES, SOCK_NAT, STATS, SVC_RR, TABLES,
     ];
 
     /// Capacities.
@@ -49,6 +60,14 @@ pub mod maps {
     pub const MAX_PORTS: u32 = 65536;
     pub const MAX_CT: u32 = 262144;
     pub const MAX_LOCAL: u32 = 1024;
+    /// Services, and their ids (1..MAX_SERVICES).
+    pub const MAX_SERVICES: u32 = 65536;
+    /// Backend ids (1..MAX_BACKENDS), over all services.
+    pub const MAX_BACKENDS: u32 = 262144;
+    /// `NB_TABLES` entries: room for 10,000 services of 3 backends with Maglev tables,
+    /// twice over (a rebuilt table is written beside the one in use).
+    pub const MAX_TABLE_ENTRIES: u32 = 1 << 23;
+    pub const MAX_AFFINITY: u32 = 65536;
 }
 
 /// Where netbpf pins its maps and links on bpffs (user space only; shared with the test

@@ -2,6 +2,9 @@
 //! packet's path: parse, decide an [`Outcome`], count it, return the verdict.
 #![no_std]
 #![no_main]
+// Atomic fetch-add on map values (see service::fetch_add).
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 #![allow(
     clippy::not_unsafe_ptr_arg_deref,
     reason = "aya's entry-point macros wrap each program in a pub fn taking the kernel's raw context"
@@ -13,6 +16,7 @@ mod endpoints;
 mod icmp;
 mod nat;
 mod packet;
+mod service;
 mod sock;
 mod stats;
 mod uplink;

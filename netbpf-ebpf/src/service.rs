@@ -1,0 +1,214 @@
+//! Virtual services: a new flow to a VIP gets a backend from persistence or the service's
+//! scheduler; the flow's conntrack entries then carry it (see `container` and `uplink`).
+//! User space computes the tables; here they are only read. Connection counts are kept
+//! with atomic adds (one writer per field: the datapath), so least-connection schedulers
+//! see every CPU's flows.
+
+use aya_ebpf::{
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns},
+    macros::map,
+    maps::{Array, HashMap, LruHashMap},
+};
+use netbpf_common::{
+    maps::{MAX_AFFINITY, MAX_BACKENDS, MAX_SERVICES, MAX_TABLE_ENTRIES},
+    service::{
+        Affinity, AffinityKey, Backend, BackendConns, MAX_SERVICE_BACKENDS, Scheduler, Service,
+        ServiceKey, flow_hash,
+    },
+};
+
+#[map]
+static NB_SERVICES: HashMap<ServiceKey, Service> = HashMap::with_max_entries(MAX_SERVICES, 0);
+
+#[map]
+static NB_TABLES: Array<u32> = Array::with_max_entries(MAX_TABLE_ENTRIES, 0);
+
+#[map]
+static NB_BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
+
+#[map]
+static NB_BE_CONNS: Array<BackendConns> = Array::with_max_entries(MAX_BACKENDS, 0);
+
+#[map]
+static NB_BE_GC: Array<u64> = Array::with_max_entries(MAX_BACKENDS, 0);
+
+#[map]
+static NB_AFFINITY: LruHashMap<AffinityKey, Affinity> =
+    LruHashMap::with_max_entries(MAX_AFFINITY, 0);
+
+#[map]
+static NB_SVC_RR: Array<u64> = Array::with_max_entries(MAX_SERVICES, 0);
+
+/// The service at a destination, if any.
+#[inline(always)]
+pub fn lookup(vip: u32, port: u16, proto: u8) -> Option<&'static Service> {
+    let key = ServiceKey {
+        vip,
+        port,
+        proto,
+        pad: 0,
+    };
+    // SAFETY: map values stay valid for the program's run (RCU).
+    unsafe { NB_SERVICES.get(&key) }
+}
+
+/// Whether the backend a flow was given is still there (a removed backend's flows are
+/// reset, not left to time out in silence).
+#[inline(always)]
+pub fn backend_alive(id: u32, addr: u32, port: u16) -> bool {
+    NB_BACKENDS
+        .get(id)
+        .is_some_and(|b| b.addr == addr && b.port == port)
+}
+
+/// A new flow's backend (its id and entry): the client's persistent backend if it has one
+/// still selectable, else the scheduler's choice. `None`: nothing selectable.
+#[inline(always)]
+pub fn schedule(svc: &Service, saddr: u32, daddr: u32) -> Option<(u32, Backend)> {
+    if svc.count == 0 {
+        return None;
+    }
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let affinity_key = AffinityKey {
+        service_id: svc.id,
+        client: saddr & svc.persistence_mask,
+    };
+    if svc.persistence_secs != 0
+        && let Some(id) = persistent(svc, &affinity_key, now)
+        && let Some(backend) = selectable(svc, id)
+    {
+        return Some((id, backend));
+    }
+    let id = match Scheduler::from_u8(svc.scheduler)? {
+        Scheduler::Rr | Scheduler::Wrr => {
+            let position = NB_SVC_RR.get_ptr_mut(svc.id)?;
+            // SAFETY: a pointer into the array's value, valid for this run; the add is
+            // atomic across CPUs, so one cycle of the table is exact.
+            let n = unsafe { fetch_add(position) };
+            table_entry(svc, (n % u64::from(svc.table_len.max(1))) as u32)?
+        }
+        Scheduler::Random => {
+            // SAFETY: helper without preconditions.
+            let r = unsafe { bpf_get_prandom_u32() };
+            table_entry(svc, r % svc.table_len.max(1))?
+        }
+        Scheduler::Sh | Scheduler::Mh => {
+            table_entry(svc, flow_hash(saddr) % svc.table_len.max(1))?
+        }
+        Scheduler::Dh => table_entry(svc, flow_hash(daddr) % svc.table_len.max(1))?,
+        Scheduler::Lc => least_connections(svc, false)?,
+        Scheduler::Wlc => least_connections(svc, true)?,
+    };
+    let backend = selectable(svc, id)?;
+    if svc.persistence_secs != 0 {
+        let affinity = Affinity {
+            backend_id: id,
+            pad: 0,
+            last_seen: now,
+        };
+        let _ = NB_AFFINITY.insert(&affinity_key, &affinity, 0);
+    }
+    Some((id, backend))
+}
+
+/// The client's backend if its last new connection is recent enough (refreshed).
+#[inline(always)]
+fn persistent(svc: &Service, key: &AffinityKey, now: u64) -> Option<u32> {
+    let entry = NB_AFFINITY.get_ptr_mut(key)?;
+    // SAFETY: a pointer into the map's value, valid for this run.
+    unsafe {
+        if now.saturating_sub((*entry).last_seen) > u64::from(svc.persistence_secs) * 1_000_000_000
+        {
+            return None;
+        }
+        (*entry).last_seen = now;
+        Some((*entry).backend_id)
+    }
+}
+
+/// A backend of this service that may take new connections (weight above 0).
+#[inline(always)]
+fn selectable(svc: &Service, id: u32) -> Option<Backend> {
+    let b = NB_BACKENDS.get(id)?;
+    (b.addr != 0 && b.service_id == svc.id && b.weight != 0).then_some(*b)
+}
+
+/// Entry `i` of the service's scheduling table (after its backend list).
+#[inline(always)]
+fn table_entry(svc: &Service, i: u32) -> Option<u32> {
+    NB_TABLES
+        .get(svc.table.wrapping_add(u32::from(svc.count)).wrapping_add(i))
+        .copied()
+}
+
+/// Connections a backend has open now.
+#[inline(always)]
+fn active(id: u32) -> u64 {
+    let (opened, closed) = NB_BE_CONNS.get(id).map_or((0, 0), |c| (c.opened, c.closed));
+    let expired = NB_BE_GC.get(id).copied().unwrap_or(0);
+    opened.saturating_sub(closed).saturating_sub(expired)
+}
+
+/// lc: the backend with the fewest active connections; wlc: the fewest per unit of
+/// weight. Ties go to the first in the list (IPVS does the same).
+#[inline(always)]
+fn least_connections(svc: &Service, weighted: bool) -> Option<u32> {
+    let mut best: Option<(u32, u64, u64)> = None;
+    for i in 0..MAX_SERVICE_BACKENDS {
+        if i >= u32::from(svc.count) {
+            break;
+        }
+        let Some(&id) = NB_TABLES.get(svc.table.wrapping_add(i)) else {
+            break;
+        };
+        let Some(b) = NB_BACKENDS.get(id) else {
+            continue;
+        };
+        if b.weight == 0 {
+            continue;
+        }
+        let weight = if weighted { u64::from(b.weight) } else { 1 };
+        let conns = active(id);
+        // conns / weight < best_conns / best_weight, without division.
+        let better = match best {
+            None => true,
+            Some((_, best_conns, best_weight)) => conns * best_weight < best_conns * weight,
+        };
+        if better {
+            best = Some((id, conns, weight));
+        }
+    }
+    best.map(|(id, ..)| id)
+}
+
+/// A new connection to a backend.
+#[inline(always)]
+pub fn opened(id: u32) {
+    if let Some(c) = NB_BE_CONNS.get_ptr_mut(id) {
+        // SAFETY: a pointer into the array's value, valid for this run; atomic add.
+        unsafe { fetch_add(&raw mut (*c).opened) };
+    }
+}
+
+/// A backend's connection closed (the client's FIN or RST).
+#[inline(always)]
+pub fn closed(id: u32) {
+    if let Some(c) = NB_BE_CONNS.get_ptr_mut(id) {
+        // SAFETY: as in [`opened`].
+        unsafe { fetch_add(&raw mut (*c).closed) };
+    }
+}
+
+/// Adds 1 atomically (BPF_ATOMIC | BPF_FETCH), returning the value before. The BPF
+/// target's `core` has no `AtomicU64::fetch_add` (no compare-and-swap in its atomics
+/// model), so the intrinsic is called directly.
+///
+/// # Safety
+/// `counter` must point into a map value, valid for the program's run.
+#[inline(always)]
+unsafe fn fetch_add(counter: *mut u64) -> u64 {
+    // SAFETY: the caller's pointer is valid; the kernel supports atomic fetch-add on map
+    // values (Linux 5.12).
+    unsafe { core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(counter, 1) }
+}
