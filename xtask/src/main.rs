@@ -35,9 +35,16 @@ enum Task {
         /// Fewer, shorter rounds.
         #[arg(long)]
         quick: bool,
-        /// One scenario: east-west or prog-cost.
+        /// One scenario: east-west, north-south, host-localhost or prog-cost.
         #[arg(long, value_name = "SCENARIO")]
         only: Option<String>,
+    },
+    /// The bench's userspace TCP proxy (docker-proxy's way), run by `bench` inside a lab's
+    /// host namespace: LISTEN -> TO until killed.
+    #[command(hide = true)]
+    BenchProxy {
+        listen: std::net::SocketAddrV4,
+        to: std::net::SocketAddrV4,
     },
 }
 
@@ -48,5 +55,6 @@ fn main() -> anyhow::Result<()> {
         Task::Test => test::run(),
         Task::Demo => demo::run(),
         Task::Bench { quick, only } => bench::run(bench::Options { quick, only }),
+        Task::BenchProxy { listen, to } => bench::serve_proxy(listen, to),
     }
 }

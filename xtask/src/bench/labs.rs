@@ -1,25 +1,35 @@
-//! The two targets a benchmark compares, built on identical namespaces: containers on a
-//! Linux bridge (Docker's data path without iptables) and the same containers wired by
-//! netbpf. Addresses from 198.18.0.0/15; everything goes when the lab drops.
+//! The targets a benchmark compares, built on identical namespaces: containers on a Linux
+//! bridge (Docker's data path, with or without its iptables rules) and the same containers
+//! wired by netbpf. Addresses from 198.18.0.0/15; everything goes when the lab drops.
 
-use std::{net::Ipv4Addr, path::Path, process::Command};
+use std::{fmt::Write as _, net::Ipv4Addr, path::Path, process::Command};
 
 use anyhow::Context as _;
 use netbpf_tests::{
-    lab::{Lab, veth_pair},
+    lab::{HOST_UPLINK_IF, Lab, veth_pair},
     netns::Netns,
     packet::Mac,
 };
 
+use super::tools::{HTTP_PORT, IPERF_PORT, SOCKPERF_PORT};
 use crate::cmd;
 
 pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 10, 2);
 pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 10, 3);
+const SUBNET: &str = "198.18.10.0/24";
 const GATEWAY: &str = "198.18.10.1";
+
+/// The host port of the server's HTTP port, as Docker's `-p 8080:80`.
+pub const PUBLISHED_HTTP: u16 = 8080;
+/// What the server container publishes: (host port, container port).
+pub const PUBLISHED: [(u16, u16); 3] = [
+    (PUBLISHED_HTTP, HTTP_PORT),
+    (SOCKPERF_PORT, SOCKPERF_PORT),
+    (IPERF_PORT, IPERF_PORT),
+];
 
 /// Two containers (client c0, server c1) on one network.
 pub struct EastWest {
-    pub name: &'static str,
     pub lab: Lab,
 }
 
@@ -33,37 +43,79 @@ impl EastWest {
     }
 }
 
+/// One server container (c0) publishing [`PUBLISHED`] on the host; the lab's outside
+/// namespace is the client from outside, its host namespace the host's own processes.
+pub struct Published {
+    pub lab: Lab,
+}
+
+impl Published {
+    pub fn server(&self) -> &Netns {
+        &self.lab.containers[0]
+    }
+}
+
 /// The floor: a bridge in the host namespace, one veth per container, nothing else.
 pub fn bridge(prefix: &str) -> anyhow::Result<EastWest> {
-    let mut lab = bridged(prefix)?;
+    let lab = bridged(prefix, &[CLIENT_IP, SERVER_IP])?;
     // No netfilter on bridged frames: the bare bridge.
-    lab.lab
-        .host
-        .sysctl("net.bridge.bridge-nf-call-iptables", "0")?;
-    lab.name = "bridge";
-    Ok(lab)
+    lab.host.sysctl("net.bridge.bridge-nf-call-iptables", "0")?;
+    Ok(EastWest { lab })
 }
 
 /// Docker's data path: the same bridge with bridged frames passing netfilter
 /// (br_netfilter, as Docker sets it) and the rules `dockerd` installs for a network
 /// (filter FORWARD chains with isolation and conntrack, nat MASQUERADE).
 pub fn docker(prefix: &str, dir: &Path) -> anyhow::Result<EastWest> {
-    let mut lab = bridged(prefix)?;
-    lab.lab
-        .host
-        .sysctl("net.bridge.bridge-nf-call-iptables", "1")?;
-    lab.lab.host.sysctl("net.ipv4.ip_forward", "1")?;
-    let rules = dir.join("docker.rules");
-    std::fs::write(&rules, DOCKER_RULES).context("writing docker.rules")?;
-    let rules = rules.display().to_string();
-    lab.lab.host.exec("iptables-restore", &[&rules])?;
-    lab.name = "docker";
-    Ok(lab)
+    let lab = bridged(prefix, &[CLIENT_IP, SERVER_IP])?;
+    docker_rules(&lab, dir, &[])?;
+    Ok(EastWest { lab })
 }
 
-/// What dockerd 20.10 installs for one bridge network (`br0`, 198.18.10.0/24), as
-/// `iptables-save` shows it.
-const DOCKER_RULES: &str = "*nat
+/// Docker's path for a container publishing [`PUBLISHED`] (`docker run -p 8080:80 ...`):
+/// the bridge, br_netfilter and dockerd's rules, with the nat DOCKER chain's DNAT, the
+/// filter DOCKER chain's ACCEPT and the hairpin MASQUERADE of every port.
+pub fn docker_published(prefix: &str, dir: &Path) -> anyhow::Result<Published> {
+    let lab = bridged(prefix, &[SERVER_IP])?;
+    docker_rules(&lab, dir, &PUBLISHED)?;
+    Ok(Published { lab })
+}
+
+fn docker_rules(lab: &Lab, dir: &Path, published: &[(u16, u16)]) -> anyhow::Result<()> {
+    lab.host.sysctl("net.bridge.bridge-nf-call-iptables", "1")?;
+    lab.host.sysctl("net.ipv4.ip_forward", "1")?;
+    let rules = dir.join("docker.rules");
+    std::fs::write(&rules, iptables_rules(published)).context("writing docker.rules")?;
+    let rules = rules.display().to_string();
+    // In the lab's host namespace, never the machine's.
+    lab.host.exec("iptables-restore", &[&rules])?;
+    Ok(())
+}
+
+/// What dockerd 20.10 installs for one bridge network (`br0`, 198.18.10.0/24) with the
+/// server container publishing `published` (host port, container port) on every host
+/// address, as `iptables-save` shows it.
+fn iptables_rules(published: &[(u16, u16)]) -> String {
+    let server = SERVER_IP;
+    let mut nat_postrouting = String::new();
+    let mut nat_docker = String::new();
+    let mut filter_docker = String::new();
+    for (host, container) in published {
+        let _ = writeln!(
+            nat_postrouting,
+            "-A POSTROUTING -s {server}/32 -d {server}/32 -p tcp -m tcp --dport {container} -j MASQUERADE"
+        );
+        let _ = writeln!(
+            nat_docker,
+            "-A DOCKER ! -i br0 -p tcp -m tcp --dport {host} -j DNAT --to-destination {server}:{container}"
+        );
+        let _ = writeln!(
+            filter_docker,
+            "-A DOCKER -d {server}/32 ! -i br0 -o br0 -p tcp -m tcp --dport {container} -j ACCEPT"
+        );
+    }
+    format!(
+        "*nat
 :PREROUTING ACCEPT [0:0]
 :INPUT ACCEPT [0:0]
 :OUTPUT ACCEPT [0:0]
@@ -71,9 +123,9 @@ const DOCKER_RULES: &str = "*nat
 :DOCKER - [0:0]
 -A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER
 -A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER
--A POSTROUTING -s 198.18.10.0/24 ! -o br0 -j MASQUERADE
--A DOCKER -i br0 -j RETURN
-COMMIT
+-A POSTROUTING -s {SUBNET} ! -o br0 -j MASQUERADE
+{nat_postrouting}-A DOCKER -i br0 -j RETURN
+{nat_docker}COMMIT
 *filter
 :INPUT ACCEPT [0:0]
 :FORWARD DROP [0:0]
@@ -88,22 +140,24 @@ COMMIT
 -A FORWARD -o br0 -j DOCKER
 -A FORWARD -i br0 ! -o br0 -j ACCEPT
 -A FORWARD -i br0 -o br0 -j ACCEPT
--A DOCKER-ISOLATION-STAGE-1 -i br0 ! -o br0 -j DOCKER-ISOLATION-STAGE-2
+{filter_docker}-A DOCKER-ISOLATION-STAGE-1 -i br0 ! -o br0 -j DOCKER-ISOLATION-STAGE-2
 -A DOCKER-ISOLATION-STAGE-1 -j RETURN
 -A DOCKER-ISOLATION-STAGE-2 -o br0 -j DROP
 -A DOCKER-ISOLATION-STAGE-2 -j RETURN
 -A DOCKER-USER -j RETURN
 COMMIT
-";
+"
+    )
+}
 
-/// A bridge in the host namespace, one veth per container.
-fn bridged(prefix: &str) -> anyhow::Result<EastWest> {
-    let lab = Lab::new(prefix, 2).context("bridge lab")?;
+/// A bridge in the host namespace, one veth per container (c0, c1, ... at `ips`).
+fn bridged(prefix: &str, ips: &[Ipv4Addr]) -> anyhow::Result<Lab> {
+    let lab = Lab::new(prefix, ips.len()).context("bridge lab")?;
     lab.host.ip(&["link", "add", "br0", "type", "bridge"])?;
     lab.host
         .ip(&["addr", "add", &format!("{GATEWAY}/24"), "dev", "br0"])?;
     lab.host.ip(&["link", "set", "br0", "up"])?;
-    for (i, ip) in [CLIENT_IP, SERVER_IP].into_iter().enumerate() {
+    for (i, ip) in ips.iter().enumerate() {
         let ns = &lab.containers[i];
         let host_if = format!("vb{i}");
         let [_, _, c, d] = ip.octets();
@@ -117,38 +171,88 @@ fn bridged(prefix: &str) -> anyhow::Result<EastWest> {
         ns.ip(&["link", "set", "eth0", "up"])?;
         ns.ip(&["route", "add", "default", "via", GATEWAY])?;
     }
-    Ok(EastWest {
-        name: "bridge",
-        lab,
-    })
+    Ok(lab)
 }
 
-/// netbpf: the same two containers, wired by `netbpf apply`.
-pub fn netbpf(prefix: &str, netbpf_bin: &Path, dir: &Path) -> anyhow::Result<EastWest> {
-    let lab = Lab::new(prefix, 2).context("netbpf lab")?;
-    let file = dir.join("netbpf.toml");
-    let container = |name: &str, ns: &Netns, ip: Ipv4Addr| {
-        format!(
-            "[[container]]\nname = \"{name}\"\nnetns = \"{}\"\nnetwork = \"front\"\nip = \"{ip}\"\n",
-            ns.path().display()
-        )
-    };
-    std::fs::write(
-        &file,
-        format!(
-            "[[network]]\nname = \"front\"\nsubnet = \"198.18.10.0/24\"\n\n{}\n{}",
-            container("client", &lab.containers[0], CLIENT_IP),
-            container("server", &lab.containers[1], SERVER_IP)
-        ),
+/// A container definition for netbpf.
+fn container(name: &str, ns: &Netns, ip: Ipv4Addr, ports: &str) -> String {
+    format!(
+        "[[container]]\nname = \"{name}\"\nnetns = \"{}\"\nnetwork = \"front\"\nip = \"{ip}\"\n{ports}\n",
+        ns.path().display()
     )
-    .context("writing definitions")?;
+}
+
+/// Writes the definitions and runs `netbpf --netns HOST apply` (the lab's host namespace).
+fn apply(netbpf_bin: &Path, lab: &Lab, dir: &Path, definitions: &str) -> anyhow::Result<()> {
+    let file = dir.join("netbpf.toml");
+    std::fs::write(&file, definitions).context("writing definitions")?;
     cmd::output(
         Command::new(netbpf_bin)
             .args(["--netns", lab.host.name(), "apply", "-c"])
             .arg(&file),
     )?;
-    Ok(EastWest {
-        name: "netbpf",
-        lab,
-    })
+    Ok(())
+}
+
+/// netbpf: the same two containers, wired by `netbpf apply`.
+pub fn netbpf(prefix: &str, netbpf_bin: &Path, dir: &Path) -> anyhow::Result<EastWest> {
+    let lab = Lab::new(prefix, 2).context("netbpf lab")?;
+    let definitions = format!(
+        "[[network]]\nname = \"front\"\nsubnet = \"{SUBNET}\"\n\n{}\n{}",
+        container("client", &lab.containers[0], CLIENT_IP, ""),
+        container("server", &lab.containers[1], SERVER_IP, "")
+    );
+    apply(netbpf_bin, &lab, dir, &definitions)?;
+    Ok(EastWest { lab })
+}
+
+/// The `[host]` lines of a netbpf lab whose uplink translates at `mode` (tc or xdp).
+pub fn uplink(mode: &str) -> String {
+    format!("uplink = \"{HOST_UPLINK_IF}\"\nuplink_mode = \"{mode}\"\n")
+}
+
+/// netbpf: the server container publishing [`PUBLISHED`], with `host` as the `[host]`
+/// section's settings (the uplink and its mode, or the cgroup of the host's processes).
+pub fn netbpf_published(
+    prefix: &str,
+    netbpf_bin: &Path,
+    dir: &Path,
+    host: &str,
+) -> anyhow::Result<Published> {
+    let lab = Lab::new(prefix, 1).context("netbpf lab")?;
+    let ports: Vec<String> = PUBLISHED
+        .iter()
+        .map(|(h, c)| format!("\"{h}:{c}\""))
+        .collect();
+    let definitions = format!(
+        "[host]\n{host}\n[[network]]\nname = \"front\"\nsubnet = \"{SUBNET}\"\n\n{}",
+        container(
+            "server",
+            &lab.containers[0],
+            SERVER_IP,
+            &format!("ports = [{}]", ports.join(", "))
+        )
+    );
+    apply(netbpf_bin, &lab, dir, &definitions)?;
+    Ok(Published { lab })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_rules_publish_each_port() {
+        let plain = iptables_rules(&[]);
+        assert!(!plain.contains("DNAT"));
+        assert!(plain.contains("-A POSTROUTING -s 198.18.10.0/24 ! -o br0 -j MASQUERADE\n-A DOCKER -i br0 -j RETURN\nCOMMIT"));
+        let published = iptables_rules(&[(8080, 80)]);
+        for rule in [
+            "-A DOCKER ! -i br0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 198.18.10.3:80\nCOMMIT",
+            "-A DOCKER -d 198.18.10.3/32 ! -i br0 -o br0 -p tcp -m tcp --dport 80 -j ACCEPT\n",
+            "-A POSTROUTING -s 198.18.10.3/32 -d 198.18.10.3/32 -p tcp -m tcp --dport 80 -j MASQUERADE\n",
+        ] {
+            assert!(published.contains(rule), "{rule}");
+        }
+    }
 }

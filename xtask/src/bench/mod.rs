@@ -1,16 +1,39 @@
 //! `cargo xtask bench`: netbpf against the kernel-native path it replaces, measured in the
-//! same run on identical namespaces, the two alternating round by round (A B A B ...) so
-//! that a noisy machine hurts both alike. Reports medians, min-max and the per-round ratio
-//! netbpf/baseline, in target/bench/report.md and results.json.
+//! same run on identical namespaces, the targets of a scenario alternating round by round
+//! (A B C A B C ...) so that a noisy machine hurts all alike. Reports medians, min-max and
+//! the per-round ratio netbpf/baseline, in target/bench/report.md and results.json.
+//!
+//! Scenarios (`--only NAME`):
+//! - `east-west`: container to container, on a bare bridge, on Docker's path, and netbpf;
+//! - `north-south`: an outside client to a published port, Docker's DNAT against netbpf's
+//!   uplink program at tc and at XDP;
+//! - `host-localhost`: a host process to 127.0.0.1:PORT, a docker-proxy-like userspace
+//!   proxy against netbpf's socket programs;
+//! - `prog-cost`: per-packet cost of the programs' paths under BPF_PROG_TEST_RUN.
 
 mod labs;
+mod proxy;
+mod report;
 mod tools;
 
-use std::{collections::BTreeMap, fmt::Write as _, fs, path::Path};
+use std::{
+    collections::BTreeMap,
+    fs,
+    net::{Ipv4Addr, SocketAddrV4},
+    path::Path,
+};
 
 use anyhow::{Context as _, bail};
-use netbpf_tests::{TempDir, netns, unique_prefix};
-use serde_json::{Value, json};
+use netbpf_tests::{
+    TempDir,
+    cgroup::{Cgroup, cgroup2_root},
+    lab::{HOST_UPLINK_IP, OUTSIDE_IF},
+    netns, unique_prefix,
+};
+use serde_json::Value;
+
+pub use proxy::serve as serve_proxy;
+use tools::{Client, HTTP_PORT, IPERF_PORT, SOCKPERF_PORT};
 
 use crate::{
     cmd::{self, step},
@@ -19,41 +42,100 @@ use crate::{
 
 const BENCH_PREFIX: &str = "nbbench";
 
+/// What `--only` accepts, in the order a full run measures them.
+pub const SCENARIOS: [&str; 4] = ["east-west", "north-south", "host-localhost", "prog-cost"];
+
 pub struct Options {
     pub quick: bool,
     pub only: Option<String>,
 }
 
-/// The target whose ratio decides: Docker's data path, which netbpf replaces.
-const BASELINE: &str = "docker";
-/// Also reported: the bare bridge, the floor of any bridge-based path.
-const FLOOR: &str = "bridge";
-const NETBPF: &str = "netbpf";
-const TARGETS: [&str; 3] = [FLOOR, BASELINE, NETBPF];
+/// Who is measured in a scenario, and against what.
+pub struct Scenario {
+    /// The `--only` name.
+    pub id: &'static str,
+    pub title: &'static str,
+    /// What the targets are, for the report.
+    pub about: &'static str,
+    /// Every target, in the order of the report's columns and of each round.
+    pub targets: &'static [&'static str],
+    /// The kernel-native path netbpf replaces: the ratios that decide are against it.
+    pub baseline: &'static str,
+    /// netbpf's variants, each compared with the baseline.
+    pub contenders: &'static [&'static str],
+    /// Also reported: the floor of any path like the baseline, each contender against it.
+    pub floor: Option<&'static str>,
+}
 
-/// One figure measured on every target, round by round.
-struct Metric {
-    scenario: &'static str,
-    name: &'static str,
-    unit: &'static str,
+const EAST_WEST: Scenario = Scenario {
+    id: "east-west",
+    title: "Container to container",
+    about: "Two containers of one network. `bridge` is a bare Linux bridge (the floor); \
+            `docker` is Docker's path, the bridge with bridged frames through netfilter and \
+            dockerd's iptables rules; `netbpf` is the same containers wired by netbpf. The \
+            ratio that decides is netbpf/docker.",
+    targets: &["bridge", "docker", "netbpf"],
+    baseline: "docker",
+    contenders: &["netbpf"],
+    floor: Some("bridge"),
+};
+
+const NORTH_SOUTH: Scenario = Scenario {
+    id: "north-south",
+    title: "Outside to a published port",
+    about: "A client namespace joined to the host namespace by a veth (the uplink) reaches a \
+            container's ports published as Docker's `-p 8080:80` (and the tools' own ports) at \
+            the host's uplink address. `docker` is Docker's path: the Linux bridge, \
+            br_netfilter and dockerd's iptables rules for the published ports (nat DOCKER DNAT, \
+            filter DOCKER ACCEPT, MASQUERADE); `netbpf-tc` translates in netbpf's tc program on \
+            the uplink, `netbpf-xdp` in its XDP program there. The client sends with tx \
+            checksum offload off on every target (XDP on a veth loses partial checksums, and a \
+            physical NIC delivers complete ones): the same sender for all three.",
+    targets: &["docker", "netbpf-tc", "netbpf-xdp"],
+    baseline: "docker",
+    contenders: &["netbpf-tc", "netbpf-xdp"],
+    floor: None,
+};
+
+const HOST_LOCALHOST: Scenario = Scenario {
+    id: "host-localhost",
+    title: "Host localhost to a published port",
+    about: "A process of the host namespace (wrk, in a cgroup of its own) to 127.0.0.1:8080, \
+            published from a container's port 80. `proxy` is docker-proxy's way: a userspace TCP \
+            proxy on 127.0.0.1:8080 in the host namespace, one thread per connection and \
+            direction copying bytes to the container (Docker's bridge and iptables rules \
+            beneath); `netbpf` is netbpf's socket programs on the client's cgroup, which \
+            connect the socket straight to the container.",
+    targets: &["proxy", "netbpf"],
+    baseline: "proxy",
+    contenders: &["netbpf"],
+    floor: None,
+};
+
+/// One figure measured on every target of a scenario, round by round.
+pub struct Metric {
+    pub name: &'static str,
+    /// How the figure was measured: the tool and its settings.
+    pub how: &'static str,
+    pub unit: &'static str,
     /// Whether a higher figure is better (rates) or lower (latency).
-    higher_is_better: bool,
-    /// The ratio netbpf/baseline the design promises, and in which direction.
-    target: Option<f64>,
-    values: BTreeMap<&'static str, Vec<f64>>,
+    pub higher_is_better: bool,
+    /// The ratio contender/baseline the design promises, and in which direction.
+    pub target: Option<f64>,
+    pub values: BTreeMap<&'static str, Vec<f64>>,
 }
 
 impl Metric {
     fn new(
-        scenario: &'static str,
         name: &'static str,
+        how: &'static str,
         unit: &'static str,
         higher_is_better: bool,
         target: Option<f64>,
     ) -> Self {
         Metric {
-            scenario,
             name,
+            how,
             unit,
             higher_is_better,
             target,
@@ -61,21 +143,22 @@ impl Metric {
         }
     }
 
-    fn of(&self, target: &str) -> &[f64] {
+    pub fn of(&self, target: &str) -> &[f64] {
         self.values.get(target).map_or(&[], Vec::as_slice)
     }
 
-    /// netbpf / `against`, round by round.
-    fn ratios(&self, against: &str) -> Vec<f64> {
-        self.of(NETBPF)
+    /// `of` / `against`, round by round.
+    pub fn ratios(&self, of: &str, against: &str) -> Vec<f64> {
+        self.of(of)
             .iter()
             .zip(self.of(against))
             .map(|(n, b)| n / b)
             .collect()
     }
 
-    fn meets_target(&self) -> Option<bool> {
-        let ratio = median(&self.ratios(BASELINE));
+    /// Whether the median ratio `of`/`against` meets the promised target.
+    pub fn meets_target(&self, of: &str, against: &str) -> Option<bool> {
+        let ratio = median(&self.ratios(of, against));
         self.target.map(|t| {
             if self.higher_is_better {
                 ratio >= t
@@ -86,7 +169,13 @@ impl Metric {
     }
 }
 
-fn median(values: &[f64]) -> f64 {
+/// A scenario's figures.
+pub struct Measured {
+    pub scenario: &'static Scenario,
+    pub metrics: Vec<Metric>,
+}
+
+pub fn median(values: &[f64]) -> f64 {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
     match v.len() {
@@ -96,7 +185,7 @@ fn median(values: &[f64]) -> f64 {
     }
 }
 
-fn min_max(values: &[f64]) -> (f64, f64) {
+pub fn min_max(values: &[f64]) -> (f64, f64) {
     values
         .iter()
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
@@ -105,197 +194,303 @@ fn min_max(values: &[f64]) -> (f64, f64) {
 }
 
 pub fn run(options: Options) -> anyhow::Result<()> {
+    if let Some(only) = &options.only
+        && !SCENARIOS.contains(&only.as_str())
+    {
+        bail!(
+            "unknown scenario {only:?} (known: {})",
+            SCENARIOS.join(", ")
+        );
+    }
     setup::run()?;
     if !cmd::is_root() {
         bail!("benchmarks build network namespaces and load BPF programs: run them as root");
     }
     netns::remove_stale(BENCH_PREFIX);
+    remove_stale_cgroups();
     let (rounds, seconds) = if options.quick { (3, 1) } else { (5, 2) };
     let wants = |scenario: &str| options.only.as_deref().is_none_or(|only| only == scenario);
-    if let Some(only) = &options.only
-        && !["east-west", "prog-cost"].contains(&only.as_str())
-    {
-        bail!("unknown scenario {only:?} (known: east-west, prog-cost)");
-    }
 
     step("build netbpf (release)");
     cmd::run(cmd::cargo().args(["build", "--quiet", "--release", "--package", "netbpf"]))?;
     let netbpf_bin = cmd::workspace_root().join("target/release/netbpf");
 
-    let mut metrics = Vec::new();
-    let mut prog_cost = Value::Null;
-    if wants("east-west") {
-        metrics.extend(east_west(&netbpf_bin, rounds, seconds)?);
+    let mut measured = Vec::new();
+    if wants(EAST_WEST.id) {
+        measured.push(east_west(&netbpf_bin, rounds, seconds)?);
     }
+    if wants(NORTH_SOUTH.id) {
+        measured.push(north_south(&netbpf_bin, rounds, seconds)?);
+    }
+    if wants(HOST_LOCALHOST.id) {
+        measured.push(host_localhost(&netbpf_bin, rounds, seconds)?);
+    }
+    let mut prog_cost = Value::Null;
     if wants("prog-cost") {
-        step("prog-cost: BPF_PROG_TEST_RUN, 5 runs of 1e6 repeats, beside an empty tc program");
+        step(
+            "prog-cost: BPF_PROG_TEST_RUN, 5 runs of 1e6 repeats, beside empty tc and XDP programs",
+        );
         prog_cost = tools::prog_cost(5, 1_000_000)?;
     }
-    write_report(&metrics, &prog_cost, rounds, seconds)
+    report::write(&measured, &prog_cost, rounds, seconds)
 }
 
-fn east_west(netbpf_bin: &Path, rounds: usize, seconds: u32) -> anyhow::Result<Vec<Metric>> {
+/// Measures every metric on every target of `scenario` (`labs` in the order of its
+/// targets), round by round, the targets taking turns. `measure` returns one value per
+/// metric, in order.
+fn measure_rounds<L>(
+    scenario: &'static Scenario,
+    labs: &[L],
+    mut metrics: Vec<Metric>,
+    rounds: usize,
+    mut measure: impl FnMut(&L) -> anyhow::Result<Vec<f64>>,
+) -> anyhow::Result<Measured> {
+    assert_eq!(labs.len(), scenario.targets.len(), "one lab per target");
+    for round in 1..=rounds {
+        for (target, lab) in scenario.targets.iter().zip(labs) {
+            step(&format!(
+                "{}: round {round}/{rounds}, {target}",
+                scenario.id
+            ));
+            let values = measure(lab).with_context(|| format!("{}: {target}", scenario.id))?;
+            assert_eq!(values.len(), metrics.len(), "one value per metric");
+            for (metric, value) in metrics.iter_mut().zip(values) {
+                metric.values.entry(target).or_default().push(value);
+            }
+        }
+    }
+    Ok(Measured { scenario, metrics })
+}
+
+fn latency_metrics(how: &'static str) -> [Metric; 2] {
+    [
+        Metric::new(
+            "TCP request/response latency p50",
+            how,
+            "µs",
+            false,
+            Some(0.8),
+        ),
+        Metric::new("TCP request/response latency p99", how, "µs", false, None),
+    ]
+}
+
+const SOCKPERF_HOW: &str = "sockperf TCP ping-pong, 64-byte messages, both ends busy-polling";
+const CLOSE_HOW: &str = "wrk -t1 -c16 to nginx, `Connection: close`: one request per connection";
+const KEEPALIVE_HOW: &str = "wrk -t1 -c16 to nginx, keep-alive connections";
+const IPERF_HOW: &str = "iperf3, one TCP stream, the receiver's rate";
+
+fn east_west(netbpf_bin: &Path, rounds: usize, seconds: u32) -> anyhow::Result<Measured> {
     step("east-west: building the bare bridge, Docker's bridge path and the netbpf lab");
     let dir = TempDir::new(&unique_prefix(BENCH_PREFIX)).context("bench temp dir")?;
-    let dirs: Vec<_> = TARGETS.iter().map(|t| dir.path().join(t)).collect();
-    for d in &dirs {
-        fs::create_dir_all(d)?;
-    }
+    let dirs = target_dirs(&dir, &EAST_WEST)?;
     let labs = [
-        labs::bridge(&unique_prefix(BENCH_PREFIX))?,
-        labs::docker(&unique_prefix(BENCH_PREFIX), &dirs[1])?,
-        labs::netbpf(&unique_prefix(BENCH_PREFIX), netbpf_bin, &dirs[2])?,
+        labs::bridge(BENCH_PREFIX)?,
+        labs::docker(BENCH_PREFIX, &dirs[1])?,
+        labs::netbpf(BENCH_PREFIX, netbpf_bin, &dirs[2])?,
     ];
+    let server = SocketAddrV4::new(labs::SERVER_IP, HTTP_PORT);
     let _servers = labs
         .iter()
         .zip(&dirs)
         .map(|(lab, d)| tools::start_servers(lab.server(), labs::SERVER_IP, d))
         .collect::<anyhow::Result<Vec<_>>>()?;
 
-    let scenario = "container-to-container";
-    let mut p50 = Metric::new(
-        scenario,
-        "TCP request/response latency p50",
-        "µs",
-        false,
-        Some(0.8),
-    );
-    let mut p99 = Metric::new(
-        scenario,
-        "TCP request/response latency p99",
-        "µs",
-        false,
-        None,
-    );
-    let mut conns = Metric::new(
-        scenario,
-        "new connections (HTTP, Connection: close)",
-        "conn/s",
-        true,
-        Some(1.15),
-    );
-    let mut gbps = Metric::new(
-        scenario,
-        "single-stream TCP throughput",
-        "Gbit/s",
-        true,
-        Some(1.0),
-    );
-    for round in 1..=rounds {
-        for lab in &labs {
-            step(&format!("east-west: round {round}/{rounds}, {}", lab.name));
-            let (lat50, lat99) =
-                tools::latency(lab.client(), lab.server(), labs::SERVER_IP, seconds)?;
-            let rate = tools::connection_rate(lab.client(), labs::SERVER_IP, seconds)?;
-            let tput = tools::throughput(lab.client(), labs::SERVER_IP, seconds)?;
-            for (metric, value) in [
-                (&mut p50, lat50),
-                (&mut p99, lat99),
-                (&mut conns, rate),
-                (&mut gbps, tput),
-            ] {
-                metric.values.entry(lab.name).or_default().push(value);
-            }
-        }
-    }
-    Ok(vec![p50, p99, conns, gbps])
+    let [p50, p99] = latency_metrics(SOCKPERF_HOW);
+    let metrics = vec![
+        p50,
+        p99,
+        Metric::new(
+            "new connections (HTTP)",
+            CLOSE_HOW,
+            "conn/s",
+            true,
+            Some(1.15),
+        ),
+        Metric::new(
+            "single-stream TCP throughput",
+            IPERF_HOW,
+            "Gbit/s",
+            true,
+            Some(1.0),
+        ),
+    ];
+    measure_rounds(&EAST_WEST, &labs, metrics, rounds, |lab| {
+        let client = Client::new(lab.client());
+        let sockperf = SocketAddrV4::new(labs::SERVER_IP, SOCKPERF_PORT);
+        let (lat50, lat99) = tools::latency(&client, lab.server(), sockperf, sockperf, seconds)?;
+        let rate = tools::http_rate(&client, server, false, seconds)?;
+        let iperf = SocketAddrV4::new(labs::SERVER_IP, IPERF_PORT);
+        let tput = tools::throughput(&client, iperf, seconds)?;
+        Ok(vec![lat50, lat99, rate, tput])
+    })
 }
 
-fn write_report(
-    metrics: &[Metric],
-    prog_cost: &Value,
-    rounds: usize,
-    seconds: u32,
-) -> anyhow::Result<()> {
-    let out_dir = cmd::workspace_root().join("target/bench");
-    fs::create_dir_all(&out_dir).context("creating target/bench")?;
-    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let mut md = format!(
-        "# netbpf benchmark\n\nKernel {}, {cpus} CPUs; {rounds} rounds of {seconds} s per figure, \
-         the targets alternating. Ratio = netbpf / target, per round; its median decides.\n\n",
-        kernel.trim()
-    );
-    if !metrics.is_empty() {
-        md += "Targets: `bridge` is a bare Linux bridge (the floor); `docker` is Docker's path, the \
-               bridge with bridged frames through netfilter and dockerd's iptables rules; \
-               `netbpf` is the same containers wired by netbpf. The ratio that decides is \
-               netbpf/docker.\n\n";
-        md += "| scenario | figure | bridge | docker | netbpf | netbpf/docker (per round) | netbpf/bridge | target | met |\n|---|---|---|---|---|---|---|---|---|\n";
+/// Where the outside client reaches a published container port.
+fn published(container_port: u16) -> SocketAddrV4 {
+    let host_port = labs::PUBLISHED
+        .iter()
+        .find(|(_, c)| *c == container_port)
+        .map(|(h, _)| *h)
+        .expect("a published port");
+    SocketAddrV4::new(HOST_UPLINK_IP, host_port)
+}
+
+fn north_south(netbpf_bin: &Path, rounds: usize, seconds: u32) -> anyhow::Result<Measured> {
+    step("north-south: building Docker's DNAT path and the netbpf labs (uplink at tc, at XDP)");
+    let dir = TempDir::new(&unique_prefix(BENCH_PREFIX)).context("bench temp dir")?;
+    let dirs = target_dirs(&dir, &NORTH_SOUTH)?;
+    let labs = [
+        labs::docker_published(BENCH_PREFIX, &dirs[0])?,
+        labs::netbpf_published(BENCH_PREFIX, netbpf_bin, &dirs[1], &labs::uplink("tc"))?,
+        labs::netbpf_published(BENCH_PREFIX, netbpf_bin, &dirs[2], &labs::uplink("xdp"))?,
+    ];
+    for lab in &labs {
+        // Complete checksums from the sender: XDP on a veth needs them, and every target
+        // gets the same sender.
+        lab.lab
+            .outside
+            .exec("ethtool", &["-K", OUTSIDE_IF, "tx", "off"])
+            .context("ethtool on the outside client")?;
     }
-    let mut json_metrics = Vec::new();
-    for m in metrics {
-        let cell = |t: &str| {
-            let (lo, hi) = min_max(m.of(t));
-            format!("{:.2} ({lo:.2}-{hi:.2})", median(m.of(t)))
+    let _servers = labs
+        .iter()
+        .zip(&dirs)
+        .map(|(lab, d)| tools::start_servers(lab.server(), labs::SERVER_IP, d))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+
+    let [p50, p99] = latency_metrics(SOCKPERF_HOW);
+    let metrics = vec![
+        p50,
+        p99,
+        Metric::new(
+            "new connections (HTTP)",
+            CLOSE_HOW,
+            "conn/s",
+            true,
+            Some(1.25),
+        ),
+        Metric::new(
+            "single-stream TCP throughput",
+            IPERF_HOW,
+            "Gbit/s",
+            true,
+            Some(1.0),
+        ),
+    ];
+    measure_rounds(&NORTH_SOUTH, &labs, metrics, rounds, |lab| {
+        let client = Client::new(&lab.lab.outside);
+        let listen = SocketAddrV4::new(labs::SERVER_IP, SOCKPERF_PORT);
+        let (lat50, lat99) = tools::latency(
+            &client,
+            lab.server(),
+            listen,
+            published(SOCKPERF_PORT),
+            seconds,
+        )?;
+        let rate = tools::http_rate(&client, published(HTTP_PORT), false, seconds)?;
+        let tput = tools::throughput(&client, published(IPERF_PORT), seconds)?;
+        Ok(vec![lat50, lat99, rate, tput])
+    })
+}
+
+/// A host-localhost target: the lab, the cgroup its client runs in, and (for `proxy`) the
+/// proxy.
+struct LocalTarget {
+    lab: labs::Published,
+    cgroup: Cgroup,
+    _proxy: Option<netbpf_tests::process::Background>,
+}
+
+fn host_localhost(netbpf_bin: &Path, rounds: usize, seconds: u32) -> anyhow::Result<Measured> {
+    step("host-localhost: building Docker's path with a userspace proxy and the netbpf lab");
+    let dir = TempDir::new(&unique_prefix(BENCH_PREFIX)).context("bench temp dir")?;
+    let dirs = target_dirs(&dir, &HOST_LOCALHOST)?;
+    let localhost = SocketAddrV4::new(Ipv4Addr::LOCALHOST, labs::PUBLISHED_HTTP);
+    let container = SocketAddrV4::new(labs::SERVER_IP, HTTP_PORT);
+
+    let proxy_cgroup = Cgroup::create(&unique_prefix(BENCH_PREFIX)).context("cgroup")?;
+    let proxy_lab = labs::docker_published(BENCH_PREFIX, &dirs[0])?;
+    let proxy = proxy::start(&proxy_lab.lab.host, localhost, container, &dirs[0])?;
+    let netbpf_cgroup = Cgroup::create(&unique_prefix(BENCH_PREFIX)).context("cgroup")?;
+    let netbpf_lab = labs::netbpf_published(
+        BENCH_PREFIX,
+        netbpf_bin,
+        &dirs[1],
+        &format!("cgroup = \"{}\"\n", netbpf_cgroup.path().display()),
+    )?;
+    let labs = [
+        LocalTarget {
+            lab: proxy_lab,
+            cgroup: proxy_cgroup,
+            _proxy: Some(proxy),
+        },
+        LocalTarget {
+            lab: netbpf_lab,
+            cgroup: netbpf_cgroup,
+            _proxy: None,
+        },
+    ];
+    let _servers = labs
+        .iter()
+        .zip(&dirs)
+        .map(|(t, d)| tools::start_servers(t.lab.server(), labs::SERVER_IP, d))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+
+    let metrics = vec![
+        Metric::new(
+            "HTTP requests (keep-alive)",
+            KEEPALIVE_HOW,
+            "req/s",
+            true,
+            Some(3.0),
+        ),
+        Metric::new("new connections (HTTP)", CLOSE_HOW, "conn/s", true, None),
+    ];
+    measure_rounds(&HOST_LOCALHOST, &labs, metrics, rounds, |t| {
+        let client = Client::in_cgroup(&t.lab.lab.host, &t.cgroup);
+        let keep_alive = tools::http_rate(&client, localhost, true, seconds)?;
+        let close = tools::http_rate(&client, localhost, false, seconds)?;
+        Ok(vec![keep_alive, close])
+    })
+}
+
+/// One directory per target, for its definitions, configuration files and logs.
+fn target_dirs(dir: &TempDir, scenario: &Scenario) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    scenario
+        .targets
+        .iter()
+        .map(|t| {
+            let d = dir.path().join(t);
+            fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+            Ok(d)
+        })
+        .collect()
+}
+
+/// Removes the cgroups of bench runs that were killed before their guards dropped (named
+/// `<prefix>-<pid>-<n>`, the process gone; empty, since their processes are too).
+fn remove_stale_cgroups() {
+    let Ok(root) = cgroup2_root() else { return };
+    let Ok(entries) = fs::read_dir(&root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(BENCH_PREFIX)
+            .and_then(|rest| rest.strip_prefix('-'))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
         };
-        let ratios = m.ratios(BASELINE);
-        let target = m.target.map_or("-".to_owned(), |t| {
-            format!("{} {t}", if m.higher_is_better { ">=" } else { "<=" })
-        });
-        let met = m
-            .meets_target()
-            .map_or("-", |ok| if ok { "yes" } else { "NO" });
-        let _ = writeln!(
-            md,
-            "| {} | {} ({}) | {} | {} | {} | {:.3} ({}) | {:.3} | {target} | {met} |",
-            m.scenario,
-            m.name,
-            m.unit,
-            cell(FLOOR),
-            cell(BASELINE),
-            cell(NETBPF),
-            median(&ratios),
-            ratios
-                .iter()
-                .map(|r| format!("{r:.2}"))
-                .collect::<Vec<_>>()
-                .join(" "),
-            median(&m.ratios(FLOOR)),
-        );
-        json_metrics.push(json!({
-            "scenario": m.scenario, "figure": m.name, "unit": m.unit,
-            "values": m.values, "ratios_vs_docker": ratios,
-            "ratio_median": median(&ratios), "ratio_median_vs_bridge": median(&m.ratios(FLOOR)),
-            "target": m.target, "higher_is_better": m.higher_is_better, "met": m.meets_target(),
-        }));
-    }
-    if let Some(paths) = prog_cost["ns_per_packet"].as_object() {
-        let empty = median(&values(&paths["empty_tc"]));
-        md += "\n## Per-packet cost (BPF_PROG_TEST_RUN, ns per packet, median of 5 runs of 1e6)\n\n| path | median | min-max | above empty tc |\n|---|---|---|---|\n";
-        for (path, ns) in paths {
-            let ns = values(ns);
-            let (lo, hi) = min_max(&ns);
-            let _ = writeln!(
-                md,
-                "| {path} | {:.0} | {lo:.0}-{hi:.0} | {:+.0} |",
-                median(&ns),
-                median(&ns) - empty
-            );
+        if !Path::new(&format!("/proc/{pid}")).exists()
+            && let Err(e) = fs::remove_dir(entry.path())
+        {
+            eprintln!("cleanup: removing cgroup {}: {e}", entry.path().display());
         }
-        let forward = median(&values(&paths["forward"]));
-        let _ = writeln!(
-            md,
-            "\nForwarding path: {:+.0} ns above an empty tc program (target: at most +40).",
-            forward - empty
-        );
     }
-    fs::write(out_dir.join("report.md"), &md).context("writing report.md")?;
-    let results = json!({ "rounds": rounds, "seconds": seconds, "metrics": json_metrics, "prog_cost": prog_cost });
-    fs::write(
-        out_dir.join("results.json"),
-        serde_json::to_string_pretty(&results)?,
-    )
-    .context("writing results.json")?;
-    println!("\n{md}");
-    step(&format!("report: {}", out_dir.join("report.md").display()));
-    Ok(())
-}
-
-fn values(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .map(|a| a.iter().filter_map(Value::as_f64).collect())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -306,12 +501,32 @@ mod tests {
     fn medians_and_ratios() {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
-        let mut m = Metric::new("s", "latency", "µs", false, Some(0.8));
-        m.values.insert(BASELINE, vec![10.0, 10.0, 10.0]);
-        m.values.insert(NETBPF, vec![7.0, 9.0, 8.0]);
-        assert_eq!(m.ratios(BASELINE), vec![0.7, 0.9, 0.8]);
-        assert_eq!(m.meets_target(), Some(true));
-        m.values.insert(NETBPF, vec![9.0, 9.0, 8.0]);
-        assert_eq!(m.meets_target(), Some(false));
+        let mut m = Metric::new("latency", "how", "µs", false, Some(0.8));
+        m.values.insert("docker", vec![10.0, 10.0, 10.0]);
+        m.values.insert("netbpf", vec![7.0, 9.0, 8.0]);
+        assert_eq!(m.ratios("netbpf", "docker"), vec![0.7, 0.9, 0.8]);
+        assert_eq!(m.meets_target("netbpf", "docker"), Some(true));
+        m.values.insert("netbpf", vec![9.0, 9.0, 8.0]);
+        assert_eq!(m.meets_target("netbpf", "docker"), Some(false));
+    }
+
+    #[test]
+    fn scenarios_are_consistent() {
+        for s in [&EAST_WEST, &NORTH_SOUTH, &HOST_LOCALHOST] {
+            assert!(SCENARIOS.contains(&s.id), "{}", s.id);
+            assert!(s.targets.contains(&s.baseline), "{}", s.id);
+            for t in s.contenders.iter().chain(&s.floor) {
+                assert!(s.targets.contains(t), "{}: {t}", s.id);
+            }
+        }
+    }
+
+    #[test]
+    fn published_ports_are_found() {
+        assert_eq!(
+            published(HTTP_PORT),
+            SocketAddrV4::new(HOST_UPLINK_IP, 8080)
+        );
+        assert_eq!(published(IPERF_PORT).port(), IPERF_PORT);
     }
 }

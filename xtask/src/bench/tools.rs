@@ -3,20 +3,53 @@
 use std::{
     net::{Ipv4Addr, SocketAddrV4, TcpStream},
     path::Path,
+    process::Command,
     time::Duration,
 };
 
 use anyhow::{Context as _, anyhow};
 use netbpf_tests::{
+    cgroup::Cgroup,
     netns::Netns,
     process::{Background, wait_for},
 };
 
 use crate::cmd;
 
+/// The servers' ports in their container (HTTP as a web server's).
+pub const HTTP_PORT: u16 = 80;
 pub const SOCKPERF_PORT: u16 = 11111;
-pub const HTTP_PORT: u16 = 8080;
 pub const IPERF_PORT: u16 = 5201;
+
+/// Where a client tool runs: a namespace, and a cgroup when socket programs must see it.
+pub struct Client<'a> {
+    ns: &'a Netns,
+    cgroup: Option<&'a Cgroup>,
+}
+
+impl<'a> Client<'a> {
+    pub fn new(ns: &'a Netns) -> Self {
+        Client { ns, cgroup: None }
+    }
+
+    pub fn in_cgroup(ns: &'a Netns, cgroup: &'a Cgroup) -> Self {
+        Client {
+            ns,
+            cgroup: Some(cgroup),
+        }
+    }
+
+    fn command(&self, program: &str, args: &[&str]) -> Command {
+        match self.cgroup {
+            Some(cgroup) => cgroup.command(self.ns, program, args),
+            None => self.ns.command(program, args),
+        }
+    }
+
+    fn run(&self, program: &str, args: &[&str]) -> anyhow::Result<String> {
+        cmd::output(&mut self.command(program, args))
+    }
+}
 
 /// The servers of one benchmark target, running in its namespace until dropped.
 pub struct Servers {
@@ -55,7 +88,7 @@ pub fn start_servers(ns: &Netns, addr: Ipv4Addr, dir: &Path) -> anyhow::Result<S
     })
 }
 
-fn wait_listening(ns: &Netns, target: SocketAddrV4) -> anyhow::Result<()> {
+pub fn wait_listening(ns: &Netns, target: SocketAddrV4) -> anyhow::Result<()> {
     ns.run(|| {
         wait_for(Duration::from_secs(5), || {
             TcpStream::connect_timeout(&target.into(), Duration::from_millis(200)).ok()
@@ -65,39 +98,42 @@ fn wait_listening(ns: &Netns, target: SocketAddrV4) -> anyhow::Result<()> {
     .ok_or_else(|| anyhow!("server on {target} in {} never came up", ns.name()))
 }
 
-fn run(ns: &Netns, program: &str, args: &[&str]) -> anyhow::Result<String> {
-    cmd::output(&mut ns.command(program, args))
-}
-
-/// TCP ping-pong latency (one-way, µs): (p50, p99). Both ends poll non-blocking sockets,
-/// so the figure is the network path's, not the scheduler's wake-up latency (which is
-/// most of a blocking ping-pong on a small VM and the same for every data path).
-/// The server spins too, so it runs only while this measures (it would steal a CPU from
-/// the other figures).
+/// TCP ping-pong latency (one-way, µs): (p50, p99), a sockperf server listening on
+/// `listen` in `server_ns`, the client sending to `to` (the same address, or where it is
+/// published). Both ends poll non-blocking sockets, so the figure is the network path's,
+/// not the scheduler's wake-up latency (which is most of a blocking ping-pong on a small
+/// VM and the same for every data path). The server spins too, so it runs only while this
+/// measures (it would steal a CPU from the other figures).
 pub fn latency(
-    client: &Netns,
+    client: &Client,
     server_ns: &Netns,
-    server: Ipv4Addr,
+    listen: SocketAddrV4,
+    to: SocketAddrV4,
     seconds: u32,
 ) -> anyhow::Result<(f64, f64)> {
-    let ip = server.to_string();
-    let port = SOCKPERF_PORT.to_string();
     let _server = Background::spawn(server_ns.command(
         "sockperf",
-        &["server", "--tcp", "--nonblocked", "-i", &ip, "-p", &port],
+        &[
+            "server",
+            "--tcp",
+            "--nonblocked",
+            "-i",
+            &listen.ip().to_string(),
+            "-p",
+            &listen.port().to_string(),
+        ],
     ))?;
-    wait_listening(server_ns, SocketAddrV4::new(server, SOCKPERF_PORT))?;
-    let out = run(
-        client,
+    wait_listening(server_ns, listen)?;
+    let out = client.run(
         "sockperf",
         &[
             "ping-pong",
             "--tcp",
             "--nonblocked",
             "-i",
-            &server.to_string(),
+            &to.ip().to_string(),
             "-p",
-            &SOCKPERF_PORT.to_string(),
+            &to.port().to_string(),
             "-t",
             &seconds.to_string(),
             "-m",
@@ -118,24 +154,23 @@ pub fn parse_sockperf(out: &str) -> anyhow::Result<(f64, f64)> {
     Ok((percentile("50.000")?, percentile("99.000")?))
 }
 
-/// New HTTP connections per second (`Connection: close`, one request each).
-pub fn connection_rate(client: &Netns, server: Ipv4Addr, seconds: u32) -> anyhow::Result<f64> {
-    let url = format!("http://{server}:{HTTP_PORT}/");
+/// HTTP requests per second from wrk (one thread, 16 connections) to `server`: with
+/// `keep_alive`, over persistent connections; without, `Connection: close`, so that every
+/// request is a new connection (the figure is then new connections per second).
+pub fn http_rate(
+    client: &Client,
+    server: SocketAddrV4,
+    keep_alive: bool,
+    seconds: u32,
+) -> anyhow::Result<f64> {
+    let url = format!("http://{server}/");
     let duration = format!("{seconds}s");
-    let out = run(
-        client,
-        "wrk",
-        &[
-            "-t1",
-            "-c16",
-            "-d",
-            &duration,
-            "-H",
-            "Connection: close",
-            &url,
-        ],
-    )?;
-    parse_wrk(&out)
+    let mut args = vec!["-t1", "-c16", "-d", &duration];
+    if !keep_alive {
+        args.extend(["-H", "Connection: close"]);
+    }
+    args.push(&url);
+    parse_wrk(&client.run("wrk", &args)?)
 }
 
 pub fn parse_wrk(out: &str) -> anyhow::Result<f64> {
@@ -151,16 +186,15 @@ pub fn parse_wrk(out: &str) -> anyhow::Result<f64> {
         .ok_or_else(|| anyhow!("wrk printed no Requests/sec:\n{out}"))
 }
 
-/// Single-stream TCP throughput (Gbit/s).
-pub fn throughput(client: &Netns, server: Ipv4Addr, seconds: u32) -> anyhow::Result<f64> {
-    let out = run(
-        client,
+/// Single-stream TCP throughput (Gbit/s) to an iperf3 server at `server`.
+pub fn throughput(client: &Client, server: SocketAddrV4, seconds: u32) -> anyhow::Result<f64> {
+    let out = client.run(
         "iperf3",
         &[
             "-c",
-            &server.to_string(),
+            &server.ip().to_string(),
             "-p",
-            &IPERF_PORT.to_string(),
+            &server.port().to_string(),
             "-t",
             &seconds.to_string(),
             "-J",
@@ -177,7 +211,7 @@ pub fn parse_iperf3(out: &str) -> anyhow::Result<f64> {
         .ok_or_else(|| anyhow!("iperf3 JSON has no end.sum_received.bits_per_second"))
 }
 
-/// Per-packet cost of the datapath's paths and of an empty program (the prog_cost example).
+/// Per-packet cost of the datapath's paths and of empty programs (the prog_cost example).
 pub fn prog_cost(runs: usize, repeat: u32) -> anyhow::Result<serde_json::Value> {
     let out = cmd::output(cmd::cargo().args([
         "run",
