@@ -74,10 +74,14 @@ pub enum Outcome {
     DropNoNatPort = 20,
     DropNotTranslatable = 21,
     IcmpError = 22,
+    Service = 23,
+    ServiceReply = 24,
+    ServiceReset = 25,
+    DropNoBackend = 26,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 23] = [
+    pub const ALL: [Outcome; 27] = [
         Outcome::Pass,
         Outcome::Forward,
         Outcome::ArpReply,
@@ -101,6 +105,10 @@ impl Outcome {
         Outcome::DropNoNatPort,
         Outcome::DropNotTranslatable,
         Outcome::IcmpError,
+        Outcome::Service,
+        Outcome::ServiceReply,
+        Outcome::ServiceReset,
+        Outcome::DropNoBackend,
     ];
     pub const COUNT: u32 = Self::ALL.len() as u32;
 
@@ -130,6 +138,10 @@ impl Outcome {
             Outcome::DropNoNatPort => "drop_no_nat_port",
             Outcome::DropNotTranslatable => "drop_not_translatable",
             Outcome::IcmpError => "icmp_error",
+            Outcome::Service => "service",
+            Outcome::ServiceReply => "service_reply",
+            Outcome::ServiceReset => "service_reset",
+            Outcome::DropNoBackend => "drop_no_backend",
         }
     }
 
@@ -183,6 +195,18 @@ impl Outcome {
             Outcome::IcmpError => {
                 "an ICMP error about a translated flow: its quoted packet translated back, delivered"
             }
+            Outcome::Service => {
+                "to a service's VIP: destination translated to the flow's backend, delivered into it"
+            }
+            Outcome::ServiceReply => {
+                "a backend's reply: source restored to the VIP, delivered to the client"
+            }
+            Outcome::ServiceReset => {
+                "TCP to a VIP refused with a reset: no backend available, or the flow's backend was removed"
+            }
+            Outcome::DropNoBackend => {
+                "UDP to a VIP with no backend available (or whose flow's backend was removed)"
+            }
         }
     }
 
@@ -198,6 +222,9 @@ impl Outcome {
                 | Outcome::MasqueradeReply
                 | Outcome::Hairpin
                 | Outcome::IcmpError
+                | Outcome::Service
+                | Outcome::ServiceReply
+                | Outcome::ServiceReset
         )
     }
 }

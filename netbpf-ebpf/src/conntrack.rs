@@ -7,11 +7,16 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap},
 };
 use netbpf_common::{
-    conntrack::{CtEntry, CtKey, HostConfig, TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN_SENT, partner},
+    conntrack::{
+        CT_SERVICE, CtEntry, CtKey, HostConfig, TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN_SENT, partner,
+    },
     maps::{MAX_CT, MAX_LOCAL},
 };
 
-use crate::nat::{L4, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
+use crate::{
+    nat::{L4, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    service,
+};
 
 #[map]
 static NB_CT: LruHashMap<CtKey, CtEntry> = LruHashMap::with_max_entries(MAX_CT, 0);
@@ -75,6 +80,13 @@ pub fn insert_new(key: &CtKey, entry: &CtEntry) -> bool {
     NB_CT.insert(key, &e, u64::from(BPF_NOEXIST)).is_ok()
 }
 
+/// Forgets a flow: the direction at `key` (whose entry is `e`) and the other.
+#[inline(always)]
+pub fn forget(key: &CtKey, e: &CtEntry) {
+    remove(&partner(key, e));
+    remove(key);
+}
+
 /// Forgets a flow direction.
 #[inline(always)]
 pub fn remove(key: &CtKey) {
@@ -112,13 +124,19 @@ pub fn lookup(key: &CtKey, l4: &L4) -> Option<*mut CtEntry> {
     // only blur the statistics fields.
     unsafe {
         if syn_only && (*entry).tcp_state == TCP_CLOSING {
-            remove(&partner(key, &*entry));
-            remove(key);
+            forget(key, &*entry);
             return None;
         }
         (*entry).last_seen = bpf_ktime_get_coarse_ns();
         (*entry).packets += 1;
-        (*entry).tcp_state = next_tcp_state((*entry).tcp_state, l4.tcp_flags);
+        let state = next_tcp_state((*entry).tcp_state, l4.tcp_flags);
+        // A service connection closing (the client's FIN or RST) stops counting as
+        // active for least-connection scheduling.
+        if state == TCP_CLOSING && (*entry).tcp_state != TCP_CLOSING && (*entry).kind == CT_SERVICE
+        {
+            service::closed((*entry).backend_id);
+        }
+        (*entry).tcp_state = state;
     }
     Some(entry)
 }
@@ -141,19 +159,35 @@ fn next_tcp_state(state: u8, flags: u8) -> u8 {
     }
 }
 
-/// Records a new flow (both directions) and returns the entry its first packet follows.
+/// A flow's entry as [`create`] and [`claim`] leave it: recorded by this packet, or by
+/// another CPU that got there first (whose entry the packet then follows).
+pub enum Created {
+    New(CtEntry),
+    Existing(CtEntry),
+}
+
+impl Created {
+    #[inline(always)]
+    pub fn entry(self) -> CtEntry {
+        match self {
+            Created::New(e) | Created::Existing(e) => e,
+        }
+    }
+}
+
+/// Records a new flow (both directions).
 #[inline(always)]
 pub fn create(
     forward: &CtKey,
     forward_entry: &CtEntry,
     reply: &CtKey,
     reply_entry: &CtEntry,
-) -> Option<CtEntry> {
+) -> Option<Created> {
     // The reply entry first: once the forward one exists, a reply may come back. It must
     // not replace another flow's entry; if it is this very flow's (another CPU creating
     // it at the same time), that CPU's entry is the one to follow.
     if !insert_new(reply, reply_entry) {
-        return get(forward);
+        return get(forward).map(Created::Existing);
     }
     claim(forward, forward_entry, reply)
 }
@@ -162,15 +196,15 @@ pub fn create(
 /// already. Another CPU may have recorded the same flow in between: its entry wins and
 /// the reply direction taken here is let go, so no port leaks.
 #[inline(always)]
-pub fn claim(forward: &CtKey, entry: &CtEntry, reply: &CtKey) -> Option<CtEntry> {
+pub fn claim(forward: &CtKey, entry: &CtEntry, reply: &CtKey) -> Option<Created> {
     let mut e = *entry;
     // SAFETY: helper without preconditions.
     e.last_seen = unsafe { bpf_ktime_get_coarse_ns() };
     if NB_CT.insert(forward, &e, u64::from(BPF_NOEXIST)).is_ok() {
-        return Some(e);
+        return Some(Created::New(e));
     }
     remove(reply);
-    get(forward)
+    get(forward).map(Created::Existing)
 }
 
 /// A new entry for `l4`'s protocol (TCP starts at SYN_SENT).

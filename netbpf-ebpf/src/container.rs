@@ -10,22 +10,24 @@ use aya_ebpf::{
 };
 use netbpf_common::{
     conntrack::{
-        CT_HAIRPIN, CT_HAIRPIN_REPLY, CT_MASQ_OUT, CT_MASQ_REPLY, CT_PUBLISHED_REPLY, CtEntry,
-        CtKey, HostConfig,
+        CT_HAIRPIN, CT_HAIRPIN_REPLY, CT_MASQ_OUT, CT_MASQ_REPLY, CT_PUBLISHED_REPLY, CT_SERVICE,
+        CT_SERVICE_REPLY, CT_SERVICE_REPLY_OUT, CtEntry, CtKey, HostConfig,
     },
-    net::{IfaceInfo, NET_ICC, NET_INTERNAL, NET_MASQUERADE},
+    net::{IFACE_SERVICE_BACKEND, IfaceInfo, NET_ICC, NET_INTERNAL, NET_MASQUERADE},
+    service::Service,
     stats::Outcome,
 };
 use network_types::{arp::ArpHdr, eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
-    conntrack,
+    conntrack::{self, Created},
     endpoints::{self, Peer},
     icmp::{self, End},
     nat::{self, IPPROTO_TCP, L4, TCP_ACK, TCP_SYN},
     packet::{
         self, ETH_P_ARP, ETH_P_IPV4, ipv4_header_ok, is_multi_destination, ptr_at, ptr_at_mut,
     },
+    reset, service,
 };
 
 const ARP_HTYPE_ETHERNET: [u8; 2] = 1u16.to_be_bytes();
@@ -77,6 +79,13 @@ fn ipv4(ctx: &TcContext, data: usize, data_end: usize, own: &IfaceInfo) -> Decis
         return drop(Outcome::DropSpoofedIp);
     }
     let dst = u32::from_ne_bytes(ip.dst_addr);
+    // A service backend's replies carry the backend's address: restore the VIP first.
+    if own.net_flags & IFACE_SERVICE_BACKEND != 0
+        && let Some(l4) = nat::l4(data, data_end, ip)
+        && let Some(decision) = service_reply(ctx, &l4, own, dst)
+    {
+        return decision;
+    }
     if dst & own.mask == own.subnet && dst != own.gateway {
         // A neighbour (the fast path, first): its slot in the network's range, or the
         // endpoint hash.
@@ -92,6 +101,11 @@ fn ipv4(ctx: &TcContext, data: usize, data_end: usize, own: &IfaceInfo) -> Decis
         };
     }
     let l4 = nat::l4(data, data_end, ip);
+    if let Some(l4) = &l4
+        && let Some(svc) = service::lookup(dst, l4.dport, l4.proto)
+    {
+        return to_service(ctx, l4, own, dst, svc);
+    }
     let local = dst == own.gateway || conntrack::is_local(dst);
     // One of the host's own addresses: a published port (hairpin), or such a flow's reply.
     if let Some(l4) = &l4
@@ -193,6 +207,107 @@ fn icmp_error(data: usize, data_end: usize, ip: &Ipv4Hdr, own: &IfaceInfo) -> Op
     Some((Outcome::IcmpError, verdict))
 }
 
+/// A container to a service's VIP: the flow's backend (recorded, or chosen now), the
+/// destination translated to it, delivered into its container. Refused with a reset (TCP)
+/// or dropped (UDP) when there is no backend to give.
+#[inline(always)]
+fn to_service(ctx: &TcContext, l4: &L4, own: &IfaceInfo, vip: u32, svc: &Service) -> Decision {
+    let key = conntrack::key(own.addr, vip, l4);
+    let e = if let Some(entry) = conntrack::lookup(&key, l4) {
+        // SAFETY: a pointer into the map's value, valid for this run.
+        let e = unsafe { *entry };
+        if e.kind != CT_SERVICE || !service::backend_alive(e.backend_id, e.nat_addr, e.nat_port) {
+            conntrack::forget(&key, &e);
+            return refuse(ctx, l4);
+        }
+        e
+    } else {
+        // A TCP flow starts with a SYN; anything else without state is refused.
+        if l4.proto == IPPROTO_TCP && l4.tcp_flags & (TCP_SYN | TCP_ACK) != TCP_SYN {
+            return refuse(ctx, l4);
+        }
+        let Some((id, backend)) = service::schedule(svc, own.addr, vip) else {
+            return refuse(ctx, l4);
+        };
+        let Some(ep) = endpoints::endpoint(backend.addr) else {
+            return refuse(ctx, l4);
+        };
+        let mut forward = conntrack::entry(CT_SERVICE, backend.addr, backend.port, ep.ifindex, l4);
+        forward.dst_mac = ep.mac;
+        forward.src_mac = ep.host_mac;
+        forward.backend_id = id;
+        let reply_key = CtKey {
+            saddr: backend.addr,
+            daddr: own.addr,
+            sport: backend.port,
+            dport: l4.sport,
+            proto: l4.proto,
+            pad: [0; 3],
+        };
+        let mut reply = conntrack::entry(CT_SERVICE_REPLY, vip, l4.dport, packet::ifindex(ctx), l4);
+        reply.dst_mac = own.mac;
+        reply.src_mac = own.host_mac;
+        reply.backend_id = id;
+        match conntrack::create(&key, &forward, &reply_key, &reply) {
+            Some(Created::New(e)) => {
+                service::opened(id);
+                e
+            }
+            Some(Created::Existing(e)) => e,
+            None => return drop(Outcome::DropNatFailed),
+        }
+    };
+    if nat::rewrite_dst(ctx, l4, vip, e.nat_addr, e.nat_port).is_err()
+        || nat::set_macs(ctx, &e.dst_mac, &e.src_mac).is_err()
+    {
+        return drop(Outcome::DropNatFailed);
+    }
+    // SAFETY: a helper call with plain integer arguments.
+    let verdict = unsafe { bpf_redirect_peer(e.ifindex, 0) } as i32;
+    (Outcome::Service, verdict)
+}
+
+/// A backend's reply to a client of its service: the source becomes the VIP again; into
+/// the client's container, or out of the uplink to a client outside. `None`: not a
+/// service flow's reply.
+#[inline(always)]
+fn service_reply(ctx: &TcContext, l4: &L4, own: &IfaceInfo, dst: u32) -> Option<Decision> {
+    let key = conntrack::key(own.addr, dst, l4);
+    // SAFETY: the value is copied out at once (the kinds below are refreshed by lookup).
+    let e = conntrack::get(&key)?;
+    if e.kind != CT_SERVICE_REPLY && e.kind != CT_SERVICE_REPLY_OUT {
+        return None;
+    }
+    conntrack::lookup(&key, l4)?;
+    if e.kind == CT_SERVICE_REPLY_OUT {
+        return Some(send_out(ctx, l4, own.addr, &e, Outcome::ServiceReply));
+    }
+    if nat::rewrite_src(ctx, l4, own.addr, e.nat_addr, e.nat_port).is_err()
+        || nat::set_macs(ctx, &e.dst_mac, &e.src_mac).is_err()
+    {
+        return Some(drop(Outcome::DropNatFailed));
+    }
+    // SAFETY: a helper call with plain integer arguments.
+    let verdict = unsafe { bpf_redirect_peer(e.ifindex, 0) } as i32;
+    Some((Outcome::ServiceReply, verdict))
+}
+
+/// Refuses a packet to a VIP that has no backend for it: a TCP reset back into the
+/// sender's container; other protocols are dropped (counted).
+#[inline(always)]
+fn refuse(ctx: &TcContext, l4: &L4) -> Decision {
+    if l4.proto != IPPROTO_TCP || !reset::answerable(l4.tcp_flags) || packet::is_gso(ctx) {
+        return drop(Outcome::DropNoBackend);
+    }
+    if reset::refuse(ctx.data(), ctx.data_end()).is_err() {
+        return drop(Outcome::DropNoBackend);
+    }
+    // Out of the veth it came in on: into the sender's container.
+    // SAFETY: a helper call with plain integer arguments.
+    let verdict = unsafe { bpf_redirect(packet::ifindex(ctx), 0) } as i32;
+    (Outcome::ServiceReset, verdict)
+}
+
 /// Whether the reply entry of a masqueraded flow is there (recreated if it was evicted and
 /// its port is still free).
 #[inline(always)]
@@ -267,6 +382,7 @@ fn hairpin(ctx: &TcContext, l4: &L4, own: &IfaceInfo, dst: u32) -> Option<Decisi
     let Some(forward) = conntrack::claim(&key, &forward, &reply_key) else {
         return Some(drop(Outcome::DropNatFailed));
     };
+    let forward = forward.entry();
     Some(both_ways(ctx, l4, own.addr, dst, &forward))
 }
 
@@ -315,6 +431,7 @@ fn masquerade(ctx: &TcContext, l4: &L4, own: &IfaceInfo, dst: u32, cfg: &HostCon
     let Some(out) = conntrack::claim(&conntrack::key(own.addr, dst, l4), &out, &reply_key) else {
         return drop(Outcome::DropNatFailed);
     };
+    let out = out.entry();
     send_out(ctx, l4, own.addr, &out, Outcome::Masquerade)
 }
 

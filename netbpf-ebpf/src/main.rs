@@ -16,6 +16,7 @@ mod endpoints;
 mod icmp;
 mod nat;
 mod packet;
+mod reset;
 mod service;
 mod sock;
 mod stats;

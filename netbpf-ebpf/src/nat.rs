@@ -80,37 +80,66 @@ impl L4 {
 /// a transport header cut short.
 #[inline(always)]
 pub fn l4(data: usize, data_end: usize, ip: &Ipv4Hdr) -> Option<L4> {
+    // Through memory, volatile: every field is then loaded on every path. Otherwise LLVM
+    // may leave the fields of the `None` path unset and still copy their registers where
+    // paths join, which the verifier refuses (reading an uninitialised register).
+    let mut slot = L4::NONE;
+    // SAFETY: a local, written and read whole.
+    let l4 = unsafe {
+        core::ptr::write_volatile(&mut slot, parse_l4(data, data_end, ip));
+        core::ptr::read_volatile(&slot)
+    };
+    (l4.proto != 0).then_some(l4)
+}
+
+impl L4 {
+    /// No transport header.
+    const NONE: L4 = L4 {
+        proto: 0,
+        offset: 0,
+        sport: 0,
+        dport: 0,
+        tcp_flags: 0,
+        sport_at: 0,
+        dport_at: 0,
+    };
+}
+
+#[inline(always)]
+fn parse_l4(data: usize, data_end: usize, ip: &Ipv4Hdr) -> L4 {
     if ip.proto != IPPROTO_TCP && ip.proto != IPPROTO_UDP && ip.proto != IPPROTO_ICMP {
-        return None;
+        return L4::NONE;
     }
     // Fragment offset (13 bits): only the first fragment has the ports.
     if u16::from_be_bytes(ip.frags) & 0x1fff != 0 {
-        return None;
+        return L4::NONE;
     }
     let offset = EthHdr::LEN + usize::from(ip.ihl());
     // Bound the offset for the verifier: ihl() is at most 60.
     if offset > EthHdr::LEN + 60 {
-        return None;
+        return L4::NONE;
     }
     if ip.proto == IPPROTO_ICMP {
         return icmp_echo(data, data_end, offset);
     }
-    let ports = ptr_at::<[u16; 2]>(data, data_end, offset).ok()?;
+    let Ok(ports) = ptr_at::<[u16; 2]>(data, data_end, offset) else {
+        return L4::NONE;
+    };
     // SAFETY: ptr_at checked the ports lie inside the packet.
     let [sport, dport] = unsafe { *ports };
     let tcp_flags = if ip.proto == IPPROTO_TCP {
-        // SAFETY: as above, for the flags byte.
-        unsafe { *ptr_at::<u8>(data, data_end, offset + 13).ok()? }
+        let Ok(header) = ptr_at::<[u8; 20]>(data, data_end, offset) else {
+            return L4::NONE;
+        };
+        // SAFETY: as above, for the whole TCP header.
+        unsafe { (*header)[13] }
     } else {
         if ptr_at::<[u8; 8]>(data, data_end, offset).is_err() {
-            return None;
+            return L4::NONE;
         }
         0
     };
-    if ip.proto == IPPROTO_TCP && ptr_at::<[u8; 20]>(data, data_end, offset).is_err() {
-        return None;
-    }
-    Some(L4 {
+    L4 {
         proto: ip.proto,
         offset,
         sport,
@@ -118,22 +147,24 @@ pub fn l4(data: usize, data_end: usize, ip: &Ipv4Hdr) -> Option<L4> {
         tcp_flags,
         sport_at: 0,
         dport_at: 2,
-    })
+    }
 }
 
 /// An ICMP echo request or reply (8-byte header: type, code, checksum, id, sequence).
 #[inline(always)]
-fn icmp_echo(data: usize, data_end: usize, offset: usize) -> Option<L4> {
-    let header = ptr_at::<[u8; 8]>(data, data_end, offset).ok()?;
+fn icmp_echo(data: usize, data_end: usize, offset: usize) -> L4 {
+    let Ok(header) = ptr_at::<[u8; 8]>(data, data_end, offset) else {
+        return L4::NONE;
+    };
     // SAFETY: ptr_at checked the header lies inside the packet.
     let header = unsafe { *header };
     let id = u16::from_ne_bytes([header[4], header[5]]);
     let (sport, dport, sport_at, dport_at) = match header[0] {
         ICMP_ECHO_REQUEST => (id, 0, 4, 0),
         ICMP_ECHO_REPLY => (0, id, 0, 4),
-        _ => return None,
+        _ => return L4::NONE,
     };
-    Some(L4 {
+    L4 {
         proto: IPPROTO_ICMP,
         offset,
         sport,
@@ -141,7 +172,7 @@ fn icmp_echo(data: usize, data_end: usize, offset: usize) -> Option<L4> {
         tcp_flags: 0,
         sport_at,
         dport_at,
-    })
+    }
 }
 
 /// Rewrites the destination address and port (DNAT).
@@ -225,7 +256,7 @@ pub fn set_macs(ctx: &TcContext, dst: &[u8; 6], src: &[u8; 6]) -> Result<(), i64
 
 /// Folds a 32-bit ones'-complement sum into 16 bits.
 #[inline(always)]
-fn fold(mut sum: u32) -> u16 {
+pub fn fold(mut sum: u32) -> u16 {
     sum = (sum & 0xffff) + (sum >> 16);
     sum = (sum & 0xffff) + (sum >> 16);
     sum as u16

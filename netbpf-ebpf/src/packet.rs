@@ -37,6 +37,13 @@ pub fn ifindex(ctx: &TcContext) -> u32 {
     unsafe { (*(ctx.as_ptr() as *const __sk_buff)).ifindex }
 }
 
+/// Whether an skb carries several segments (GSO): not a packet to rewrite into another.
+#[inline(always)]
+pub fn is_gso(ctx: &TcContext) -> bool {
+    // SAFETY: the context of a tc program is an __sk_buff.
+    unsafe { (*(ctx.as_ptr() as *const __sk_buff)).gso_segs > 1 }
+}
+
 /// Bytes the programs read from the start of a frame: Ethernet, an IPv4 header with
 /// options, and room for an L4 header.
 const HEADERS_LEN: u32 = 14 + 60 + 20;

@@ -4,8 +4,11 @@
 //! with atomic adds (one writer per field: the datapath), so least-connection schedulers
 //! see every CPU's flows.
 
+use core::intrinsics::AtomicOrdering;
+
 use aya_ebpf::{
-    helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns},
+    cty::c_void,
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns, bpf_loop},
     macros::map,
     maps::{Array, HashMap, LruHashMap},
 };
@@ -83,19 +86,24 @@ pub fn schedule(svc: &Service, saddr: u32, daddr: u32) -> Option<(u32, Backend)>
     let id = match Scheduler::from_u8(svc.scheduler)? {
         Scheduler::Rr | Scheduler::Wrr => {
             let position = NB_SVC_RR.get_ptr_mut(svc.id)?;
-            // SAFETY: a pointer into the array's value, valid for this run; the add is
-            // atomic across CPUs, so one cycle of the table is exact.
-            let n = unsafe { fetch_add(position) };
-            table_entry(svc, (n % u64::from(svc.table_len.max(1))) as u32)?
+            // SAFETY: a pointer into the array's value, valid for this run. The add is
+            // atomic; reading the result is not (see `add`): two CPUs scheduling at the
+            // same instant may take the same turn. One at a time, a cycle is exact.
+            let n = unsafe {
+                add(position);
+                core::ptr::read_volatile(position)
+            };
+            table_entry(
+                svc,
+                (n.wrapping_sub(1) % u64::from(svc.table_len.max(1))) as u32,
+            )?
         }
         Scheduler::Random => {
             // SAFETY: helper without preconditions.
             let r = unsafe { bpf_get_prandom_u32() };
             table_entry(svc, r % svc.table_len.max(1))?
         }
-        Scheduler::Sh | Scheduler::Mh => {
-            table_entry(svc, flow_hash(saddr) % svc.table_len.max(1))?
-        }
+        Scheduler::Sh | Scheduler::Mh => table_entry(svc, flow_hash(saddr) % svc.table_len.max(1))?,
         Scheduler::Dh => table_entry(svc, flow_hash(daddr) % svc.table_len.max(1))?,
         Scheduler::Lc => least_connections(svc, false)?,
         Scheduler::Wlc => least_connections(svc, true)?,
@@ -151,35 +159,62 @@ fn active(id: u32) -> u64 {
 }
 
 /// lc: the backend with the fewest active connections; wlc: the fewest per unit of
-/// weight. Ties go to the first in the list (IPVS does the same).
+/// weight. Ties go to the first in the list (IPVS does the same). The scan runs in
+/// `bpf_loop` (Linux 5.17): its body is verified once, whatever the backend count.
 #[inline(always)]
 fn least_connections(svc: &Service, weighted: bool) -> Option<u32> {
-    let mut best: Option<(u32, u64, u64)> = None;
-    for i in 0..MAX_SERVICE_BACKENDS {
-        if i >= u32::from(svc.count) {
-            break;
-        }
-        let Some(&id) = NB_TABLES.get(svc.table.wrapping_add(i)) else {
-            break;
-        };
-        let Some(b) = NB_BACKENDS.get(id) else {
-            continue;
-        };
-        if b.weight == 0 {
-            continue;
-        }
-        let weight = if weighted { u64::from(b.weight) } else { 1 };
-        let conns = active(id);
-        // conns / weight < best_conns / best_weight, without division.
-        let better = match best {
-            None => true,
-            Some((_, best_conns, best_weight)) => conns * best_weight < best_conns * weight,
-        };
-        if better {
-            best = Some((id, conns, weight));
-        }
+    let mut scan = LeastScan {
+        list: svc.table,
+        weighted,
+        best_id: 0,
+        best_conns: 0,
+        best_weight: 0,
+    };
+    let count = u32::from(svc.count).min(MAX_SERVICE_BACKENDS);
+    // SAFETY: the callback has the signature bpf_loop expects and reads its context as
+    // the `LeastScan` passed here, which outlives the call.
+    unsafe {
+        bpf_loop(count, least_step as *mut c_void, (&raw mut scan).cast(), 0);
     }
-    best.map(|(id, ..)| id)
+    (scan.best_id != 0).then_some(scan.best_id)
+}
+
+/// The state of a least-connection scan (`bpf_loop` context).
+#[repr(C)]
+struct LeastScan {
+    list: u32,
+    weighted: bool,
+    best_id: u32,
+    best_conns: u64,
+    best_weight: u64,
+}
+
+/// One backend of a least-connection scan. Returns 0: go on.
+extern "C" fn least_step(i: u32, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop hands back the context `least_connections` gave it.
+    let scan = unsafe { &mut *ctx.cast::<LeastScan>() };
+    let Some(&id) = NB_TABLES.get(scan.list.wrapping_add(i)) else {
+        return 1;
+    };
+    let Some(b) = NB_BACKENDS.get(id) else {
+        return 0;
+    };
+    if b.weight == 0 {
+        return 0;
+    }
+    let weight = if scan.weighted {
+        u64::from(b.weight)
+    } else {
+        1
+    };
+    let conns = active(id);
+    // conns / weight < best_conns / best_weight, without division.
+    if scan.best_id == 0 || conns * scan.best_weight < scan.best_conns * weight {
+        scan.best_id = id;
+        scan.best_conns = conns;
+        scan.best_weight = weight;
+    }
+    0
 }
 
 /// A new connection to a backend.
@@ -187,7 +222,7 @@ fn least_connections(svc: &Service, weighted: bool) -> Option<u32> {
 pub fn opened(id: u32) {
     if let Some(c) = NB_BE_CONNS.get_ptr_mut(id) {
         // SAFETY: a pointer into the array's value, valid for this run; atomic add.
-        unsafe { fetch_add(&raw mut (*c).opened) };
+        unsafe { add(&raw mut (*c).opened) };
     }
 }
 
@@ -196,19 +231,19 @@ pub fn opened(id: u32) {
 pub fn closed(id: u32) {
     if let Some(c) = NB_BE_CONNS.get_ptr_mut(id) {
         // SAFETY: as in [`opened`].
-        unsafe { fetch_add(&raw mut (*c).closed) };
+        unsafe { add(&raw mut (*c).closed) };
     }
 }
 
-/// Adds 1 atomically (BPF_ATOMIC | BPF_FETCH), returning the value before. The BPF
-/// target's `core` has no `AtomicU64::fetch_add` (no compare-and-swap in its atomics
-/// model), so the intrinsic is called directly.
+/// Adds 1 atomically (BPF_ATOMIC add). Its result cannot be read in the same
+/// instruction: the fetching form needs BPF ISA v3, whose 32-bit subregister code this
+/// toolchain's linker does not generate correctly (registers assumed to survive helper
+/// calls), so the object is built for the generic ISA.
 ///
 /// # Safety
 /// `counter` must point into a map value, valid for the program's run.
 #[inline(always)]
-unsafe fn fetch_add(counter: *mut u64) -> u64 {
-    // SAFETY: the caller's pointer is valid; the kernel supports atomic fetch-add on map
-    // values (Linux 5.12).
-    unsafe { core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(counter, 1) }
+unsafe fn add(counter: *mut u64) {
+    // SAFETY: the caller's pointer is valid.
+    unsafe { core::intrinsics::atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, 1) };
 }

@@ -10,16 +10,22 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use netbpf_common::{
-    conntrack::{CT_MASQ_REPLY, CT_PUBLISHED_IN, CT_PUBLISHED_REPLY, CtEntry, CtKey},
+    conntrack::{
+        CT_MASQ_REPLY, CT_PUBLISHED_IN, CT_PUBLISHED_REPLY, CT_SERVICE, CT_SERVICE_REPLY_OUT,
+        CtEntry, CtKey,
+    },
+    service::{SVC_EXTERNAL, Service},
     stats::Outcome,
 };
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
-    conntrack, endpoints,
+    conntrack::{self, Created},
+    endpoints,
     icmp::{self, End, IcmpError},
     nat::{self, IPPROTO_TCP, L4, TCP_ACK, TCP_SYN},
     packet::{self, ETH_P_IPV4, check_headers, ptr_at},
+    reset, service,
 };
 
 /// What to do with a frame from outside.
@@ -39,6 +45,8 @@ enum Action {
         err: IcmpError,
         entry: CtEntry,
     },
+    /// Turn the TCP segment into its reset and send it back out.
+    Reset,
 }
 
 /// The decision, shared by both hooks (`uplink`: the interface the frame arrived on).
@@ -78,6 +86,13 @@ fn decide(data: usize, data_end: usize, frame_len: u32, uplink: u32) -> Action {
         let outcome = match e.kind {
             CT_PUBLISHED_IN => Outcome::Published,
             CT_MASQ_REPLY => Outcome::MasqueradeReply,
+            CT_SERVICE if service::backend_alive(e.backend_id, e.nat_addr, e.nat_port) => {
+                Outcome::Service
+            }
+            CT_SERVICE => {
+                conntrack::forget(&key, &e);
+                return refuse(&l4);
+            }
             _ => return Action::Pass,
         };
         return Action::Deliver {
@@ -86,6 +101,12 @@ fn decide(data: usize, data_end: usize, frame_len: u32, uplink: u32) -> Action {
             entry: e,
             outcome,
         };
+    }
+    // A new flow to a service reachable from outside?
+    if let Some(svc) = service::lookup(daddr, l4.dport, l4.proto)
+        && svc.flags & SVC_EXTERNAL != 0
+    {
+        return to_service(&key, &l4, svc, uplink);
     }
     // A new flow to a published port of one of the host's own addresses?
     if !conntrack::is_local(daddr) {
@@ -116,11 +137,67 @@ fn decide(data: usize, data_end: usize, frame_len: u32, uplink: u32) -> Action {
     let Some(entry) = conntrack::create(&key, &forward, &reply_key, &reply) else {
         return Action::Drop(Outcome::DropNatFailed);
     };
+    let entry = entry.entry();
     Action::Deliver {
         l4,
         old_daddr: daddr,
         entry,
         outcome: Outcome::Published,
+    }
+}
+
+/// A new flow from outside to an external service: its backend chosen, both directions
+/// recorded (the replies leave through the uplink), delivered into the backend.
+#[inline(always)]
+fn to_service(key: &CtKey, l4: &L4, svc: &Service, uplink: u32) -> Action {
+    // A TCP flow starts with a SYN; anything else without state is refused.
+    if l4.proto == IPPROTO_TCP && l4.tcp_flags & (TCP_SYN | TCP_ACK) != TCP_SYN {
+        return refuse(l4);
+    }
+    let Some((id, backend)) = service::schedule(svc, key.saddr, key.daddr) else {
+        return refuse(l4);
+    };
+    let Some(ep) = endpoints::endpoint(backend.addr) else {
+        return refuse(l4);
+    };
+    let mut forward = conntrack::entry(CT_SERVICE, backend.addr, backend.port, ep.ifindex, l4);
+    forward.dst_mac = ep.mac;
+    forward.src_mac = ep.host_mac;
+    forward.backend_id = id;
+    let reply_key = CtKey {
+        saddr: backend.addr,
+        daddr: key.saddr,
+        sport: backend.port,
+        dport: l4.sport,
+        proto: l4.proto,
+        pad: [0; 3],
+    };
+    let mut reply = conntrack::entry(CT_SERVICE_REPLY_OUT, key.daddr, l4.dport, uplink, l4);
+    reply.backend_id = id;
+    let entry = match conntrack::create(key, &forward, &reply_key, &reply) {
+        Some(Created::New(e)) => {
+            service::opened(id);
+            e
+        }
+        Some(Created::Existing(e)) => e,
+        None => return Action::Drop(Outcome::DropNatFailed),
+    };
+    Action::Deliver {
+        l4: *l4,
+        old_daddr: key.daddr,
+        entry,
+        outcome: Outcome::Service,
+    }
+}
+
+/// A packet to a VIP without a backend for it: TCP is answered with a reset, the rest
+/// dropped.
+#[inline(always)]
+fn refuse(l4: &L4) -> Action {
+    if l4.proto == IPPROTO_TCP && reset::answerable(l4.tcp_flags) {
+        Action::Reset
+    } else {
+        Action::Drop(Outcome::DropNoBackend)
     }
 }
 
@@ -187,6 +264,14 @@ pub fn handle_tc(ctx: &TcContext) -> (Outcome, i32) {
             let verdict = unsafe { bpf_redirect_peer(e.ifindex, 0) } as i32;
             (Outcome::IcmpError, verdict)
         }
+        Action::Reset => {
+            if packet::is_gso(ctx) || reset::refuse(ctx.data(), ctx.data_end()).is_err() {
+                return (Outcome::DropNoBackend, TC_ACT_SHOT);
+            }
+            // SAFETY: a helper call with plain integer arguments.
+            let verdict = unsafe { bpf_redirect(packet::ifindex(ctx), 0) } as i32;
+            (Outcome::ServiceReset, verdict)
+        }
     }
 }
 
@@ -229,5 +314,9 @@ pub fn handle_xdp(ctx: &XdpContext) -> (Outcome, u32) {
             let verdict = unsafe { bpf_redirect(e.ifindex, 0) } as u32;
             (Outcome::IcmpError, verdict)
         }
+        Action::Reset => match reset::refuse(data, data_end) {
+            Ok(()) => (Outcome::ServiceReset, xdp_action::XDP_TX),
+            Err(()) => (Outcome::DropNoBackend, xdp_action::XDP_DROP),
+        },
     }
 }

@@ -122,12 +122,31 @@ pub fn tcp(
     flags: u8,
     payload: &[u8],
 ) -> Vec<u8> {
+    tcp_segment(src, dst, seq, ack, flags, 0xffff, payload)
+}
+
+/// A reset as a host sends it: no payload, window 0.
+pub fn tcp_reset(src: SocketAddrV4, dst: SocketAddrV4, seq: u32, ack: u32, flags: u8) -> Vec<u8> {
+    tcp_segment(src, dst, seq, ack, flags, 0, b"")
+}
+
+fn tcp_segment(
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    window: u16,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut segment = Vec::with_capacity(20 + payload.len());
     segment.extend_from_slice(&src.port().to_be_bytes());
     segment.extend_from_slice(&dst.port().to_be_bytes());
     segment.extend_from_slice(&seq.to_be_bytes());
     segment.extend_from_slice(&ack.to_be_bytes());
-    segment.extend_from_slice(&[5 << 4, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    segment.extend_from_slice(&[5 << 4, flags]);
+    segment.extend_from_slice(&window.to_be_bytes());
+    segment.extend_from_slice(&[0, 0, 0, 0]);
     segment.extend_from_slice(payload);
     let sum = l4_checksum(*src.ip(), *dst.ip(), IPPROTO_TCP, &segment);
     segment[16..18].copy_from_slice(&sum.to_be_bytes());

@@ -9,7 +9,7 @@ use crate::{
 };
 
 /// The files of tests/tests/, by what they need (a unit test below keeps this complete).
-const FIXTURE_TESTS: &[&str] = &["fixtures", "container_fixtures"];
+const FIXTURE_TESTS: &[&str] = &["fixtures", "container_fixtures", "service_fixtures"];
 const NAMESPACE_TESTS: &[&str] = &["datapath", "cli", "harness", "containers", "north_south"];
 
 pub fn run() -> anyhow::Result<()> {

@@ -4,6 +4,7 @@
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
 pub mod fixture;
+pub mod world;
 
 use std::{
     ffi::CString,

@@ -1,0 +1,674 @@
+//! Virtual services under BPF_PROG_TEST_RUN: the datapath's half of scheduling (reading
+//! the tables user space computes), translation both ways with exact bytes, connection
+//! counts, persistence, resets when no backend can take a connection, and VIPs reached
+//! from outside through the uplink (tc and XDP).
+
+mod support;
+
+use std::net::Ipv4Addr;
+
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, MapData},
+};
+use netbpf_common::{
+    conntrack::{CT_SERVICE, CT_SERVICE_REPLY, CT_SERVICE_REPLY_OUT, CtEntry, CtKey},
+    net::IFACE_SERVICE_BACKEND,
+    service::{Backend, BackendConns, SVC_EXTERNAL, Scheduler, Service, ServiceKey, flow_hash},
+    stats::{Hook, Outcome},
+};
+use netbpf_tests::{
+    packet::{self, Fixture, IPPROTO_TCP, IPPROTO_UDP, Mac, tcp_flags, verdict},
+    require_root,
+};
+use support::{
+    fixture::{load, run, run_without_bytes},
+    world::*,
+};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 200, 10);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+const CLIENT_MAC: Mac = Mac([2, 0, 0, 0, 0, 0xc1]);
+const UPLINK_MAC: Mac = Mac([2, 0, 0, 0, 0, 0xd1]);
+const XDP_REDIRECT: u32 = 4;
+const XDP_TX: u32 = 3;
+
+/// The service maps, taken from the object before the container maps.
+struct ServiceMaps {
+    services: HashMap<MapData, ServiceKey, Service>,
+    tables: Array<MapData, u32>,
+    backends: Array<MapData, Backend>,
+    conns: Array<MapData, BackendConns>,
+}
+
+impl ServiceMaps {
+    fn take(ebpf: &mut Ebpf) -> Self {
+        let mut take = |name: &str| ebpf.take_map(name).expect(name);
+        ServiceMaps {
+            services: HashMap::try_from(take("NB_SERVICES")).expect("hash"),
+            tables: Array::try_from(take("NB_TABLES")).expect("array"),
+            backends: Array::try_from(take("NB_BACKENDS")).expect("array"),
+            conns: Array::try_from(take("NB_BE_CONNS")).expect("array"),
+        }
+    }
+
+    /// A backend (id) on port 8080 of a fixture container.
+    fn backend(&mut self, id: u32, addr: Ipv4Addr, weight: u16, service_id: u32) {
+        let b = Backend {
+            addr: key(addr),
+            port: 8080u16.to_be(),
+            weight,
+            service_id,
+        };
+        self.backends.set(id, &b, 0).expect("backend");
+    }
+
+    /// A service at `vip`:`port`: its backend list then its scheduling table, at `table`.
+    #[allow(clippy::too_many_arguments, reason = "the whole frontend")]
+    fn service(
+        &mut self,
+        id: u32,
+        vip: Ipv4Addr,
+        proto: u8,
+        scheduler: Scheduler,
+        flags: u8,
+        table: u32,
+        list: &[u32],
+        schedule: &[u32],
+        persistence_secs: u32,
+    ) {
+        for (i, backend) in list.iter().chain(schedule).enumerate() {
+            self.tables
+                .set(table + i as u32, backend, 0)
+                .expect("table entry");
+        }
+        let frontend = Service {
+            id,
+            scheduler: scheduler as u8,
+            flags,
+            count: list.len() as u16,
+            table,
+            table_len: schedule.len() as u32,
+            persistence_secs,
+            persistence_mask: u32::MAX,
+        };
+        let k = ServiceKey {
+            vip: key(vip),
+            port: 80u16.to_be(),
+            proto,
+            pad: 0,
+        };
+        self.services.insert(&k, &frontend, 0).expect("service");
+    }
+
+    fn opened(&self, id: u32) -> (u64, u64) {
+        let c = self.conns.get(&id, 0).expect("conns");
+        (c.opened, c.closed)
+    }
+}
+
+fn syn(src_mac: Mac, dst_mac: Mac, src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) -> Vec<u8> {
+    packet::tcp4_frame(
+        dst_mac,
+        src_mac,
+        sock(src.0, src.1),
+        sock(dst.0, dst.1),
+        tcp_flags::SYN,
+        b"",
+    )
+}
+
+fn translated(name: &'static str, hook: Hook, input: Vec<u8>, output: Vec<u8>) -> Fixture {
+    Fixture {
+        name,
+        hook,
+        input,
+        verdict: if hook == Hook::XdpUplink {
+            XDP_REDIRECT
+        } else {
+            verdict::TC_ACT_REDIRECT
+        },
+        output: Some(output),
+        outcome: Outcome::Service,
+    }
+}
+
+fn conntrack(ebpf: &Ebpf) -> Vec<(CtKey, CtEntry)> {
+    let ct: HashMap<_, CtKey, CtEntry> =
+        HashMap::try_from(ebpf.map("NB_CT").expect("NB_CT")).expect("hash");
+    ct.iter().map(|e| e.expect("entry")).collect()
+}
+
+/// Round robin over three backends in three networks: each SYN takes the next, exact
+/// bytes into the backend; the reply leaves from the VIP; connection counts follow opens
+/// and closes; removing a flow's backend resets that flow.
+#[test]
+fn round_robin_translates_both_ways_and_counts_connections() {
+    require_root!();
+    let mut ebpf = load();
+    let mut svc = ServiceMaps::take(&mut ebpf);
+    let mut maps = fill_maps(&mut ebpf);
+    for (id, addr) in [(1, WEB2), (2, DB), (3, DB2)] {
+        svc.backend(id, addr, 1, 1);
+    }
+    svc.service(
+        1,
+        VIP,
+        IPPROTO_TCP,
+        Scheduler::Rr,
+        0,
+        0,
+        &[1, 2, 3],
+        &[1, 2, 3],
+        0,
+    );
+    own(&mut maps, Some(WEB1));
+
+    let expected = [
+        (WEB2, WEB2_MAC),
+        (DB, DB_MAC),
+        (DB2, DB2_MAC),
+        (WEB2, WEB2_MAC),
+    ];
+    for (i, (backend, mac)) in expected.into_iter().enumerate() {
+        let port = 40000 + i as u16;
+        let f = translated(
+            "SYN to the VIP goes to the next backend",
+            Hook::FromContainer,
+            syn(WEB1_MAC, HOST_MAC, (WEB1, port), (VIP, 80)),
+            syn(HOST_MAC, mac, (WEB1, port), (backend, 8080)),
+        );
+        run(&ebpf, &f).unwrap_or_else(|e| panic!("SYN {i} -> {backend}:\n{e}"));
+    }
+    assert_eq!(
+        [svc.opened(1), svc.opened(2), svc.opened(3)],
+        [(2, 0), (1, 0), (1, 0)]
+    );
+    let first = conntrack(&ebpf)
+        .into_iter()
+        .filter(|(k, _)| k.sport == 40000u16.to_be() || k.dport == 40000u16.to_be())
+        .map(|(k, e)| (e.kind, e.backend_id, Ipv4Addr::from(k.saddr.to_ne_bytes())))
+        .collect::<std::collections::BTreeSet<_>>();
+    assert_eq!(
+        first,
+        [(CT_SERVICE, 1, WEB1), (CT_SERVICE_REPLY, 1, WEB2)]
+            .into_iter()
+            .collect()
+    );
+
+    // web2's reply leaves from the VIP, into web1.
+    own_with_flags(&mut maps, Some(WEB2), IFACE_SERVICE_BACKEND);
+    let synack = |src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), dst_mac: Mac, src_mac: Mac| {
+        packet::tcp4_frame(
+            dst_mac,
+            src_mac,
+            sock(src.0, src.1),
+            sock(dst.0, dst.1),
+            tcp_flags::SYN | tcp_flags::ACK,
+            b"",
+        )
+    };
+    let reply = Fixture {
+        name: "web2's SYN-ACK leaves from the VIP",
+        hook: Hook::FromContainer,
+        input: synack((WEB2, 8080), (WEB1, 40000), HOST_MAC, WEB2_MAC),
+        verdict: verdict::TC_ACT_REDIRECT,
+        output: Some(synack((VIP, 80), (WEB1, 40000), WEB1_MAC, HOST_MAC)),
+        outcome: Outcome::ServiceReply,
+    };
+    run(&ebpf, &reply).unwrap_or_else(|e| panic!("{}:\n{e}", reply.name));
+
+    // The client closes: the backend has one connection fewer.
+    own(&mut maps, Some(WEB1));
+    let fin = |port: u16, flags: u8| {
+        packet::tcp4_frame(
+            HOST_MAC,
+            WEB1_MAC,
+            sock(WEB1, port),
+            sock(VIP, 80),
+            flags,
+            b"",
+        )
+    };
+    let closing = Fixture {
+        name: "web1's FIN",
+        hook: Hook::FromContainer,
+        input: fin(40000, tcp_flags::FIN | tcp_flags::ACK),
+        verdict: verdict::TC_ACT_REDIRECT,
+        output: Some(packet::tcp4_frame(
+            WEB2_MAC,
+            HOST_MAC,
+            sock(WEB1, 40000),
+            sock(WEB2, 8080),
+            tcp_flags::FIN | tcp_flags::ACK,
+            b"",
+        )),
+        outcome: Outcome::Service,
+    };
+    run(&ebpf, &closing).unwrap_or_else(|e| panic!("{}:\n{e}", closing.name));
+    assert_eq!(svc.opened(1), (2, 1));
+
+    // db is removed: the next packet of its flow is answered with a reset from the VIP.
+    svc.backends
+        .set(2, &Backend::default(), 0)
+        .expect("remove backend");
+    let ack = packet::ethernet(
+        HOST_MAC,
+        WEB1_MAC,
+        packet::ETH_P_IPV4,
+        &packet::ipv4(
+            WEB1,
+            VIP,
+            IPPROTO_TCP,
+            &packet::tcp(
+                sock(WEB1, 40001),
+                sock(VIP, 80),
+                1000,
+                5000,
+                tcp_flags::ACK | tcp_flags::PSH,
+                b"data",
+            ),
+        ),
+    );
+    let mut rst = packet::ethernet(
+        WEB1_MAC,
+        HOST_MAC,
+        packet::ETH_P_IPV4,
+        &packet::ipv4(
+            VIP,
+            WEB1,
+            IPPROTO_TCP,
+            &packet::tcp_reset(sock(VIP, 80), sock(WEB1, 40001), 5000, 0, tcp_flags::RST),
+        ),
+    );
+    // The frame keeps its length; the bytes past the reset are the old payload.
+    rst.extend_from_slice(&ack[rst.len()..]);
+    let reset = Fixture {
+        name: "a packet of a removed backend's flow gets a reset",
+        hook: Hook::FromContainer,
+        input: ack,
+        verdict: verdict::TC_ACT_REDIRECT,
+        output: Some(rst),
+        outcome: Outcome::ServiceReset,
+    };
+    run(&ebpf, &reset).unwrap_or_else(|e| panic!("{}:\n{e}", reset.name));
+    assert!(
+        !conntrack(&ebpf)
+            .iter()
+            .any(|(k, _)| k.sport == 40001u16.to_be() || k.dport == 40001u16.to_be()),
+        "the reset flow is forgotten"
+    );
+}
+
+/// Each scheduler reads its table as IPVS means it: wrr follows the weighted sequence,
+/// sh and mh index the Maglev table by the client's hash, lc and wlc take the backend
+/// with the fewest active connections (per weight); persistence keeps a client on its
+/// backend; weight 0 takes no new connections; no backend at all: reset (TCP) or drop.
+#[test]
+fn schedulers_persistence_and_refusals() {
+    require_root!();
+    let mut ebpf = load();
+    let mut svc = ServiceMaps::take(&mut ebpf);
+    let mut maps = fill_maps(&mut ebpf);
+    own(&mut maps, Some(WEB1));
+    let backends = [(1, WEB2), (2, DB), (3, DB2)];
+    let chosen = |ebpf: &Ebpf, port: u16| -> u32 {
+        conntrack(ebpf)
+            .iter()
+            .find(|(k, e)| e.kind == CT_SERVICE && k.sport == port.to_be())
+            .map(|(_, e)| e.backend_id)
+            .expect("flow recorded")
+    };
+    let mut port = 41000;
+    let mut connect = |ebpf: &Ebpf, vip: Ipv4Addr| -> u32 {
+        port += 1;
+        let input = syn(WEB1_MAC, HOST_MAC, (WEB1, port), (vip, 80));
+        let program = Fixture {
+            name: "SYN to the VIP",
+            hook: Hook::FromContainer,
+            input,
+            verdict: verdict::TC_ACT_REDIRECT,
+            output: None,
+            outcome: Outcome::Service,
+        };
+        // The bytes have their own test.
+        run_without_bytes(ebpf, &program).unwrap_or_else(|e| panic!("SYN to {vip}:\n{e}"));
+        chosen(ebpf, port)
+    };
+
+    // wrr, weights 3:1 (the sequence user space computes): 30/10 over 40.
+    let wrr_vip = Ipv4Addr::new(198, 18, 200, 11);
+    for (id, addr) in &backends[..2] {
+        svc.backend(*id, *addr, 1, 1);
+    }
+    svc.service(
+        1,
+        wrr_vip,
+        IPPROTO_TCP,
+        Scheduler::Wrr,
+        0,
+        0,
+        &[1, 2],
+        &[1, 1, 2, 1],
+        0,
+    );
+    let mut counts = [0; 3];
+    for _ in 0..40 {
+        counts[connect(&ebpf, wrr_vip) as usize - 1] += 1;
+    }
+    assert_eq!(counts, [30, 10, 0]);
+
+    // mh: a Maglev table of 7; the client's hash picks the slot, every time.
+    let mh_vip = Ipv4Addr::new(198, 18, 200, 12);
+    for (id, addr) in backends {
+        svc.backend(id + 10, addr, 1, 2);
+    }
+    let ring = [11, 12, 13, 11, 12, 13, 12];
+    svc.service(
+        2,
+        mh_vip,
+        IPPROTO_TCP,
+        Scheduler::Mh,
+        0,
+        100,
+        &[11, 12, 13],
+        &ring,
+        0,
+    );
+    let slot = flow_hash(key(WEB1)) % ring.len() as u32;
+    for _ in 0..5 {
+        assert_eq!(connect(&ebpf, mh_vip), ring[slot as usize]);
+    }
+
+    // lc: the fewest active connections; wlc: per weight.
+    let lc_vip = Ipv4Addr::new(198, 18, 200, 13);
+    for (id, addr) in backends {
+        svc.backend(id + 20, addr, 1, 3);
+    }
+    svc.service(
+        3,
+        lc_vip,
+        IPPROTO_TCP,
+        Scheduler::Lc,
+        0,
+        200,
+        &[21, 22, 23],
+        &[],
+        0,
+    );
+    for (id, opened) in [(21, 5), (22, 2), (23, 7)] {
+        let c = BackendConns { opened, closed: 0 };
+        svc.conns.set(id, &c, 0).expect("conns");
+    }
+    assert_eq!(connect(&ebpf, lc_vip), 22, "2 active < 5 < 7");
+    assert_eq!(connect(&ebpf, lc_vip), 22, "3 active < 5 < 7");
+    assert_eq!(svc.opened(22), (4, 0));
+    let wlc_vip = Ipv4Addr::new(198, 18, 200, 14);
+    svc.backend(31, WEB2, 4, 4);
+    svc.backend(32, DB, 1, 4);
+    svc.conns
+        .set(
+            31,
+            &BackendConns {
+                opened: 6,
+                closed: 0,
+            },
+            0,
+        )
+        .expect("conns");
+    svc.conns
+        .set(
+            32,
+            &BackendConns {
+                opened: 2,
+                closed: 0,
+            },
+            0,
+        )
+        .expect("conns");
+    svc.service(
+        4,
+        wlc_vip,
+        IPPROTO_TCP,
+        Scheduler::Wlc,
+        0,
+        300,
+        &[31, 32],
+        &[],
+        0,
+    );
+    assert_eq!(connect(&ebpf, wlc_vip), 31, "6/4 < 2/1");
+
+    // Persistence (rr over two): the client keeps its first backend.
+    let sticky_vip = Ipv4Addr::new(198, 18, 200, 15);
+    svc.backend(41, WEB2, 1, 5);
+    svc.backend(42, DB, 1, 5);
+    svc.service(
+        5,
+        sticky_vip,
+        IPPROTO_TCP,
+        Scheduler::Rr,
+        0,
+        400,
+        &[41, 42],
+        &[41, 42],
+        300,
+    );
+    let first = connect(&ebpf, sticky_vip);
+    for _ in 0..4 {
+        assert_eq!(connect(&ebpf, sticky_vip), first, "persistent client");
+    }
+    // Its backend drained (weight 0): persistence gives way, the other one is taken.
+    svc.backend(first, if first == 41 { WEB2 } else { DB }, 0, 5);
+    let other = if first == 41 { 42 } else { 41 };
+    svc.service(
+        5,
+        sticky_vip,
+        IPPROTO_TCP,
+        Scheduler::Rr,
+        0,
+        410,
+        &[other],
+        &[other],
+        300,
+    );
+    assert_eq!(connect(&ebpf, sticky_vip), other);
+
+    // No backend: a SYN gets a reset (RST|ACK, ack = seq + 1), UDP is dropped.
+    let empty_vip = Ipv4Addr::new(198, 18, 200, 16);
+    svc.service(
+        6,
+        empty_vip,
+        IPPROTO_TCP,
+        Scheduler::Rr,
+        0,
+        500,
+        &[],
+        &[],
+        0,
+    );
+    svc.service(
+        7,
+        empty_vip,
+        IPPROTO_UDP,
+        Scheduler::Rr,
+        0,
+        500,
+        &[],
+        &[],
+        0,
+    );
+    let refused_syn = syn(WEB1_MAC, HOST_MAC, (WEB1, 42000), (empty_vip, 80));
+    let mut rst = packet::ethernet(
+        WEB1_MAC,
+        HOST_MAC,
+        packet::ETH_P_IPV4,
+        &packet::ipv4(
+            empty_vip,
+            WEB1,
+            IPPROTO_TCP,
+            &packet::tcp_reset(
+                sock(empty_vip, 80),
+                sock(WEB1, 42000),
+                0,
+                2,
+                tcp_flags::RST | tcp_flags::ACK,
+            ),
+        ),
+    );
+    rst.extend_from_slice(&refused_syn[rst.len()..]);
+    let refusals = [
+        Fixture {
+            name: "SYN to a service without backends: reset",
+            hook: Hook::FromContainer,
+            input: refused_syn,
+            verdict: verdict::TC_ACT_REDIRECT,
+            output: Some(rst),
+            outcome: Outcome::ServiceReset,
+        },
+        Fixture {
+            name: "UDP to a service without backends: dropped",
+            hook: Hook::FromContainer,
+            input: packet::udp4_frame(
+                HOST_MAC,
+                WEB1_MAC,
+                sock(WEB1, 42001),
+                sock(empty_vip, 80),
+                b"anyone?",
+            ),
+            verdict: verdict::TC_ACT_SHOT,
+            output: None,
+            outcome: Outcome::DropNoBackend,
+        },
+    ];
+    for f in &refusals {
+        run(&ebpf, f).unwrap_or_else(|e| panic!("{}:\n{e}", f.name));
+    }
+}
+
+/// An external VIP from outside, at tc and at XDP: translated into the backend, the reply
+/// leaves from the VIP through the uplink; a VIP not marked external is not answered from
+/// outside; a SYN to an external VIP without backends is reset back out.
+#[test]
+fn external_services_from_the_uplink() {
+    require_root!();
+    let mut ebpf = load();
+    let mut svc = ServiceMaps::take(&mut ebpf);
+    let mut maps = fill_maps(&mut ebpf);
+    svc.backend(1, WEB2, 1, 1);
+    svc.service(
+        1,
+        VIP,
+        IPPROTO_TCP,
+        Scheduler::Rr,
+        SVC_EXTERNAL,
+        0,
+        &[1],
+        &[1],
+        0,
+    );
+    let internal_vip = Ipv4Addr::new(198, 18, 200, 20);
+    svc.service(
+        2,
+        internal_vip,
+        IPPROTO_TCP,
+        Scheduler::Rr,
+        0,
+        0,
+        &[1],
+        &[1],
+        0,
+    );
+    let empty_vip = Ipv4Addr::new(198, 18, 200, 21);
+    svc.service(
+        3,
+        empty_vip,
+        IPPROTO_TCP,
+        Scheduler::Rr,
+        SVC_EXTERNAL,
+        10,
+        &[],
+        &[],
+        0,
+    );
+
+    for (hook, port) in [(Hook::FromUplink, 50000), (Hook::XdpUplink, 50001)] {
+        let inbound = translated(
+            "SYN from outside to the external VIP",
+            hook,
+            syn(CLIENT_MAC, UPLINK_MAC, (CLIENT, port), (VIP, 80)),
+            syn(HOST_MAC, WEB2_MAC, (CLIENT, port), (WEB2, 8080)),
+        );
+        run(&ebpf, &inbound).unwrap_or_else(|e| panic!("{hook:?}: {}:\n{e}", inbound.name));
+        let reply = conntrack(&ebpf)
+            .into_iter()
+            .find(|(k, _)| k.dport == port.to_be())
+            .expect("reply entry");
+        assert_eq!(reply.1.kind, CT_SERVICE_REPLY_OUT);
+
+        own_with_flags(&mut maps, Some(WEB2), IFACE_SERVICE_BACKEND);
+        let synack = |src: (Ipv4Addr, u16)| {
+            packet::tcp4_frame(
+                HOST_MAC,
+                WEB2_MAC,
+                sock(src.0, src.1),
+                sock(CLIENT, port),
+                tcp_flags::SYN | tcp_flags::ACK,
+                b"",
+            )
+        };
+        let out = Fixture {
+            name: "the backend's reply leaves the uplink from the VIP",
+            hook: Hook::FromContainer,
+            input: synack((WEB2, 8080)),
+            verdict: verdict::TC_ACT_REDIRECT,
+            output: Some(synack((VIP, 80))),
+            outcome: Outcome::ServiceReply,
+        };
+        run(&ebpf, &out).unwrap_or_else(|e| panic!("{hook:?}: {}:\n{e}", out.name));
+    }
+
+    let not_external = Fixture {
+        name: "a VIP not marked external is left to the host",
+        hook: Hook::FromUplink,
+        input: syn(CLIENT_MAC, UPLINK_MAC, (CLIENT, 50002), (internal_vip, 80)),
+        verdict: verdict::TC_ACT_OK,
+        output: None,
+        outcome: Outcome::Pass,
+    };
+    run(&ebpf, &not_external).unwrap_or_else(|e| panic!("{}:\n{e}", not_external.name));
+
+    for (hook, verdict) in [
+        (Hook::FromUplink, verdict::TC_ACT_REDIRECT),
+        (Hook::XdpUplink, XDP_TX),
+    ] {
+        let input = syn(CLIENT_MAC, UPLINK_MAC, (CLIENT, 50003), (empty_vip, 80));
+        let mut rst = packet::ethernet(
+            CLIENT_MAC,
+            UPLINK_MAC,
+            packet::ETH_P_IPV4,
+            &packet::ipv4(
+                empty_vip,
+                CLIENT,
+                IPPROTO_TCP,
+                &packet::tcp_reset(
+                    sock(empty_vip, 80),
+                    sock(CLIENT, 50003),
+                    0,
+                    2,
+                    tcp_flags::RST | tcp_flags::ACK,
+                ),
+            ),
+        );
+        rst.extend_from_slice(&input[rst.len()..]);
+        let refused = Fixture {
+            name: "SYN from outside to an external VIP without backends: reset",
+            hook,
+            input,
+            verdict,
+            output: Some(rst),
+            outcome: Outcome::ServiceReset,
+        };
+        run(&ebpf, &refused).unwrap_or_else(|e| panic!("{hook:?}: {}:\n{e}", refused.name));
+    }
+}
