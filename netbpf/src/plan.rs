@@ -1,6 +1,8 @@
 //! The planner: a pure function from the validated model to the kernel state it implies
 //! (map entries and veths). The reconciler makes the kernel match it.
 
+pub mod sched;
+
 use std::{collections::BTreeMap, net::Ipv4Addr, path::PathBuf};
 
 use netbpf_common::{
@@ -215,6 +217,7 @@ mod tests {
             uplink_mode: Default::default(),
             networks,
             containers: Vec::new(),
+            services: Vec::new(),
         }
     }
 

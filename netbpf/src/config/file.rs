@@ -16,6 +16,8 @@ pub struct DefinitionsFile {
     pub network: Vec<NetworkDef>,
     #[serde(default)]
     pub container: Vec<ContainerDef>,
+    #[serde(default)]
+    pub service: Vec<ServiceDef>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -78,6 +80,55 @@ pub struct ContainerDef {
     pub publish_all: bool,
     #[serde(default)]
     pub expose: Vec<Expose>,
+}
+
+/// A `[[service]]` entry: a virtual IP and port spread over backends (IPVS's virtual
+/// service). Numbers stay wide here so that validation can say which one is out of range.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceDef {
+    pub name: String,
+    pub vip: String,
+    pub port: i64,
+    /// "tcp" (the default) or "udp".
+    pub protocol: Option<String>,
+    /// rr | wrr | lc | wlc | sh | dh | mh | random (default wlc, as ipvsadm).
+    pub scheduler: Option<String>,
+    /// How long a client stays on its backend after its last new connection (ipvsadm -p).
+    pub persistence: Option<String>,
+    /// The part of the client's address that persistence keys on (ipvsadm -M).
+    pub persistence_netmask: Option<String>,
+    /// Also reachable from outside through the uplink.
+    pub external: Option<bool>,
+    pub health: Option<HealthDef>,
+    #[serde(default)]
+    pub backends: Vec<BackendDef>,
+}
+
+/// A service's health check, run by the agent against each backend.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthDef {
+    /// "tcp" (connect) or "http" (GET `path`, expect status `expect`).
+    pub kind: String,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub rise: Option<i64>,
+    pub fall: Option<i64>,
+    pub path: Option<String>,
+    pub expect: Option<i64>,
+}
+
+/// One backend (IPVS's real server): a container by name, or an address in a network.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendDef {
+    pub container: Option<String>,
+    pub address: Option<String>,
+    /// Default: the service's port.
+    pub port: Option<i64>,
+    /// Default 1; 0 drains (no new connections).
+    pub weight: Option<i64>,
 }
 
 /// An `expose` entry: a TCP port number, or `"port[-end][/proto]"`.

@@ -5,11 +5,12 @@ pub mod duration;
 pub mod file;
 pub mod model;
 pub mod ports;
+pub mod services;
 pub mod validate;
 
 use std::{fmt, path::Path};
 
-pub use model::{Container, Model, Network};
+pub use model::{Container, Model, Network, Service};
 
 /// One thing wrong with a definitions file: where, which field, what.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -13,6 +13,7 @@ pub struct Model {
     pub timeouts: Timeouts,
     pub networks: Vec<Network>,
     pub containers: Vec<Container>,
+    pub services: Vec<Service>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -123,4 +124,77 @@ pub enum UplinkMode {
     /// XDP on a physical NIC, tc on a virtual device.
     #[default]
     Auto,
+}
+
+/// A virtual service (IPVS's virtual server), resolved: ids given, backends' addresses
+/// known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Service {
+    /// Stable across reloads (kept by VIP, port and protocol); 1..MAX_SERVICES.
+    pub id: u32,
+    pub name: String,
+    pub vip: Ipv4Addr,
+    pub port: u16,
+    pub proto: super::ports::Proto,
+    pub scheduler: netbpf_common::service::Scheduler,
+    /// Persistence timeout in whole seconds (0: none).
+    pub persistence_secs: u32,
+    pub persistence_mask: Ipv4Addr,
+    pub external: bool,
+    pub health: Option<HealthCheck>,
+    /// In the order written (rr, wrr and the least-connection tie-break follow it).
+    pub backends: Vec<ServiceBackend>,
+}
+
+impl Service {
+    /// `TCP 198.18.200.10:80`, as ipvsadm names a service.
+    pub fn label(&self) -> String {
+        format!(
+            "{} {}:{}",
+            self.proto.to_string().to_uppercase(),
+            self.vip,
+            self.port
+        )
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceBackend {
+    /// Stable across reloads (kept by service, address and port); 1..MAX_BACKENDS.
+    pub id: u32,
+    pub addr: Ipv4Addr,
+    pub port: u16,
+    /// IPVS weight; 0 drains.
+    pub weight: u16,
+    /// The container it was named by, if it was.
+    pub container: Option<String>,
+}
+
+/// How the agent checks a service's backends (keepalived's checkers, HAProxy's rise/fall).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub kind: HealthKind,
+    pub interval: std::time::Duration,
+    pub timeout: std::time::Duration,
+    /// Consecutive successes that bring a backend back.
+    pub rise: u32,
+    /// Consecutive failures that take it out.
+    pub fall: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HealthKind {
+    /// A TCP connection to the backend's port opens.
+    Tcp,
+    /// `GET path` answers with status `expect`.
+    Http { path: String, expect: u16 },
+}
+
+impl HealthKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            HealthKind::Tcp => "tcp",
+            HealthKind::Http { .. } => "http",
+        }
+    }
 }

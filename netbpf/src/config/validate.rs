@@ -16,6 +16,7 @@ use super::{
         Attachment, Container, Model, Network, Published, Timeouts, UplinkMode, mac_from_ip, mask,
     },
     ports::{Proto, parse_expose, parse_port_spec},
+    services::{PreviousBackend, PreviousService, ServiceAddr},
 };
 
 /// What the kernel already holds, so a reload keeps ids and addresses stable.
@@ -31,6 +32,10 @@ pub struct Previous {
     pub host_addresses: Option<Vec<Ipv4Addr>>,
     /// Where free host ports come from (the kernel's ip_local_port_range).
     pub port_range: Option<(u16, u16)>,
+    /// The services the kernel holds, by VIP, port and protocol.
+    pub services: HashMap<ServiceAddr, PreviousService>,
+    /// Their backends, by service, address and port.
+    pub backends: HashMap<(ServiceAddr, Ipv4Addr, u16), PreviousBackend>,
 }
 
 /// Linux's default ip_local_port_range.
@@ -41,12 +46,17 @@ const MAX_NAME: usize = 31;
 /// Longest interface name the kernel takes.
 const MAX_IFNAME: usize = 15;
 
-struct Checker {
+pub(super) struct Checker {
     problems: Vec<Problem>,
 }
 
 impl Checker {
-    fn problem(&mut self, place: &str, field: Option<&str>, message: impl Into<String>) {
+    /// Problems found so far.
+    pub(super) fn count(&self) -> usize {
+        self.problems.len()
+    }
+
+    pub(super) fn problem(&mut self, place: &str, field: Option<&str>, message: impl Into<String>) {
         self.problems.push(Problem {
             place: place.to_owned(),
             field: field.map(str::to_owned),
@@ -61,6 +71,7 @@ pub fn validate(file: &DefinitionsFile, previous: &Previous) -> Result<Model, Ve
     };
     let networks = networks(&mut check, &file.network, previous);
     let containers = containers(&mut check, &file.container, &networks, previous);
+    let services = super::services::services(&mut check, file, &networks, &containers, previous);
     if !check.problems.is_empty() {
         return Err(check.problems);
     }
@@ -99,6 +110,7 @@ pub fn validate(file: &DefinitionsFile, previous: &Previous) -> Result<Model, Ve
         pin_dir: file.host.pin_dir.clone(),
         networks,
         containers,
+        services,
     })
 }
 
@@ -126,7 +138,7 @@ fn timeouts(check: &mut Checker, def: &ConntrackDef) -> Timeouts {
     t
 }
 
-fn place(kind: &str, index: usize, name: &str) -> String {
+pub(super) fn place(kind: &str, index: usize, name: &str) -> String {
     if name.is_empty() {
         format!("{kind} #{}", index + 1)
     } else {
@@ -134,7 +146,7 @@ fn place(kind: &str, index: usize, name: &str) -> String {
     }
 }
 
-fn check_name(check: &mut Checker, place: &str, name: &str) -> bool {
+pub(super) fn check_name(check: &mut Checker, place: &str, name: &str) -> bool {
     let ok_chars = name
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
@@ -149,7 +161,12 @@ fn check_name(check: &mut Checker, place: &str, name: &str) -> bool {
     true
 }
 
-fn parse_addr(check: &mut Checker, place: &str, field: &str, text: &str) -> Option<Ipv4Addr> {
+pub(super) fn parse_addr(
+    check: &mut Checker,
+    place: &str,
+    field: &str,
+    text: &str,
+) -> Option<Ipv4Addr> {
     match text.parse::<Ipv4Addr>() {
         Ok(addr) => Some(addr),
         Err(_) => {
