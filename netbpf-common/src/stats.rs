@@ -78,10 +78,11 @@ pub enum Outcome {
     ServiceReply = 24,
     ServiceReset = 25,
     DropNoBackend = 26,
+    ServiceUnreachable = 27,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 27] = [
+    pub const ALL: [Outcome; 28] = [
         Outcome::Pass,
         Outcome::Forward,
         Outcome::ArpReply,
@@ -109,6 +110,7 @@ impl Outcome {
         Outcome::ServiceReply,
         Outcome::ServiceReset,
         Outcome::DropNoBackend,
+        Outcome::ServiceUnreachable,
     ];
     pub const COUNT: u32 = Self::ALL.len() as u32;
 
@@ -142,6 +144,7 @@ impl Outcome {
             Outcome::ServiceReply => "service_reply",
             Outcome::ServiceReset => "service_reset",
             Outcome::DropNoBackend => "drop_no_backend",
+            Outcome::ServiceUnreachable => "service_unreachable",
         }
     }
 
@@ -205,7 +208,10 @@ impl Outcome {
                 "TCP to a VIP refused with a reset: no backend available, or the flow's backend was removed"
             }
             Outcome::DropNoBackend => {
-                "UDP to a VIP with no backend available (or whose flow's backend was removed)"
+                "to a VIP with no backend available, and not answerable (a reset, IP options, GSO)"
+            }
+            Outcome::ServiceUnreachable => {
+                "UDP to a VIP refused with ICMP port unreachable: no backend available, or removed"
             }
         }
     }
@@ -225,6 +231,7 @@ impl Outcome {
                 | Outcome::Service
                 | Outcome::ServiceReply
                 | Outcome::ServiceReset
+                | Outcome::ServiceUnreachable
         )
     }
 }

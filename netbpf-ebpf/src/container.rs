@@ -27,7 +27,7 @@ use crate::{
     packet::{
         self, ETH_P_ARP, ETH_P_IPV4, ipv4_header_ok, is_multi_destination, ptr_at, ptr_at_mut,
     },
-    reset, service,
+    reject, service,
 };
 
 const ARP_HTYPE_ETHERNET: [u8; 2] = 1u16.to_be_bytes();
@@ -292,20 +292,18 @@ fn service_reply(ctx: &TcContext, l4: &L4, own: &IfaceInfo, dst: u32) -> Option<
     Some((Outcome::ServiceReply, verdict))
 }
 
-/// Refuses a packet to a VIP that has no backend for it: a TCP reset back into the
-/// sender's container; other protocols are dropped (counted).
+/// Refuses a packet to a VIP that has no backend for it: a TCP reset, or an ICMP port
+/// unreachable, back into the sender's container.
 #[inline(always)]
 fn refuse(ctx: &TcContext, l4: &L4) -> Decision {
-    if l4.proto != IPPROTO_TCP || !reset::answerable(l4.tcp_flags) || packet::is_gso(ctx) {
-        return drop(Outcome::DropNoBackend);
-    }
-    if reset::refuse(ctx.data(), ctx.data_end()).is_err() {
-        return drop(Outcome::DropNoBackend);
-    }
+    let outcome = match reject::tc(ctx, l4.proto, l4.tcp_flags) {
+        Ok(outcome) => outcome,
+        Err(()) => return drop(Outcome::DropNoBackend),
+    };
     // Out of the veth it came in on: into the sender's container.
     // SAFETY: a helper call with plain integer arguments.
     let verdict = unsafe { bpf_redirect(packet::ifindex(ctx), 0) } as i32;
-    (Outcome::ServiceReset, verdict)
+    (outcome, verdict)
 }
 
 /// Whether the reply entry of a masqueraded flow is there (recreated if it was evicted and

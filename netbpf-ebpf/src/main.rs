@@ -16,7 +16,7 @@ mod endpoints;
 mod icmp;
 mod nat;
 mod packet;
-mod reset;
+mod reject;
 mod service;
 mod sock;
 mod stats;
@@ -35,7 +35,7 @@ pub fn from_uplink(ctx: TcContext) -> i32 {
     // skb->len counts the whole frame; data..data_end may cover only the linear part.
     let frame_len = ctx.len();
     packet::pull_headers(&ctx);
-    let (outcome, verdict) = uplink::handle_tc(&ctx);
+    let (outcome, verdict) = uplink::handle(&uplink::Tc(&ctx));
     stats::count(Hook::FromUplink, outcome, frame_len);
     verdict
 }
@@ -54,7 +54,7 @@ pub fn from_container(ctx: TcContext) -> i32 {
 #[xdp]
 pub fn xdp_uplink(ctx: XdpContext) -> u32 {
     let frame_len = (ctx.data_end() - ctx.data()) as u32;
-    let (outcome, verdict) = uplink::handle_xdp(&ctx);
+    let (outcome, verdict) = uplink::handle(&uplink::Xdp(&ctx));
     stats::count(Hook::XdpUplink, outcome, frame_len);
     verdict
 }

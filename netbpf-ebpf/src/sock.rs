@@ -41,8 +41,7 @@ pub fn to_published(ctx: &SockAddrContext) -> Outcome {
     // A service's VIP: the backend is chosen here, once per socket (the host is one
     // client: hashing schedulers see address 0). Sockets are not counted as connections
     // of the backend, as their close is not seen here.
-    let (target_addr, target_port, outcome) = if let Some(svc) = service::lookup(dst, port, proto)
-    {
+    let (target_addr, target_port, outcome) = if let Some(svc) = service::lookup(dst, port, proto) {
         let Some((_, backend)) = service::schedule(svc, 0, dst) else {
             return Outcome::DropNoBackend;
         };

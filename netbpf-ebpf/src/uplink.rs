@@ -25,51 +25,85 @@ use crate::{
     icmp::{self, End, IcmpError},
     nat::{self, IPPROTO_TCP, L4, TCP_ACK, TCP_SYN},
     packet::{self, ETH_P_IPV4, check_headers, ptr_at},
-    reset, service,
+    reject, service,
 };
 
-/// What to do with a frame from outside.
-enum Action {
-    Pass,
-    Drop(Outcome),
-    /// Translate the destination as the entry says and deliver into its container.
-    Deliver {
-        l4: L4,
-        old_daddr: u32,
-        entry: CtEntry,
-        outcome: Outcome,
-    },
-    /// An ICMP error about a flow translated here: translate its quote back as the entry
-    /// says and deliver it into the container.
-    DeliverError {
-        err: IcmpError,
-        entry: CtEntry,
-    },
-    /// Turn the TCP segment into its reset and send it back out.
-    Reset,
+/// A hook's way of carrying out the shared decision: its verdicts, how it rewrites a
+/// frame and sends it. Each path calls the hook at once, with scalars and references, so
+/// no action value with variant-dependent fields travels between paths (LLVM would copy
+/// the fields a path leaves unset where paths join, which the verifier refuses).
+pub trait Uplink {
+    type Verdict: Copy;
+    const PASS: Self::Verdict;
+    const DROP: Self::Verdict;
+    fn data(&self) -> usize;
+    fn data_end(&self) -> usize;
+    /// The whole frame's length (an skb's data may cover only its linear part).
+    fn frame_len(&self) -> u32;
+    fn ifindex(&self) -> u32;
+    /// Translates the destination as the entry says and delivers into its container.
+    fn deliver(&self, l4: &L4, old_daddr: u32, e: &CtEntry) -> Result<Self::Verdict, ()>;
+    /// Translates an ICMP error's quote back and delivers into the entry's container.
+    fn deliver_error(&self, err: &IcmpError, e: &CtEntry) -> Result<Self::Verdict, ()>;
+    /// Turns the packet into its refusal and sends it back out.
+    fn refuse(&self, proto: u8, tcp_flags: u8) -> Result<(Outcome, Self::Verdict), ()>;
 }
 
-/// The decision, shared by both hooks (`uplink`: the interface the frame arrived on).
+type Decision<H> = (Outcome, <H as Uplink>::Verdict);
+
 #[inline(always)]
-fn decide(data: usize, data_end: usize, frame_len: u32, uplink: u32) -> Action {
-    let outcome = check_headers(data, data_end, frame_len);
+fn pass<H: Uplink>() -> Decision<H> {
+    (Outcome::Pass, H::PASS)
+}
+
+#[inline(always)]
+fn drop<H: Uplink>(outcome: Outcome) -> Decision<H> {
+    (outcome, H::DROP)
+}
+
+#[inline(always)]
+fn deliver<H: Uplink>(
+    h: &H,
+    l4: &L4,
+    old_daddr: u32,
+    e: &CtEntry,
+    outcome: Outcome,
+) -> Decision<H> {
+    match h.deliver(l4, old_daddr, e) {
+        Ok(verdict) => (outcome, verdict),
+        Err(()) => drop::<H>(Outcome::DropNatFailed),
+    }
+}
+
+/// A packet to a VIP without a backend for it: answered (a reset, or port unreachable).
+#[inline(always)]
+fn refuse<H: Uplink>(h: &H, l4: &L4) -> Decision<H> {
+    h.refuse(l4.proto, l4.tcp_flags)
+        .unwrap_or((Outcome::DropNoBackend, H::DROP))
+}
+
+/// The decision, shared by both hooks.
+#[inline(always)]
+pub fn handle<H: Uplink>(h: &H) -> Decision<H> {
+    let (data, data_end, uplink) = (h.data(), h.data_end(), h.ifindex());
+    let outcome = check_headers(data, data_end, h.frame_len());
     if outcome != Outcome::Pass {
-        return Action::Drop(outcome);
+        return drop::<H>(outcome);
     }
     let Ok(eth) = ptr_at::<EthHdr>(data, data_end, 0) else {
-        return Action::Drop(Outcome::DropMalformed);
+        return drop::<H>(Outcome::DropMalformed);
     };
     // SAFETY: ptr_at checked the header lies inside the packet.
     if unsafe { (*eth).ether_type } != ETH_P_IPV4 {
-        return Action::Pass;
+        return pass::<H>();
     }
     let Ok(ip) = ptr_at::<Ipv4Hdr>(data, data_end, EthHdr::LEN) else {
-        return Action::Drop(Outcome::DropMalformed);
+        return drop::<H>(Outcome::DropMalformed);
     };
     // SAFETY: as above.
     let ip = unsafe { &*ip };
     let Some(l4) = nat::l4(data, data_end, ip) else {
-        return icmp_error(data, data_end, ip);
+        return icmp_error(h, ip);
     };
     let (saddr, daddr) = (
         u32::from_ne_bytes(ip.src_addr),
@@ -77,7 +111,7 @@ fn decide(data: usize, data_end: usize, frame_len: u32, uplink: u32) -> Action {
     );
     // From outside, never from the host's own addresses: such a packet is forged.
     if conntrack::is_local(saddr) {
-        return Action::Drop(Outcome::DropSpoofedIp);
+        return drop::<H>(Outcome::DropSpoofedIp);
     }
     let key = conntrack::key(saddr, daddr, &l4);
     if let Some(entry) = conntrack::lookup(&key, &l4) {
@@ -91,36 +125,31 @@ fn decide(data: usize, data_end: usize, frame_len: u32, uplink: u32) -> Action {
             }
             CT_SERVICE => {
                 conntrack::forget(&key, &e);
-                return refuse(&l4);
+                return refuse(h, &l4);
             }
-            _ => return Action::Pass,
+            _ => return pass::<H>(),
         };
-        return Action::Deliver {
-            l4,
-            old_daddr: daddr,
-            entry: e,
-            outcome,
-        };
+        return deliver(h, &l4, daddr, &e, outcome);
     }
     // A new flow to a service reachable from outside?
     if let Some(svc) = service::lookup(daddr, l4.dport, l4.proto)
         && svc.flags & SVC_EXTERNAL != 0
     {
-        return to_service(&key, &l4, svc, uplink);
+        return to_service(h, &key, &l4, svc, uplink);
     }
     // A new flow to a published port of one of the host's own addresses?
     if !conntrack::is_local(daddr) {
-        return Action::Pass;
+        return pass::<H>();
     }
     let Some(target) = endpoints::published(daddr, l4.dport, l4.proto) else {
-        return Action::Pass;
+        return pass::<H>();
     };
     // A TCP flow starts with a SYN; anything else without state is the host's to answer.
     if l4.proto == IPPROTO_TCP && l4.tcp_flags & (TCP_SYN | TCP_ACK) != TCP_SYN {
-        return Action::Pass;
+        return pass::<H>();
     }
     let Some(ep) = endpoints::endpoint(target.addr) else {
-        return Action::Drop(Outcome::DropNoEndpoint);
+        return drop::<H>(Outcome::DropNoEndpoint);
     };
     let mut forward = conntrack::entry(CT_PUBLISHED_IN, target.addr, target.port, ep.ifindex, &l4);
     forward.dst_mac = ep.mac;
@@ -135,30 +164,24 @@ fn decide(data: usize, data_end: usize, frame_len: u32, uplink: u32) -> Action {
     };
     let reply = conntrack::entry(CT_PUBLISHED_REPLY, daddr, l4.dport, uplink, &l4);
     let Some(entry) = conntrack::create(&key, &forward, &reply_key, &reply) else {
-        return Action::Drop(Outcome::DropNatFailed);
+        return drop::<H>(Outcome::DropNatFailed);
     };
-    let entry = entry.entry();
-    Action::Deliver {
-        l4,
-        old_daddr: daddr,
-        entry,
-        outcome: Outcome::Published,
-    }
+    deliver(h, &l4, daddr, &entry.entry(), Outcome::Published)
 }
 
 /// A new flow from outside to an external service: its backend chosen, both directions
 /// recorded (the replies leave through the uplink), delivered into the backend.
 #[inline(always)]
-fn to_service(key: &CtKey, l4: &L4, svc: &Service, uplink: u32) -> Action {
+fn to_service<H: Uplink>(h: &H, key: &CtKey, l4: &L4, svc: &Service, uplink: u32) -> Decision<H> {
     // A TCP flow starts with a SYN; anything else without state is refused.
     if l4.proto == IPPROTO_TCP && l4.tcp_flags & (TCP_SYN | TCP_ACK) != TCP_SYN {
-        return refuse(l4);
+        return refuse(h, l4);
     }
     let Some((id, backend)) = service::schedule(svc, key.saddr, key.daddr) else {
-        return refuse(l4);
+        return refuse(h, l4);
     };
     let Some(ep) = endpoints::endpoint(backend.addr) else {
-        return refuse(l4);
+        return refuse(h, l4);
     };
     let mut forward = conntrack::entry(CT_SERVICE, backend.addr, backend.port, ep.ifindex, l4);
     forward.dst_mac = ep.mac;
@@ -180,143 +203,157 @@ fn to_service(key: &CtKey, l4: &L4, svc: &Service, uplink: u32) -> Action {
             e
         }
         Some(Created::Existing(e)) => e,
-        None => return Action::Drop(Outcome::DropNatFailed),
+        None => return drop::<H>(Outcome::DropNatFailed),
     };
-    Action::Deliver {
-        l4: *l4,
-        old_daddr: key.daddr,
-        entry,
-        outcome: Outcome::Service,
-    }
-}
-
-/// A packet to a VIP without a backend for it: TCP is answered with a reset, the rest
-/// dropped.
-#[inline(always)]
-fn refuse(l4: &L4) -> Action {
-    if l4.proto == IPPROTO_TCP && reset::answerable(l4.tcp_flags) {
-        Action::Reset
-    } else {
-        Action::Drop(Outcome::DropNoBackend)
-    }
+    deliver(h, l4, key.daddr, &entry, Outcome::Service)
 }
 
 /// An ICMP error from outside about a packet that left translated: a published port's
 /// reply (the quote's source is the host's address and port) or a masqueraded packet (the
 /// uplink's address and a port taken for it).
 #[inline(always)]
-fn icmp_error(data: usize, data_end: usize, ip: &Ipv4Hdr) -> Action {
-    let Some(err) = icmp::parse(data, data_end, ip) else {
-        return Action::Pass;
+fn icmp_error<H: Uplink>(h: &H, ip: &Ipv4Hdr) -> Decision<H> {
+    let Some(err) = icmp::parse(h.data(), h.data_end(), ip) else {
+        return pass::<H>();
     };
     if conntrack::is_local(u32::from_ne_bytes(ip.src_addr)) {
-        return Action::Drop(Outcome::DropSpoofedIp);
+        return drop::<H>(Outcome::DropSpoofedIp);
     }
     // An error goes to the quoted packet's source.
     if u32::from_ne_bytes(ip.dst_addr) != err.addr(End::Source) {
-        return Action::Pass;
+        return pass::<H>();
     }
     match conntrack::get(&err.key()) {
-        Some(entry) if entry.kind == CT_PUBLISHED_IN || entry.kind == CT_MASQ_REPLY => {
-            Action::DeliverError { err, entry }
+        Some(e) if e.kind == CT_PUBLISHED_IN || e.kind == CT_MASQ_REPLY => {
+            match h.deliver_error(&err, &e) {
+                Ok(verdict) => (Outcome::IcmpError, verdict),
+                Err(()) => drop::<H>(Outcome::DropNatFailed),
+            }
         }
-        _ => Action::Pass,
+        _ => pass::<H>(),
     }
 }
 
 /// `from_uplink` (tc): rewrites through the kernel's csum helpers, delivers with
 /// `bpf_redirect_peer`.
-#[inline(always)]
-pub fn handle_tc(ctx: &TcContext) -> (Outcome, i32) {
-    match decide(ctx.data(), ctx.data_end(), ctx.len(), packet::ifindex(ctx)) {
-        Action::Pass => (Outcome::Pass, TC_ACT_OK),
-        Action::Drop(outcome) => (outcome, TC_ACT_SHOT),
-        Action::Deliver {
-            l4,
-            old_daddr,
-            entry: e,
-            outcome,
-        } => {
-            if nat::rewrite_dst(ctx, &l4, old_daddr, e.nat_addr, e.nat_port).is_err()
-                || nat::set_macs(ctx, &e.dst_mac, &e.src_mac).is_err()
-            {
-                return (Outcome::DropNatFailed, TC_ACT_SHOT);
-            }
-            // SAFETY: a helper call with plain integer arguments.
-            let verdict = unsafe { bpf_redirect_peer(e.ifindex, 0) } as i32;
-            (outcome, verdict)
-        }
-        Action::DeliverError { err, entry: e } => {
-            if icmp::translate(
-                ctx.data(),
-                ctx.data_end(),
-                &err,
-                End::Source,
-                e.nat_addr,
-                e.nat_port,
-            )
-            .is_err()
-                || nat::set_macs(ctx, &e.dst_mac, &e.src_mac).is_err()
-            {
-                return (Outcome::DropNatFailed, TC_ACT_SHOT);
-            }
-            // SAFETY: a helper call with plain integer arguments.
-            let verdict = unsafe { bpf_redirect_peer(e.ifindex, 0) } as i32;
-            (Outcome::IcmpError, verdict)
-        }
-        Action::Reset => {
-            if packet::is_gso(ctx) || reset::refuse(ctx.data(), ctx.data_end()).is_err() {
-                return (Outcome::DropNoBackend, TC_ACT_SHOT);
-            }
-            // SAFETY: a helper call with plain integer arguments.
-            let verdict = unsafe { bpf_redirect(packet::ifindex(ctx), 0) } as i32;
-            (Outcome::ServiceReset, verdict)
-        }
+pub struct Tc<'a>(pub &'a TcContext);
+
+impl Uplink for Tc<'_> {
+    type Verdict = i32;
+    const PASS: i32 = TC_ACT_OK;
+    const DROP: i32 = TC_ACT_SHOT;
+
+    #[inline(always)]
+    fn data(&self) -> usize {
+        self.0.data()
+    }
+
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        self.0.data_end()
+    }
+
+    #[inline(always)]
+    fn frame_len(&self) -> u32 {
+        self.0.len()
+    }
+
+    #[inline(always)]
+    fn ifindex(&self) -> u32 {
+        packet::ifindex(self.0)
+    }
+
+    #[inline(always)]
+    fn deliver(&self, l4: &L4, old_daddr: u32, e: &CtEntry) -> Result<i32, ()> {
+        nat::rewrite_dst(self.0, l4, old_daddr, e.nat_addr, e.nat_port).map_err(|_| ())?;
+        nat::set_macs(self.0, &e.dst_mac, &e.src_mac).map_err(|_| ())?;
+        // SAFETY: a helper call with plain integer arguments.
+        Ok(unsafe { bpf_redirect_peer(e.ifindex, 0) } as i32)
+    }
+
+    #[inline(always)]
+    fn deliver_error(&self, err: &IcmpError, e: &CtEntry) -> Result<i32, ()> {
+        icmp::translate(
+            self.data(),
+            self.data_end(),
+            err,
+            End::Source,
+            e.nat_addr,
+            e.nat_port,
+        )?;
+        nat::set_macs(self.0, &e.dst_mac, &e.src_mac).map_err(|_| ())?;
+        // SAFETY: a helper call with plain integer arguments.
+        Ok(unsafe { bpf_redirect_peer(e.ifindex, 0) } as i32)
+    }
+
+    #[inline(always)]
+    fn refuse(&self, proto: u8, tcp_flags: u8) -> Result<(Outcome, i32), ()> {
+        let outcome = reject::tc(self.0, proto, tcp_flags)?;
+        // Back out of the interface it came in on.
+        // SAFETY: a helper call with plain integer arguments.
+        Ok((outcome, unsafe { bpf_redirect(self.ifindex(), 0) } as i32))
     }
 }
 
 /// `xdp_uplink`: rewrites in place with incremental checksums, redirects to the
 /// container's host-side veth (whose peer must have NAPI: GRO on, which wiring sets).
-#[inline(always)]
-pub fn handle_xdp(ctx: &XdpContext) -> (Outcome, u32) {
-    let (data, data_end) = (ctx.data(), ctx.data_end());
-    // Without the xdp.frags flag a frame is one buffer: data..data_end is all of it.
-    let frame_len = (data_end - data) as u32;
-    // SAFETY: the context of an XDP program is an xdp_md.
-    let uplink = unsafe { (*(ctx.as_ptr() as *const xdp_md)).ingress_ifindex };
-    match decide(data, data_end, frame_len, uplink) {
-        Action::Pass => (Outcome::Pass, xdp_action::XDP_PASS),
-        Action::Drop(outcome) => (outcome, xdp_action::XDP_DROP),
-        Action::Deliver {
+pub struct Xdp<'a>(pub &'a XdpContext);
+
+impl Uplink for Xdp<'_> {
+    type Verdict = u32;
+    const PASS: u32 = xdp_action::XDP_PASS;
+    const DROP: u32 = xdp_action::XDP_DROP;
+
+    #[inline(always)]
+    fn data(&self) -> usize {
+        self.0.data()
+    }
+
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        self.0.data_end()
+    }
+
+    /// Without the xdp.frags flag a frame is one buffer: data..data_end is all of it.
+    #[inline(always)]
+    fn frame_len(&self) -> u32 {
+        (self.data_end() - self.data()) as u32
+    }
+
+    #[inline(always)]
+    fn ifindex(&self) -> u32 {
+        // SAFETY: the context of an XDP program is an xdp_md.
+        unsafe { (*(self.0.as_ptr() as *const xdp_md)).ingress_ifindex }
+    }
+
+    #[inline(always)]
+    fn deliver(&self, l4: &L4, old_daddr: u32, e: &CtEntry) -> Result<u32, ()> {
+        nat::xdp_rewrite_dst(
+            self.data(),
+            self.data_end(),
             l4,
             old_daddr,
-            entry: e,
-            outcome,
-        } => {
-            if nat::xdp_rewrite_dst(
-                data, data_end, &l4, old_daddr, e.nat_addr, e.nat_port, &e.dst_mac, &e.src_mac,
-            )
-            .is_err()
-            {
-                return (Outcome::DropNatFailed, xdp_action::XDP_DROP);
-            }
-            // SAFETY: a helper call with plain integer arguments.
-            let verdict = unsafe { bpf_redirect(e.ifindex, 0) } as u32;
-            (outcome, verdict)
-        }
-        Action::DeliverError { err, entry: e } => {
-            if icmp::translate(data, data_end, &err, End::Source, e.nat_addr, e.nat_port).is_err()
-                || nat::xdp_set_macs(data, data_end, &e.dst_mac, &e.src_mac).is_err()
-            {
-                return (Outcome::DropNatFailed, xdp_action::XDP_DROP);
-            }
-            // SAFETY: a helper call with plain integer arguments.
-            let verdict = unsafe { bpf_redirect(e.ifindex, 0) } as u32;
-            (Outcome::IcmpError, verdict)
-        }
-        Action::Reset => match reset::refuse(data, data_end) {
-            Ok(()) => (Outcome::ServiceReset, xdp_action::XDP_TX),
-            Err(()) => (Outcome::DropNoBackend, xdp_action::XDP_DROP),
-        },
+            e.nat_addr,
+            e.nat_port,
+            &e.dst_mac,
+            &e.src_mac,
+        )?;
+        // SAFETY: a helper call with plain integer arguments.
+        Ok(unsafe { bpf_redirect(e.ifindex, 0) } as u32)
+    }
+
+    #[inline(always)]
+    fn deliver_error(&self, err: &IcmpError, e: &CtEntry) -> Result<u32, ()> {
+        let (data, data_end) = (self.data(), self.data_end());
+        icmp::translate(data, data_end, err, End::Source, e.nat_addr, e.nat_port)?;
+        nat::xdp_set_macs(data, data_end, &e.dst_mac, &e.src_mac)?;
+        // SAFETY: a helper call with plain integer arguments.
+        Ok(unsafe { bpf_redirect(e.ifindex, 0) } as u32)
+    }
+
+    #[inline(always)]
+    fn refuse(&self, proto: u8, tcp_flags: u8) -> Result<(Outcome, u32), ()> {
+        let outcome = reject::xdp(self.0, proto, tcp_flags)?;
+        Ok((outcome, xdp_action::XDP_TX))
     }
 }

@@ -1196,6 +1196,7 @@ fn fixtures_cover_every_container_outcome() {
         Outcome::ServiceReply,
         Outcome::ServiceReset,
         Outcome::DropNoBackend,
+        Outcome::ServiceUnreachable,
     ];
     for outcome in Outcome::ALL.into_iter().filter(|o| !skipped.contains(o)) {
         assert!(

@@ -133,6 +133,30 @@ fn translated(name: &'static str, hook: Hook, input: Vec<u8>, output: Vec<u8>) -
     }
 }
 
+/// The ICMP port unreachable a refused datagram (an Ethernet frame) gets: back to its
+/// sender from the address it was sent to, quoting its IPv4 header and 8 bytes.
+fn unreachable(frame: &[u8]) -> Vec<u8> {
+    let ip = &frame[14..];
+    let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+    let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+    let mut out = packet::icmp_error_frame(
+        Mac(frame[6..12].try_into().expect("MAC")),
+        Mac(frame[0..6].try_into().expect("MAC")),
+        dst,
+        src,
+        3,
+        3,
+        0,
+        &ip[..28],
+    );
+    // An IP identification of 0 (the packet builder's is 1).
+    out[18..20].copy_from_slice(&[0, 0]);
+    out[24..26].copy_from_slice(&[0, 0]);
+    let sum = packet::checksum(&out[14..34]);
+    out[24..26].copy_from_slice(&sum.to_be_bytes());
+    out
+}
+
 fn conntrack(ebpf: &Ebpf) -> Vec<(CtKey, CtEntry)> {
     let ct: HashMap<_, CtKey, CtEntry> =
         HashMap::try_from(ebpf.map("NB_CT").expect("NB_CT")).expect("hash");
@@ -517,6 +541,13 @@ fn schedulers_persistence_and_refusals() {
         ),
     );
     rst.extend_from_slice(&refused_syn[rst.len()..]);
+    let udp_query = packet::udp4_frame(
+        HOST_MAC,
+        WEB1_MAC,
+        sock(WEB1, 42001),
+        sock(empty_vip, 80),
+        b"anyone?",
+    );
     let refusals = [
         Fixture {
             name: "SYN to a service without backends: reset",
@@ -527,18 +558,12 @@ fn schedulers_persistence_and_refusals() {
             outcome: Outcome::ServiceReset,
         },
         Fixture {
-            name: "UDP to a service without backends: dropped",
+            name: "UDP to a service without backends: port unreachable",
             hook: Hook::FromContainer,
-            input: packet::udp4_frame(
-                HOST_MAC,
-                WEB1_MAC,
-                sock(WEB1, 42001),
-                sock(empty_vip, 80),
-                b"anyone?",
-            ),
-            verdict: verdict::TC_ACT_SHOT,
-            output: None,
-            outcome: Outcome::DropNoBackend,
+            input: udp_query.clone(),
+            verdict: verdict::TC_ACT_REDIRECT,
+            output: Some(unreachable(&udp_query)),
+            outcome: Outcome::ServiceUnreachable,
         },
     ];
     for f in &refusals {
@@ -668,6 +693,38 @@ fn external_services_from_the_uplink() {
             verdict,
             output: Some(rst),
             outcome: Outcome::ServiceReset,
+        };
+        run(&ebpf, &refused).unwrap_or_else(|e| panic!("{hook:?}: {}:\n{e}", refused.name));
+    }
+    svc.service(
+        4,
+        empty_vip,
+        IPPROTO_UDP,
+        Scheduler::Rr,
+        SVC_EXTERNAL,
+        10,
+        &[],
+        &[],
+        0,
+    );
+    for (hook, verdict) in [
+        (Hook::FromUplink, verdict::TC_ACT_REDIRECT),
+        (Hook::XdpUplink, XDP_TX),
+    ] {
+        let input = packet::udp4_frame(
+            UPLINK_MAC,
+            CLIENT_MAC,
+            sock(CLIENT, 50004),
+            sock(empty_vip, 80),
+            b"a datagram long enough to hold the answer, and then some",
+        );
+        let refused = Fixture {
+            name: "UDP from outside to an external VIP without backends: port unreachable",
+            hook,
+            output: Some(unreachable(&input)),
+            input,
+            verdict,
+            outcome: Outcome::ServiceUnreachable,
         };
         run(&ebpf, &refused).unwrap_or_else(|e| panic!("{hook:?}: {}:\n{e}", refused.name));
     }
