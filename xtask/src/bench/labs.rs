@@ -4,7 +4,8 @@
 
 use std::{fmt::Write as _, net::Ipv4Addr, path::Path, process::Command};
 
-use anyhow::Context as _;
+use anyhow::{Context as _, anyhow};
+use netbpf_common::stats::{Hook, Outcome};
 use netbpf_tests::{
     lab::{HOST_UPLINK_IF, Lab, veth_pair},
     netns::Netns,
@@ -235,6 +236,71 @@ pub fn netbpf_published(
     );
     apply(netbpf_bin, &lab, dir, &definitions)?;
     Ok(Published { lab })
+}
+
+/// What netbpf's programs counted in a lab, as `netbpf show stats -o json` reads them.
+pub struct Counters(Vec<serde_json::Value>);
+
+impl Counters {
+    pub fn read(netbpf_bin: &Path, lab: &Lab) -> anyhow::Result<Counters> {
+        let out = cmd::output(Command::new(netbpf_bin).args([
+            "--netns",
+            lab.host.name(),
+            "show",
+            "stats",
+            "-o",
+            "json",
+        ]))?;
+        let rows: Vec<serde_json::Value> =
+            serde_json::from_str(&out).with_context(|| format!("netbpf show stats: {out}"))?;
+        Ok(Counters(rows))
+    }
+
+    pub fn packets(&self, hook: Hook, outcome: Outcome) -> u64 {
+        self.0
+            .iter()
+            .find(|r| r["hook"] == hook.name() && r["outcome"] == outcome.name())
+            .and_then(|r| r["packets"].as_u64())
+            .unwrap_or(0)
+    }
+
+    /// "hook/outcome: packets" of every drop counter that is not zero.
+    pub fn drops(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|r| r["drop"] == true && r["packets"].as_u64().is_some_and(|p| p > 0))
+            .map(|r| format!("{}/{}: {}", r["hook"], r["outcome"], r["packets"]))
+            .collect()
+    }
+
+    /// Fails unless every one of `expected` counted packets and none of `unexpected` did:
+    /// a target whose traffic silently took another path measures nothing.
+    pub fn require(
+        &self,
+        expected: &[(Hook, Outcome)],
+        unexpected: &[(Hook, Outcome)],
+    ) -> anyhow::Result<()> {
+        for (hook, outcome) in expected {
+            if self.packets(*hook, *outcome) == 0 {
+                return Err(anyhow!(
+                    "{}/{} counted nothing: the traffic did not take that path",
+                    hook.name(),
+                    outcome.name()
+                ));
+            }
+        }
+        for (hook, outcome) in unexpected {
+            let n = self.packets(*hook, *outcome);
+            if n > 0 {
+                return Err(anyhow!(
+                    "{}/{} counted {n} packets: some traffic took that path",
+                    hook.name(),
+                    outcome.name()
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -24,10 +24,11 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+use netbpf_common::stats::{Hook, Outcome};
 use netbpf_tests::{
     TempDir,
     cgroup::{Cgroup, cgroup2_root},
-    lab::{HOST_UPLINK_IP, OUTSIDE_IF},
+    lab::{HOST_UPLINK_IP, Lab, OUTSIDE_IF},
     netns, unique_prefix,
 };
 use serde_json::Value;
@@ -208,6 +209,9 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     }
     netns::remove_stale(BENCH_PREFIX);
     remove_stale_cgroups();
+    if std::thread::available_parallelism().map_or(0, |n| n.get()) < 2 {
+        bail!("benchmarks need two CPUs: the latency figures pin client and server apart");
+    }
     let (rounds, seconds) = if options.quick { (3, 1) } else { (5, 2) };
     let wants = |scenario: &str| options.only.as_deref().is_none_or(|only| only == scenario);
 
@@ -275,7 +279,8 @@ fn latency_metrics(how: &'static str) -> [Metric; 2] {
     ]
 }
 
-const SOCKPERF_HOW: &str = "sockperf TCP ping-pong, 64-byte messages, both ends busy-polling";
+const SOCKPERF_HOW: &str =
+    "sockperf TCP ping-pong, 64-byte messages, both ends busy-polling, each on a CPU of its own";
 const CLOSE_HOW: &str = "wrk -t1 -c16 to nginx, `Connection: close`: one request per connection";
 const KEEPALIVE_HOW: &str = "wrk -t1 -c16 to nginx, keep-alive connections";
 const IPERF_HOW: &str = "iperf3, one TCP stream, the receiver's rate";
@@ -378,7 +383,7 @@ fn north_south(netbpf_bin: &Path, rounds: usize, seconds: u32) -> anyhow::Result
             Some(1.0),
         ),
     ];
-    measure_rounds(&NORTH_SOUTH, &labs, metrics, rounds, |lab| {
+    let measured = measure_rounds(&NORTH_SOUTH, &labs, metrics, rounds, |lab| {
         let client = Client::new(&lab.lab.outside);
         let listen = SocketAddrV4::new(labs::SERVER_IP, SOCKPERF_PORT);
         let (lat50, lat99) = tools::latency(
@@ -391,7 +396,36 @@ fn north_south(netbpf_bin: &Path, rounds: usize, seconds: u32) -> anyhow::Result
         let rate = tools::http_rate(&client, published(HTTP_PORT), false, seconds)?;
         let tput = tools::throughput(&client, published(IPERF_PORT), seconds)?;
         Ok(vec![lat50, lat99, rate, tput])
-    })
+    })?;
+    // Each netbpf target's traffic took its own hook, and only that one.
+    let (tc, xdp) = (
+        (Hook::FromUplink, Outcome::Published),
+        (Hook::XdpUplink, Outcome::Published),
+    );
+    let reply = (Hook::FromContainer, Outcome::PublishedReply);
+    check_counters(netbpf_bin, "netbpf-tc", &labs[1].lab, &[tc, reply], &[xdp])?;
+    check_counters(netbpf_bin, "netbpf-xdp", &labs[2].lab, &[xdp, reply], &[tc])?;
+    Ok(measured)
+}
+
+/// Checks what a netbpf target's programs counted (see [`labs::Counters::require`]) and
+/// warns of any drops.
+fn check_counters(
+    netbpf_bin: &Path,
+    target: &str,
+    lab: &Lab,
+    expected: &[(Hook, Outcome)],
+    unexpected: &[(Hook, Outcome)],
+) -> anyhow::Result<()> {
+    let counters = labs::Counters::read(netbpf_bin, lab)?;
+    counters
+        .require(expected, unexpected)
+        .with_context(|| format!("{target}'s counters"))?;
+    let drops = counters.drops();
+    if !drops.is_empty() {
+        eprintln!("warning: {target} dropped packets: {}", drops.join(", "));
+    }
+    Ok(())
 }
 
 /// A host-localhost target: the lab, the cgroup its client runs in, and (for `proxy`) the
@@ -447,12 +481,21 @@ fn host_localhost(netbpf_bin: &Path, rounds: usize, seconds: u32) -> anyhow::Res
         ),
         Metric::new("new connections (HTTP)", CLOSE_HOW, "conn/s", true, None),
     ];
-    measure_rounds(&HOST_LOCALHOST, &labs, metrics, rounds, |t| {
+    let measured = measure_rounds(&HOST_LOCALHOST, &labs, metrics, rounds, |t| {
         let client = Client::in_cgroup(&t.lab.lab.host, &t.cgroup);
         let keep_alive = tools::http_rate(&client, localhost, true, seconds)?;
         let close = tools::http_rate(&client, localhost, false, seconds)?;
         Ok(vec![keep_alive, close])
-    })
+    })?;
+    // netbpf's connections went through its socket program.
+    check_counters(
+        netbpf_bin,
+        "netbpf",
+        &labs[1].lab.lab,
+        &[(Hook::SockConnect4, Outcome::Published)],
+        &[],
+    )?;
+    Ok(measured)
 }
 
 /// One directory per target, for its definitions, configuration files and logs.

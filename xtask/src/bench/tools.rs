@@ -103,7 +103,9 @@ pub fn wait_listening(ns: &Netns, target: SocketAddrV4) -> anyhow::Result<()> {
 /// published). Both ends poll non-blocking sockets, so the figure is the network path's,
 /// not the scheduler's wake-up latency (which is most of a blocking ping-pong on a small
 /// VM and the same for every data path). The server spins too, so it runs only while this
-/// measures (it would steal a CPU from the other figures).
+/// measures (it would steal a CPU from the other figures). With two spinning ends, the two
+/// must never share a CPU (each exchange would then wait for the scheduler's tick, 4 ms):
+/// the server is pinned to the first CPU, the client to the second.
 pub fn latency(
     client: &Client,
     server_ns: &Netns,
@@ -111,9 +113,13 @@ pub fn latency(
     to: SocketAddrV4,
     seconds: u32,
 ) -> anyhow::Result<(f64, f64)> {
+    let (server_cpu, client_cpu) = ("0", "1");
     let _server = Background::spawn(server_ns.command(
-        "sockperf",
+        "taskset",
         &[
+            "-c",
+            server_cpu,
+            "sockperf",
             "server",
             "--tcp",
             "--nonblocked",
@@ -125,8 +131,11 @@ pub fn latency(
     ))?;
     wait_listening(server_ns, listen)?;
     let out = client.run(
-        "sockperf",
+        "taskset",
         &[
+            "-c",
+            client_cpu,
+            "sockperf",
             "ping-pong",
             "--tcp",
             "--nonblocked",
@@ -170,7 +179,34 @@ pub fn http_rate(
         args.extend(["-H", "Connection: close"]);
     }
     args.push(&url);
-    parse_wrk(&client.run("wrk", &args)?)
+    let out = client.run("wrk", &args)?;
+    let (connect, timeout) = wrk_errors(&out);
+    if connect + timeout > 0 {
+        eprintln!("warning: wrk to {url}: {connect} connect errors, {timeout} timeouts");
+    }
+    parse_wrk(&out)
+}
+
+/// wrk's connect errors and timeouts (its read errors are the servers' closes under
+/// `Connection: close`, not failures).
+pub fn wrk_errors(out: &str) -> (u64, u64) {
+    let Some(line) = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("Socket errors:"))
+    else {
+        return (0, 0);
+    };
+    let count = |what: &str| {
+        line.split(',')
+            .find_map(|part| {
+                part.trim()
+                    .rsplit_once(' ')
+                    .filter(|(k, _)| k.ends_with(what))
+            })
+            .and_then(|(_, n)| n.parse().ok())
+            .unwrap_or(0)
+    };
+    (count("connect"), count("timeout"))
 }
 
 pub fn parse_wrk(out: &str) -> anyhow::Result<f64> {
@@ -246,6 +282,11 @@ mod tests {
                    Requests/sec:  12345.67\nTransfer/sec:      1.23MB\n";
         assert_eq!(parse_wrk(out).expect("parses"), 12345.67);
         assert!(parse_wrk("Non-2xx or 3xx responses: 5\nRequests/sec: 1\n").is_err());
+        assert_eq!(
+            wrk_errors("  Socket errors: connect 3, read 1200, write 0, timeout 7\n"),
+            (3, 7)
+        );
+        assert_eq!(wrk_errors(out), (0, 0));
     }
 
     #[test]
