@@ -45,13 +45,14 @@ pub mod maps {
     pub const BACKENDS: &str = "NB_BACKENDS";
     pub const BE_CONNS: &str = "NB_BE_CONNS";
     pub const BE_GC: &str = "NB_BE_GC";
+    pub const BE_TRAFFIC: &str = "NB_BE_TRAFFIC";
     pub const AFFINITY: &str = "NB_AFFINITY";
     pub const SVC_RR: &str = "NB_SVC_RR";
 
     /// Every map the object defines.
     pub const ALL: &[&str] = &[
-        AFFINITY, BACKENDS, BE_CONNS, BE_GC, CONFIG, CT, ENDPOINTS, IFACES, IFACES_BIG, LOCAL,
-        NETWORKS, PEERS, PORTS, SERVICES, SOCK_NAT, STATS, SVC_RR, TABLES,
+        AFFINITY, BACKENDS, BE_CONNS, BE_GC, BE_TRAFFIC, CONFIG, CT, ENDPOINTS, IFACES, IFACES_BIG,
+        LOCAL, NETWORKS, PEERS, PORTS, SERVICES, SOCK_NAT, STATS, SVC_RR, TABLES,
     ];
 
     /// Capacities.
@@ -63,7 +64,7 @@ pub mod maps {
     /// Services, and their ids (1..MAX_SERVICES).
     pub const MAX_SERVICES: u32 = 65536;
     /// Backend ids (1..MAX_BACKENDS), over all services.
-    pub const MAX_BACKENDS: u32 = 262144;
+    pub const MAX_BACKENDS: u32 = 65536;
     /// `NB_TABLES` entries: room for 10,000 services of 3 backends with Maglev tables,
     /// twice over (a rebuilt table is written beside the one in use).
     pub const MAX_TABLE_ENTRIES: u32 = 1 << 23;

@@ -13,6 +13,7 @@
 //! - `NB_BE_CONNS`: backend id -> [`BackendConns`], written by the datapath only.
 //! - `NB_BE_GC`: backend id -> connections of that backend the agent expired (`u64`),
 //!   written by the agent only: active = opened - closed - expired, no writer shared.
+//! - `NB_BE_TRAFFIC`: backend id -> [`BackendTraffic`], written by the datapath only.
 //! - `NB_AFFINITY`: [`AffinityKey`] -> [`Affinity`] (an LRU hash): persistence.
 //! - `NB_SVC_RR`: service id -> the round-robin position (`u64`), datapath only.
 //!
@@ -154,6 +155,19 @@ pub struct BackendConns {
     pub closed: u64,
 }
 
+/// `NB_BE_TRAFFIC` value: what went through a backend's flows (ipvsadm's `--stats`).
+/// Frames are counted with their Ethernet header, as they arrive at the hook.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendTraffic {
+    /// Client to backend.
+    pub in_packets: u64,
+    pub in_bytes: u64,
+    /// Backend to client.
+    pub out_packets: u64,
+    pub out_bytes: u64,
+}
+
 /// `NB_AFFINITY` key: a client (masked) of a service.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -176,6 +190,7 @@ const _: () = assert!(size_of::<ServiceKey>() == 8);
 const _: () = assert!(size_of::<Service>() == 24);
 const _: () = assert!(size_of::<Backend>() == 12);
 const _: () = assert!(size_of::<BackendConns>() == 16);
+const _: () = assert!(size_of::<BackendTraffic>() == 32);
 const _: () = assert!(size_of::<AffinityKey>() == 8);
 const _: () = assert!(size_of::<Affinity>() == 16);
 
@@ -187,6 +202,7 @@ mod pod {
     unsafe impl aya::Pod for Service {}
     unsafe impl aya::Pod for Backend {}
     unsafe impl aya::Pod for BackendConns {}
+    unsafe impl aya::Pod for BackendTraffic {}
     unsafe impl aya::Pod for AffinityKey {}
     unsafe impl aya::Pod for Affinity {}
 }

@@ -262,6 +262,7 @@ fn to_service(ctx: &TcContext, l4: &L4, own: &IfaceInfo, vip: u32, svc: &Service
     {
         return drop(Outcome::DropNatFailed);
     }
+    service::traffic(e.backend_id, true, ctx.len());
     // SAFETY: a helper call with plain integer arguments.
     let verdict = unsafe { bpf_redirect_peer(e.ifindex, 0) } as i32;
     (Outcome::Service, verdict)
@@ -279,6 +280,7 @@ fn service_reply(ctx: &TcContext, l4: &L4, own: &IfaceInfo, dst: u32) -> Option<
         return None;
     }
     conntrack::lookup(&key, l4)?;
+    service::traffic(e.backend_id, false, ctx.len());
     if e.kind == CT_SERVICE_REPLY_OUT {
         return Some(send_out(ctx, l4, own.addr, &e, Outcome::ServiceReply));
     }

@@ -15,8 +15,8 @@ use aya_ebpf::{
 use netbpf_common::{
     maps::{MAX_AFFINITY, MAX_BACKENDS, MAX_SERVICES, MAX_TABLE_ENTRIES},
     service::{
-        Affinity, AffinityKey, Backend, BackendConns, MAX_SERVICE_BACKENDS, Scheduler, Service,
-        ServiceKey, flow_hash,
+        Affinity, AffinityKey, Backend, BackendConns, BackendTraffic, MAX_SERVICE_BACKENDS,
+        Scheduler, Service, ServiceKey, flow_hash,
     },
 };
 
@@ -34,6 +34,9 @@ static NB_BE_CONNS: Array<BackendConns> = Array::with_max_entries(MAX_BACKENDS, 
 
 #[map]
 static NB_BE_GC: Array<u64> = Array::with_max_entries(MAX_BACKENDS, 0);
+
+#[map]
+static NB_BE_TRAFFIC: Array<BackendTraffic> = Array::with_max_entries(MAX_BACKENDS, 0);
 
 #[map]
 static NB_AFFINITY: LruHashMap<AffinityKey, Affinity> =
@@ -226,6 +229,23 @@ pub fn opened(id: u32) {
     }
 }
 
+/// A frame of a backend's flow, client to backend (`inbound`) or back.
+#[inline(always)]
+pub fn traffic(id: u32, inbound: bool, bytes: u32) {
+    if let Some(t) = NB_BE_TRAFFIC.get_ptr_mut(id) {
+        // SAFETY: a pointer into the array's value, valid for this run; atomic adds.
+        unsafe {
+            if inbound {
+                add_n(&raw mut (*t).in_packets, 1);
+                add_n(&raw mut (*t).in_bytes, u64::from(bytes));
+            } else {
+                add_n(&raw mut (*t).out_packets, 1);
+                add_n(&raw mut (*t).out_bytes, u64::from(bytes));
+            }
+        }
+    }
+}
+
 /// A backend's connection closed (the client's FIN or RST).
 #[inline(always)]
 pub fn closed(id: u32) {
@@ -245,5 +265,15 @@ pub fn closed(id: u32) {
 #[inline(always)]
 unsafe fn add(counter: *mut u64) {
     // SAFETY: the caller's pointer is valid.
-    unsafe { core::intrinsics::atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, 1) };
+    unsafe { add_n(counter, 1) };
+}
+
+/// Adds `n` atomically (as [`add`]).
+///
+/// # Safety
+/// As for [`add`].
+#[inline(always)]
+unsafe fn add_n(counter: *mut u64, n: u64) {
+    // SAFETY: the caller's pointer is valid.
+    unsafe { core::intrinsics::atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, n) };
 }

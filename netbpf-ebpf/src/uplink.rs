@@ -69,6 +69,9 @@ fn deliver<H: Uplink>(
     e: &CtEntry,
     outcome: Outcome,
 ) -> Decision<H> {
+    if outcome == Outcome::Service {
+        service::traffic(e.backend_id, true, h.frame_len());
+    }
     match h.deliver(l4, old_daddr, e) {
         Ok(verdict) => (outcome, verdict),
         Err(()) => drop::<H>(Outcome::DropNatFailed),

@@ -14,7 +14,10 @@ use aya::{
 use netbpf_common::{
     conntrack::{CT_SERVICE, CT_SERVICE_REPLY, CT_SERVICE_REPLY_OUT, CtEntry, CtKey},
     net::IFACE_SERVICE_BACKEND,
-    service::{Backend, BackendConns, SVC_EXTERNAL, Scheduler, Service, ServiceKey, flow_hash},
+    service::{
+        Backend, BackendConns, BackendTraffic, SVC_EXTERNAL, Scheduler, Service, ServiceKey,
+        flow_hash,
+    },
     stats::{Hook, Outcome},
 };
 use netbpf_tests::{
@@ -39,6 +42,7 @@ struct ServiceMaps {
     tables: Array<MapData, u32>,
     backends: Array<MapData, Backend>,
     conns: Array<MapData, BackendConns>,
+    traffic: Array<MapData, BackendTraffic>,
 }
 
 impl ServiceMaps {
@@ -49,6 +53,7 @@ impl ServiceMaps {
             tables: Array::try_from(take("NB_TABLES")).expect("array"),
             backends: Array::try_from(take("NB_BACKENDS")).expect("array"),
             conns: Array::try_from(take("NB_BE_CONNS")).expect("array"),
+            traffic: Array::try_from(take("NB_BE_TRAFFIC")).expect("array"),
         }
     }
 
@@ -241,6 +246,18 @@ fn round_robin_translates_both_ways_and_counts_connections() {
         outcome: Outcome::ServiceReply,
     };
     run(&ebpf, &reply).unwrap_or_else(|e| panic!("{}:\n{e}", reply.name));
+    let traffic = svc.traffic.get(&1, 0).expect("traffic");
+    let frame = reply.input.len() as u64;
+    assert_eq!(
+        traffic,
+        BackendTraffic {
+            in_packets: 2,
+            in_bytes: 2 * frame,
+            out_packets: 1,
+            out_bytes: frame,
+        },
+        "web2's two SYNs in, its SYN-ACK out (frames of one size)"
+    );
 
     // The client closes: the backend has one connection fewer.
     own(&mut maps, Some(WEB1));
