@@ -2,8 +2,13 @@
 //! (map entries and veths). The reconciler makes the kernel match it.
 
 pub mod sched;
+pub mod services;
 
-use std::{collections::BTreeMap, net::Ipv4Addr, path::PathBuf};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+    path::PathBuf,
+};
 
 use netbpf_common::{
     net::{
@@ -29,6 +34,8 @@ pub struct Plan {
     pub cgroup: Option<PathBuf>,
     /// Containers with a network (the ones on "none" need nothing wired).
     pub containers: Vec<WiredContainer>,
+    /// Virtual services, every backend selectable (the agent's health checks replan them).
+    pub services: services::ServicePlan,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -136,6 +143,7 @@ pub fn plan(model: &Model, previous: &Previous) -> Plan {
         uplink_mode: model.uplink_mode,
         cgroup: model.cgroup.clone(),
         containers,
+        services: services::plan(model, previous, &BTreeSet::new()),
     }
 }
 

@@ -1,6 +1,8 @@
 //! The control loop: definitions -> model -> plan -> kernel ([`reconcile`]).
 
 pub mod reconcile;
+pub mod regions;
+pub mod services;
 pub mod watch;
 
 use std::{path::Path, time::Duration};
@@ -13,6 +15,7 @@ use crate::{
         conntrack, ifaces,
         maps::{ContainerMaps, addr_key, addr_of},
         pins::PinDir,
+        services::ServiceMaps,
     },
     plan,
 };
@@ -64,6 +67,11 @@ pub fn previous(pins: &PinDir) -> Previous {
             .iter()
             .map(|(addr, ep)| (name_str(&ep.name).to_owned(), *addr))
             .collect();
+    }
+    if let Ok(service_maps) = ServiceMaps::open_pinned(pins)
+        && let Ok(current) = services::Current::read(&service_maps)
+    {
+        current.fill_previous(&mut prev);
     }
     prev
 }
@@ -125,13 +133,16 @@ pub fn run(file: &Path, pins: &PinDir) -> Result<()> {
 
 fn summary(r: &reconcile::Report) -> String {
     format!(
-        "{} network(s), {} added, {} removed, {} unchanged, {} program swap(s), {} published port(s)",
+        "{} network(s), {} added, {} removed, {} unchanged, {} program swap(s), {} published port(s), {} service(s) ({} written, {} removed)",
         r.networks,
         r.added.len(),
         r.removed.len(),
         r.kept.len(),
         r.swapped,
-        r.ports
+        r.ports,
+        r.services.services,
+        r.services.written,
+        r.services.removed
     )
 }
 

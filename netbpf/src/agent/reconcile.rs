@@ -2,13 +2,13 @@
 //! containers that went away or changed are unwired, then new ones wired. Programs inside
 //! links that stay are swapped for this binary's (BPF_LINK_UPDATE), without a gap.
 
-use std::{collections::HashMap, path::Path};
-
-use std::net::Ipv4Addr;
+use std::{collections::HashMap, net::Ipv4Addr, path::Path};
 
 use netbpf_common::{
     conntrack::HostConfig,
-    net::{EndpointInfo, IfaceInfo, NetworkInfo, PeerInfo, name_bytes, name_str},
+    net::{
+        EndpointInfo, IFACE_SERVICE_BACKEND, IfaceInfo, NetworkInfo, PeerInfo, name_bytes, name_str,
+    },
     ports::PortKey,
     stats::Hook,
 };
@@ -22,9 +22,12 @@ use crate::{
         ifaces::{self, OwnedVeth, VethSpec},
         maps::{ContainerMaps, addr_key, addr_of},
         pins::PinDir,
+        services::ServiceMaps,
     },
     plan::{Plan, WiredContainer},
 };
+
+use super::services;
 
 /// What one reconcile changed.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -37,6 +40,7 @@ pub struct Report {
     pub swapped: usize,
     /// Published ports in place.
     pub ports: usize,
+    pub services: services::ServiceReport,
 }
 
 /// Source ports masqueraded flows take: above Linux's default ip_local_port_range, so
@@ -47,7 +51,18 @@ pub fn reconcile(pins: &PinDir, plan: &Plan) -> Result<Report> {
     pins.prepare()?;
     let mut loaded = Loaded::open(pins)?;
     let mut maps = ContainerMaps::open_pinned(pins)?;
+    let mut service_maps = ServiceMaps::open_pinned(pins)?;
+    let services_held = services::Current::read(&service_maps)?;
     let mut report = Report::default();
+    // Containers that are backends get IFACE_SERVICE_BACKEND (their replies go through
+    // conntrack, where the VIP is restored) before any service leads to them, and lose it
+    // only once no service does.
+    let wanted_backends = plan.services.backend_addrs();
+    let held_backends = services_held.backend_addrs();
+    let flagged = |c: &WiredContainer| {
+        let addr = addr_key(c.ip);
+        wanted_backends.contains(&addr) || held_backends.contains(&addr)
+    };
     // The networks as the kernel has them: where removed containers' peer slots are.
     let old_networks: HashMap<u32, NetworkInfo> = maps.networks()?.into_iter().collect();
 
@@ -212,16 +227,37 @@ pub fn reconcile(pins: &PinDir, plan: &Plan) -> Result<Report> {
             // The network's policy (icc) or range may have changed: rewrite what the
             // program reads, then swap in this binary's program.
             let (_, ep) = &current[&c.name];
-            maps.set_iface(veth.ifindex, &iface_info(plan, c, ep.host_mac))?;
+            maps.set_iface(veth.ifindex, &iface_info(plan, c, ep.host_mac, flagged(c)))?;
             let attached = loaded.attach(pins, Hook::FromContainer, veth.ifindex, &veth.ifname)?;
             report.swapped += usize::from(attached.replaced);
             report.kept.push(c.name.clone());
         } else {
             // One container that cannot be wired does not stop the others.
-            match wire(pins, &mut loaded, &mut maps, plan, c) {
+            match wire(pins, &mut loaded, &mut maps, plan, c, flagged(c)) {
                 Ok(()) => report.added.push(c.name.clone()),
                 Err(e) => failures.push(format!("container {:?}: {e}", c.name)),
             }
+        }
+    }
+
+    // Services once their backends' containers are wired and flagged; then the flag goes
+    // from containers no service leads to any more.
+    match services::reconcile(&mut service_maps, &services_held, &plan.services) {
+        Ok(r) => report.services = r,
+        Err(e) => failures.push(format!("services: {e}")),
+    }
+    let endpoints: HashMap<u32, EndpointInfo> = maps
+        .endpoints()?
+        .into_iter()
+        .map(|(addr, ep)| (addr_key(addr), ep))
+        .collect();
+    for c in &plan.containers {
+        let addr = addr_key(c.ip);
+        if held_backends.contains(&addr)
+            && !wanted_backends.contains(&addr)
+            && let Some(ep) = endpoints.get(&addr)
+        {
+            maps.set_iface(ep.ifindex, &iface_info(plan, c, ep.host_mac, false))?;
         }
     }
 
@@ -268,16 +304,18 @@ fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> Error {
     move |source| Error::Map { map, source }
 }
 
-/// What the program reads about a container's interface.
-fn iface_info(plan: &Plan, c: &WiredContainer, host_mac: [u8; 6]) -> IfaceInfo {
+/// What the program reads about a container's interface; `backend`: the container is a
+/// backend of some service.
+fn iface_info(plan: &Plan, c: &WiredContainer, host_mac: [u8; 6], backend: bool) -> IfaceInfo {
     let net = plan.networks.get(&c.network_id);
+    let service_flag = if backend { IFACE_SERVICE_BACKEND } else { 0 };
     IfaceInfo {
         addr: addr_key(c.ip),
         network_id: c.network_id,
         subnet: net.map_or(0, |n| n.subnet),
         mask: addr_key(Ipv4Addr::from(crate::config::model::mask(c.prefix_len))),
         gateway: addr_key(c.gateway),
-        net_flags: net.map_or(0, |n| n.flags),
+        net_flags: net.map_or(0, |n| n.flags) | service_flag,
         mac: c.mac,
         host_mac,
         peer_base: c.peer_base,
@@ -306,6 +344,7 @@ fn wire(
     maps: &mut ContainerMaps,
     plan: &Plan,
     c: &WiredContainer,
+    backend: bool,
 ) -> Result<()> {
     let mac = c.mac_string();
     let spec = VethSpec {
@@ -325,7 +364,7 @@ fn wire(
         // handled. Then the links go up. Peers find it (slot, endpoint) only once it is
         // up, and the endpoint, which marks the container as wired, comes last: a wiring
         // cut short is redone by the next reconcile.
-        maps.set_iface(ifindex, &iface_info(plan, c, host_mac))?;
+        maps.set_iface(ifindex, &iface_info(plan, c, host_mac, backend))?;
         loaded.attach(pins, Hook::FromContainer, ifindex, &c.host_ifname)?;
         ifaces::bring_up(&spec)?;
         set_peer(maps, plan, c, ifindex)?;

@@ -159,7 +159,7 @@ pub fn report(report: &Report) -> String {
         }
     };
     format!(
-        "applied: {} network(s); added {} container(s): {}; removed {}: {}; unchanged {} ({} program swap(s)); {} published port(s)\n",
+        "applied: {} network(s); added {} container(s): {}; removed {}: {}; unchanged {} ({} program swap(s)); {} published port(s); {} service(s) ({} written, {} removed), {} backend(s)\n",
         report.networks,
         report.added.len(),
         list(&report.added),
@@ -167,7 +167,11 @@ pub fn report(report: &Report) -> String {
         list(&report.removed),
         report.kept.len(),
         report.swapped,
-        report.ports
+        report.ports,
+        report.services.services,
+        report.services.written,
+        report.services.removed,
+        report.services.backends
     )
 }
 

@@ -26,12 +26,15 @@ use super::{
 pub type ServiceAddr = (Ipv4Addr, u16, Proto);
 
 /// What the kernel holds of a service.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PreviousService {
     pub id: u32,
     pub scheduler: u8,
-    /// Entries of its scheduling table (a Maglev table keeps its size while it can).
-    pub table_len: u32,
+    /// The size of its Maglev table (0 for other schedulers): kept while it fits.
+    pub maglev_size: u32,
+    /// The members of its Maglev table (address, port, weight), see
+    /// [`crate::plan::services`].
+    pub roster: Vec<(Ipv4Addr, u16, u16)>,
 }
 
 /// What the kernel holds of a backend.
@@ -969,7 +972,8 @@ backends = [{ container = "web1" }]
                 PreviousService {
                     id: 7,
                     scheduler: Scheduler::Mh as u8,
-                    table_len: 409,
+                    maglev_size: 409,
+                    roster: Vec::new(),
                 },
             )]
             .into(),

@@ -1,18 +1,21 @@
 //! Expiring translated flows: the datapath creates and refreshes conntrack entries, the
 //! agent removes the ones idle for longer than their timeout, both directions together.
+//! A service flow the agent removes before the datapath saw it close is counted in
+//! `NB_BE_GC`, so that a backend's active connections (opened - closed - expired) stay
+//! right.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use aya::maps::{HashMap, Map, MapData};
 use netbpf_common::{
     conntrack::{
-        CT_HAIRPIN, CT_HAIRPIN_REPLY, CT_MASQ_OUT, CT_PUBLISHED_IN, CT_PUBLISHED_REPLY, CtEntry,
-        CtKey, TCP_CLOSING, TCP_ESTABLISHED, partner,
+        CT_HAIRPIN, CT_HAIRPIN_REPLY, CT_MASQ_OUT, CT_PUBLISHED_IN, CT_PUBLISHED_REPLY, CT_SERVICE,
+        CtEntry, CtKey, TCP_CLOSING, TCP_ESTABLISHED, partner,
     },
     maps,
 };
 
-use super::pins::PinDir;
+use super::{pins::PinDir, services::ServiceMaps};
 use crate::{Error, Result, config::model::Timeouts};
 
 /// How long a flow in this entry's protocol and state may stay idle.
@@ -62,17 +65,60 @@ pub fn collect_garbage(pins: &PinDir, timeouts: &Timeouts) -> Result<usize> {
         // Either direction's state counts: a FIN seen one way closes the flow.
         let limit = timeout(key.proto, e, timeouts);
         if Duration::from_nanos(now.saturating_sub(last)) > limit {
-            expired.push(*key);
+            expired.push((*key, *e));
         }
     }
     let mut removed = 0;
-    for key in expired {
+    let mut open_flows = OpenFlows::default();
+    for (key, e) in expired {
         // An entry the datapath evicted or removed meanwhile is gone already.
         if table.remove(&key).is_ok() {
             removed += 1;
+            open_flows.note(&e);
         }
     }
+    open_flows.count(pins)?;
     Ok(removed)
+}
+
+/// Service flows removed while still open, per backend, to add to `NB_BE_GC`.
+#[derive(Default)]
+struct OpenFlows {
+    by_backend: BTreeMap<u32, Vec<(u32, u16)>>,
+}
+
+impl OpenFlows {
+    /// One removed entry: the client's direction of a service flow the datapath did not
+    /// see close (no FIN or RST: it counted no close for it).
+    fn note(&mut self, e: &CtEntry) {
+        if e.kind == CT_SERVICE && e.tcp_state != TCP_CLOSING && e.backend_id != 0 {
+            self.by_backend
+                .entry(e.backend_id)
+                .or_default()
+                .push((e.nat_addr, e.nat_port));
+        }
+    }
+
+    /// Adds them to their backends' expired counts, each only if its backend id still
+    /// names the backend the flow went to (an id given to another backend since started
+    /// from zero).
+    fn count(self, pins: &PinDir) -> Result<()> {
+        if self.by_backend.is_empty() || !pins.map(maps::BE_GC).exists() {
+            return Ok(());
+        }
+        let mut services = ServiceMaps::open_pinned(pins)?;
+        for (id, flows) in self.by_backend {
+            let b = services.backend(id)?;
+            let n = flows
+                .iter()
+                .filter(|(addr, port)| b.addr == *addr && b.port == *port)
+                .count();
+            if n > 0 {
+                services.add_expired(id, n as u64)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The container addresses a flow direction involves (the ones whose removal ends it).
@@ -98,13 +144,25 @@ pub fn forget_flows(pins: &PinDir, gone: impl Fn(&CtKey, &CtEntry) -> bool) -> R
     let Some(mut table) = open_table(pins)? else {
         return Ok(0);
     };
-    let doomed: Vec<CtKey> = table
+    let entries: std::collections::HashMap<CtKey, CtEntry> =
+        table.iter().filter_map(|e| e.ok()).collect();
+    let doomed: Vec<CtKey> = entries
         .iter()
-        .filter_map(|e| e.ok())
         .filter(|(k, e)| gone(k, e))
-        .flat_map(|(k, e)| [k, partner(&k, &e)])
+        .flat_map(|(k, e)| [*k, partner(k, e)])
         .collect();
-    Ok(doomed.iter().filter(|k| table.remove(k).is_ok()).count())
+    let mut removed = 0;
+    let mut open_flows = OpenFlows::default();
+    for key in &doomed {
+        if table.remove(key).is_ok() {
+            removed += 1;
+            if let Some(e) = entries.get(key) {
+                open_flows.note(e);
+            }
+        }
+    }
+    open_flows.count(pins)?;
+    Ok(removed)
 }
 
 /// CLOCK_MONOTONIC_COARSE, the clock of bpf_ktime_get_coarse_ns.

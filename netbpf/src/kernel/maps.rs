@@ -25,7 +25,7 @@ pub struct ContainerMaps {
     config: Array<MapData, HostConfig>,
 }
 
-fn open(pins: &PinDir, name: &'static str) -> Result<Map> {
+pub(super) fn open(pins: &PinDir, name: &'static str) -> Result<Map> {
     let path = pins.map(name);
     if !path.exists() {
         return Err(Error::NotAttached {
@@ -36,7 +36,7 @@ fn open(pins: &PinDir, name: &'static str) -> Result<Map> {
     Map::from_map_data(MapData::from_pin(&path).map_err(err)?).map_err(err)
 }
 
-fn typed<T: TryFrom<Map, Error = MapError>>(map: Map, name: &'static str) -> Result<T> {
+pub(super) fn typed<T: TryFrom<Map, Error = MapError>>(map: Map, name: &'static str) -> Result<T> {
     T::try_from(map).map_err(|source| Error::Map { map: name, source })
 }
 
@@ -148,11 +148,11 @@ impl ContainerMaps {
     }
 }
 
-fn map_err(map: &'static str) -> impl Fn(MapError) -> Error {
+pub(super) fn map_err(map: &'static str) -> impl Fn(MapError) -> Error {
     move |source| Error::Map { map, source }
 }
 
-fn collect<K, V>(
+pub(super) fn collect<K, V>(
     iter: impl Iterator<Item = std::result::Result<(K, V), MapError>>,
     map: &'static str,
 ) -> Result<Vec<(K, V)>> {

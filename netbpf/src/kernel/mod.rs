@@ -8,6 +8,7 @@ pub mod maps;
 pub mod netns;
 pub mod object;
 pub mod pins;
+pub mod services;
 pub mod stats;
 
 use crate::{Error, Result};

@@ -57,16 +57,20 @@ pub const MAGLEV_PER_BACKEND: u32 = 100;
 /// while it stays between 100 and 200 per backend: a table of another size moves every
 /// client, so removing one backend (and adding it back) must not change it.
 pub fn maglev_size(backends: usize, previous: Option<u32>) -> u32 {
-    let least =
-        MAGLEV_PER_BACKEND.saturating_mul(u32::try_from(backends.max(1)).unwrap_or(u32::MAX));
-    if let Some(p) = previous
-        && p >= least
-        && p <= least.saturating_mul(2)
-        && is_prime(p)
-    {
-        return p;
+    match previous {
+        Some(p) if size_fits(p, backends, backends) => p,
+        _ => next_prime(per_backend(backends)),
     }
-    next_prime(least)
+}
+
+/// Whether a table of `m` entries may serve `members` roster members (at least 100
+/// entries each) of which `live` are defined now (at most 200 entries per defined one).
+pub fn size_fits(m: u32, members: usize, live: usize) -> bool {
+    m >= per_backend(members) && m <= per_backend(live).saturating_mul(2) && is_prime(m)
+}
+
+fn per_backend(backends: usize) -> u32 {
+    MAGLEV_PER_BACKEND.saturating_mul(u32::try_from(backends.max(1)).unwrap_or(u32::MAX))
 }
 
 pub fn is_prime(n: u32) -> bool {

@@ -1,0 +1,132 @@
+//! The service maps, opened from their pins: frontends (`NB_SERVICES`), regions
+//! (`NB_TABLES`), backends (`NB_BACKENDS`) and their connection counts (`NB_BE_CONNS`,
+//! written by the datapath; `NB_BE_GC`, by the agent). Typed handles for the reconciler,
+//! `show services` and the conntrack cleanup.
+
+use std::collections::BTreeMap;
+
+use aya::maps::{Array, HashMap, MapData, MapError};
+use netbpf_common::{
+    maps,
+    service::{Backend, BackendConns, Service, ServiceKey},
+};
+
+use super::{
+    maps::{collect, map_err, open, typed},
+    pins::PinDir,
+};
+use crate::{Result, plan::services::Trailer};
+
+pub struct ServiceMaps {
+    services: HashMap<MapData, ServiceKey, Service>,
+    tables: Array<MapData, u32>,
+    backends: Array<MapData, Backend>,
+    conns: Array<MapData, BackendConns>,
+    gc: Array<MapData, u64>,
+}
+
+impl ServiceMaps {
+    pub fn open_pinned(pins: &PinDir) -> Result<Self> {
+        Ok(ServiceMaps {
+            services: typed(open(pins, maps::SERVICES)?, maps::SERVICES)?,
+            tables: typed(open(pins, maps::TABLES)?, maps::TABLES)?,
+            backends: typed(open(pins, maps::BACKENDS)?, maps::BACKENDS)?,
+            conns: typed(open(pins, maps::BE_CONNS)?, maps::BE_CONNS)?,
+            gc: typed(open(pins, maps::BE_GC)?, maps::BE_GC)?,
+        })
+    }
+
+    /// Every frontend.
+    pub fn frontends(&self) -> Result<Vec<(ServiceKey, Service)>> {
+        collect(self.services.iter(), maps::SERVICES)
+    }
+
+    pub fn set_frontend(&mut self, key: &ServiceKey, frontend: &Service) -> Result<()> {
+        self.services
+            .insert(key, frontend, 0)
+            .map_err(map_err(maps::SERVICES))
+    }
+
+    pub fn remove_frontend(&mut self, key: &ServiceKey) -> Result<()> {
+        match self.services.remove(key) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(source) => Err(map_err(maps::SERVICES)(source)),
+        }
+    }
+
+    /// Every backend id in use (a backend with address 0 is none).
+    pub fn backends(&self) -> Result<BTreeMap<u32, Backend>> {
+        let mut out = BTreeMap::new();
+        for (id, b) in self.backends.iter().enumerate() {
+            let b = b.map_err(map_err(maps::BACKENDS))?;
+            if b.addr != 0 {
+                out.insert(id as u32, b);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn backend(&self, id: u32) -> Result<Backend> {
+        self.backends.get(&id, 0).map_err(map_err(maps::BACKENDS))
+    }
+
+    pub fn set_backend(&mut self, id: u32, backend: &Backend) -> Result<()> {
+        self.backends
+            .set(id, backend, 0)
+            .map_err(map_err(maps::BACKENDS))
+    }
+
+    /// Connections the datapath opened and saw close, and the ones the agent expired.
+    pub fn counts(&self, id: u32) -> Result<(BackendConns, u64)> {
+        let conns = self.conns.get(&id, 0).map_err(map_err(maps::BE_CONNS))?;
+        let gc = self.gc.get(&id, 0).map_err(map_err(maps::BE_GC))?;
+        Ok((conns, gc))
+    }
+
+    /// Zeroes the counts of an id about to be given to a new backend.
+    pub fn reset_counts(&mut self, id: u32) -> Result<()> {
+        self.conns
+            .set(id, &BackendConns::default(), 0)
+            .map_err(map_err(maps::BE_CONNS))?;
+        self.gc.set(id, &0, 0).map_err(map_err(maps::BE_GC))
+    }
+
+    /// Counts `n` more connections of backend `id` as expired (removed by the agent).
+    pub fn add_expired(&mut self, id: u32, n: u64) -> Result<()> {
+        let before = self.gc.get(&id, 0).map_err(map_err(maps::BE_GC))?;
+        self.gc
+            .set(id, &before.saturating_add(n), 0)
+            .map_err(map_err(maps::BE_GC))
+    }
+
+    /// `len` entries of `NB_TABLES` from `start`.
+    pub fn words(&self, start: u32, len: u32) -> Result<Vec<u32>> {
+        (start..start.saturating_add(len))
+            .map(|i| self.tables.get(&i, 0).map_err(map_err(maps::TABLES)))
+            .collect()
+    }
+
+    pub fn write_words(&mut self, start: u32, words: &[u32]) -> Result<()> {
+        for (i, w) in words.iter().enumerate() {
+            self.tables
+                .set(start + i as u32, w, 0)
+                .map_err(map_err(maps::TABLES))?;
+        }
+        Ok(())
+    }
+
+    /// The trailer of the region a frontend points at, and the region's whole length;
+    /// `None` if what follows its table is no trailer.
+    pub fn region(&self, frontend: &Service) -> Result<Option<(Trailer, u32)>> {
+        let body = u32::from(frontend.count).saturating_add(frontend.table_len);
+        let at = frontend.table.saturating_add(body);
+        let Ok(first) = self.tables.get(&at, 0) else {
+            return Ok(None);
+        };
+        let Some(len) = Trailer::len_of(first) else {
+            return Ok(None);
+        };
+        let words = self.words(at, len as u32)?;
+        Ok(Trailer::decode(&words).map(|t| (t, body + len as u32)))
+    }
+}
