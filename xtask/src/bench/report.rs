@@ -79,6 +79,9 @@ fn scenario_table(md: &mut String, measured: &Measured) -> Value {
     let mut figures = Vec::new();
     for m in &measured.metrics {
         let cell = |t: &str| {
+            if m.of(t).is_empty() {
+                return "-".to_owned();
+            }
             let (lo, hi) = min_max(m.of(t));
             format!("{:.2} ({lo:.2}-{hi:.2})", median(m.of(t)))
         };
@@ -89,16 +92,20 @@ fn scenario_table(md: &mut String, measured: &Measured) -> Value {
         let mut ratios = serde_json::Map::new();
         for c in s.contenders {
             let per_round = m.ratios(c, s.baseline);
-            let _ = write!(
-                md,
-                " {:.3} ({}) |",
-                median(&per_round),
-                per_round
-                    .iter()
-                    .map(|r| format!("{r:.2}"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            );
+            if per_round.is_empty() {
+                md.push_str(" - |");
+            } else {
+                let _ = write!(
+                    md,
+                    " {:.3} ({}) |",
+                    median(&per_round),
+                    per_round
+                        .iter()
+                        .map(|r| format!("{r:.2}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                );
+            }
             let vs_floor = s.floor.map(|f| median(&m.ratios(c, f)));
             ratios.insert(
                 (*c).to_owned(),
@@ -110,7 +117,12 @@ fn scenario_table(md: &mut String, measured: &Measured) -> Value {
         }
         if let Some(floor) = s.floor {
             for c in s.contenders {
-                let _ = write!(md, " {:.3} |", median(&m.ratios(c, floor)));
+                match m.ratios(c, floor).as_slice() {
+                    [] => md.push_str(" - |"),
+                    ratios => {
+                        let _ = write!(md, " {:.3} |", median(ratios));
+                    }
+                }
             }
         }
         let _ = writeln!(md, " {} | {} |", target_text(m), met_text(m, s));
