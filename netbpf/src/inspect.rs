@@ -7,10 +7,12 @@ use serde::Serialize;
 
 use crate::{
     Result,
+    agent::services::Current,
     config::{model::format_mac, ports::Proto},
     kernel::{
         maps::{ContainerMaps, addr_key, addr_of},
         pins::PinDir,
+        services::ServiceMaps,
     },
 };
 
@@ -213,4 +215,111 @@ fn ifname_of(ifindex: u32) -> String {
     unsafe { CStr::from_ptr(buf.as_ptr()) }
         .to_string_lossy()
         .into_owned()
+}
+
+/// One virtual service, as `ipvsadm -Ln` shows it. Field names are the stable JSON keys.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ServiceRow {
+    pub name: String,
+    pub vip: String,
+    pub port: u16,
+    /// tcp | udp
+    pub protocol: String,
+    pub scheduler: String,
+    /// 0: no persistence.
+    pub persistence_secs: u32,
+    pub persistence_netmask: String,
+    pub external: bool,
+    pub backends: Vec<BackendRow>,
+}
+
+/// One backend of a service. Field names are the stable JSON keys.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BackendRow {
+    pub address: String,
+    pub port: u16,
+    /// The weight in effect: 0 while drained or taken out by a health check.
+    pub weight: u16,
+    /// Connections open now: opened - closed - expired.
+    pub active: u64,
+    /// Connections closing but still tracked (ipvsadm's InActConn).
+    pub inactive: u64,
+    /// Connections scheduled to it since it got its id (ipvsadm's Conns).
+    pub opened: u64,
+    /// The container at its address, if one is wired here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+}
+
+/// Every service with its backends and their connection counts.
+pub fn services(pins: &PinDir) -> Result<Vec<ServiceRow>> {
+    use netbpf_common::{
+        conntrack::{CT_SERVICE, TCP_CLOSING},
+        service::{SVC_EXTERNAL, Scheduler},
+    };
+    let maps = ServiceMaps::open_pinned(pins)?;
+    let current = Current::read(&maps)?;
+    let names: HashMap<u32, String> = ContainerMaps::open_pinned(pins)?
+        .endpoints()?
+        .into_iter()
+        .map(|(addr, ep)| (addr_key(addr), name_str(&ep.name).to_owned()))
+        .collect();
+    // Flows closing but not yet gone, per backend.
+    let mut closing: HashMap<u32, u64> = HashMap::new();
+    if let Some(table) = crate::kernel::conntrack::open_table(pins)? {
+        for (_, e) in table.iter().filter_map(|e| e.ok()) {
+            if e.kind == CT_SERVICE && e.tcp_state == TCP_CLOSING {
+                *closing.entry(e.backend_id).or_default() += 1;
+            }
+        }
+    }
+    let mut rows = Vec::new();
+    for (key, (svc, region)) in &current.frontends {
+        let mut backends = Vec::new();
+        let mut ours: Vec<(&u32, &netbpf_common::service::Backend)> = current
+            .backends
+            .iter()
+            .filter(|(_, b)| b.service_id == svc.id)
+            .collect();
+        ours.sort_by_key(|(_, b)| (addr_of(b.addr), u16::from_be(b.port)));
+        for (id, b) in ours {
+            let (conns, expired) = maps.counts(*id)?;
+            backends.push(BackendRow {
+                address: addr_of(b.addr).to_string(),
+                port: u16::from_be(b.port),
+                weight: b.weight,
+                active: conns
+                    .opened
+                    .saturating_sub(conns.closed)
+                    .saturating_sub(expired),
+                inactive: closing.get(id).copied().unwrap_or(0),
+                opened: conns.opened,
+                container: names.get(&b.addr).cloned(),
+            });
+        }
+        rows.push(ServiceRow {
+            name: region
+                .as_ref()
+                .map(|(t, _)| t.name.clone())
+                .unwrap_or_default(),
+            vip: addr_of(key.vip).to_string(),
+            port: u16::from_be(key.port),
+            protocol: Proto::from_number(key.proto)
+                .map_or_else(|| key.proto.to_string(), |p| p.to_string()),
+            scheduler: Scheduler::from_u8(svc.scheduler)
+                .map_or_else(|| format!("#{}", svc.scheduler), |s| s.name().to_owned()),
+            persistence_secs: svc.persistence_secs,
+            persistence_netmask: addr_of(svc.persistence_mask).to_string(),
+            external: svc.flags & SVC_EXTERNAL != 0,
+            backends,
+        });
+    }
+    rows.sort_by_key(|r| {
+        (
+            r.vip.parse::<std::net::Ipv4Addr>().ok(),
+            r.port,
+            r.protocol.clone(),
+        )
+    });
+    Ok(rows)
 }

@@ -94,6 +94,14 @@ pub enum ShowWhat {
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// Virtual services and their backends, as `ipvsadm -Ln` shows them.
+    Services {
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+        /// Connections scheduled to each service and backend.
+        #[arg(long)]
+        stats: bool,
+    },
     /// Packets and bytes per hook and outcome.
     Stats {
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
@@ -180,6 +188,16 @@ pub fn run(args: Args) -> Result<()> {
         Command::Show {
             what: ShowWhat::Conntrack { output },
         } => show(output, &inspect::conntrack(&pins)?, render::conntrack_table),
+        Command::Show {
+            what: ShowWhat::Services { output, stats },
+        } => {
+            let table = if stats {
+                render::services_stats_table
+            } else {
+                render::services_table
+            };
+            show(output, &inspect::services(&pins)?, table);
+        }
         Command::Show {
             what: ShowWhat::Stats { output, all },
         } => {

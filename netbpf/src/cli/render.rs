@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::{
     agent::reconcile::Report,
     config::{Model, model::format_mac},
-    inspect::{ConntrackRow, ContainerRow, NetworkRow, PortRow},
+    inspect::{ConntrackRow, ContainerRow, NetworkRow, PortRow, ServiceRow},
     kernel::{
         datapath::{Attached, Removed},
         stats::StatRow,
@@ -94,6 +94,66 @@ pub fn conntrack_table(rows: &[ConntrackRow]) -> String {
     out
 }
 
+/// `ipvsadm -Ln`'s shape: a service line (`TCP  198.18.200.10:80 mh persistent 300 mask
+/// 255.255.255.0`), then its backends (`  -> 198.18.10.2:8080  Masq  3  0  0`).
+pub fn services_table(rows: &[ServiceRow]) -> String {
+    let mut out = String::from(
+        "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n",
+    );
+    for s in rows {
+        let _ = write!(out, "{}", service_line(s));
+        let _ = write!(out, " {}", s.scheduler);
+        if s.persistence_secs > 0 {
+            let _ = write!(out, " persistent {}", s.persistence_secs);
+            if s.persistence_netmask != "255.255.255.255" {
+                let _ = write!(out, " mask {}", s.persistence_netmask);
+            }
+        }
+        out.push('\n');
+        for b in &s.backends {
+            let _ = writeln!(
+                out,
+                "  -> {:<28} {:<7} {:<6} {:<10} {}",
+                format!("{}:{}", b.address, b.port),
+                "Masq",
+                b.weight,
+                b.active,
+                b.inactive
+            );
+        }
+    }
+    out
+}
+
+/// `ipvsadm -Ln --stats`'s shape, with the connections scheduled (the datapath counts no
+/// packets per service).
+pub fn services_stats_table(rows: &[ServiceRow]) -> String {
+    let mut out = format!(
+        "{:<33} {:>8} {:>10}\n  -> RemoteAddress:Port\n",
+        "Prot LocalAddress:Port", "Conns", "ActiveConn"
+    );
+    for s in rows {
+        let opened: u64 = s.backends.iter().map(|b| b.opened).sum();
+        let active: u64 = s.backends.iter().map(|b| b.active).sum();
+        let _ = writeln!(out, "{:<33} {opened:>8} {active:>10}", service_line(s));
+        for b in &s.backends {
+            let _ = writeln!(
+                out,
+                "{:<33} {:>8} {:>10}",
+                format!("  -> {}:{}", b.address, b.port),
+                b.opened,
+                b.active
+            );
+        }
+    }
+    out
+}
+
+/// `TCP  198.18.200.10:80`.
+fn service_line(s: &ServiceRow) -> String {
+    format!("{}  {}:{}", s.protocol.to_uppercase(), s.vip, s.port)
+}
+
 /// What `check` prints: the networks and containers a file resolves to.
 pub fn plan_summary(model: &Model, plan: &Plan) -> String {
     let mut out = format!(
@@ -144,6 +204,50 @@ pub fn plan_summary(model: &Model, plan: &Plan) -> String {
                     c.netns.display()
                 );
             }
+        }
+    }
+    for s in &model.services {
+        let _ = write!(
+            out,
+            "service {:<20} id {:<4} {} {}",
+            s.name,
+            s.id,
+            s.label(),
+            s.scheduler.name()
+        );
+        if s.persistence_secs > 0 {
+            let _ = write!(
+                out,
+                " persistent {}s mask {}",
+                s.persistence_secs, s.persistence_mask
+            );
+        }
+        if s.external {
+            out.push_str(" external");
+        }
+        if let Some(h) = &s.health {
+            let _ = write!(
+                out,
+                " health {} every {:?} (timeout {:?}, rise {}, fall {})",
+                h.kind.name(),
+                h.interval,
+                h.timeout,
+                h.rise,
+                h.fall
+            );
+        }
+        out.push('\n');
+        for b in &s.backends {
+            let by = b
+                .container
+                .as_ref()
+                .map(|c| format!(" (container {c})"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  -> backend id {:<6} {}:{} weight {}{by}",
+                b.id, b.addr, b.port, b.weight
+            );
         }
     }
     out
@@ -233,6 +337,83 @@ mod tests {
             "HOOK            OUTCOME                   PACKETS          BYTES\n\
              from_uplink     pass                         1010         106980\n\
              xdp_uplink      drop_malformed                  5            530\n"
+        );
+    }
+
+    fn service_rows() -> Vec<ServiceRow> {
+        vec![ServiceRow {
+            name: "web".to_owned(),
+            vip: "198.18.200.10".to_owned(),
+            port: 80,
+            protocol: "tcp".to_owned(),
+            scheduler: "mh".to_owned(),
+            persistence_secs: 300,
+            persistence_netmask: "255.255.255.0".to_owned(),
+            external: true,
+            backends: vec![
+                crate::inspect::BackendRow {
+                    address: "198.18.10.2".to_owned(),
+                    port: 8080,
+                    weight: 3,
+                    active: 12,
+                    inactive: 1,
+                    opened: 30,
+                    container: Some("web1".to_owned()),
+                },
+                crate::inspect::BackendRow {
+                    address: "198.18.10.9".to_owned(),
+                    port: 8080,
+                    weight: 0,
+                    active: 0,
+                    inactive: 0,
+                    opened: 10,
+                    container: None,
+                },
+            ],
+        }]
+    }
+
+    #[test]
+    fn services_table_is_ipvsadms() {
+        assert_eq!(
+            services_table(&service_rows()),
+            "Prot LocalAddress:Port Scheduler Flags\n\
+             \x20 -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n\
+             TCP  198.18.200.10:80 mh persistent 300 mask 255.255.255.0\n\
+             \x20 -> 198.18.10.2:8080             Masq    3      12         1\n\
+             \x20 -> 198.18.10.9:8080             Masq    0      0          0\n"
+        );
+        let mut plain = service_rows();
+        plain[0].persistence_secs = 0;
+        plain[0].backends.clear();
+        assert!(services_table(&plain).ends_with("\nTCP  198.18.200.10:80 mh\n"));
+        assert_eq!(
+            services_stats_table(&service_rows()),
+            "Prot LocalAddress:Port               Conns ActiveConn\n\
+             \x20 -> RemoteAddress:Port\n\
+             TCP  198.18.200.10:80                   40         12\n\
+             \x20 -> 198.18.10.2:8080                   30         12\n\
+             \x20 -> 198.18.10.9:8080                   10          0\n"
+        );
+    }
+
+    #[test]
+    fn services_json_has_stable_keys() {
+        let value: serde_json::Value =
+            serde_json::from_str(&json(&service_rows())).expect("valid JSON");
+        assert_eq!(
+            value,
+            serde_json::json!([{
+                "name": "web", "vip": "198.18.200.10", "port": 80, "protocol": "tcp",
+                "scheduler": "mh", "persistence_secs": 300,
+                "persistence_netmask": "255.255.255.0", "external": true,
+                "backends": [
+                    {"address": "198.18.10.2", "port": 8080, "weight": 3, "active": 12,
+                     "inactive": 1, "opened": 30, "container": "web1"},
+                    {"address": "198.18.10.9", "port": 8080, "weight": 0, "active": 0,
+                     "inactive": 0, "opened": 10}
+                ]
+            }])
         );
     }
 
