@@ -1,15 +1,16 @@
 //! The control loop: definitions -> model -> plan -> kernel ([`reconcile`]).
 
+pub mod health;
 pub mod reconcile;
 pub mod regions;
 pub mod services;
 pub mod watch;
 
-use std::{path::Path, time::Duration};
+use std::{collections::BTreeSet, path::Path, time::Duration};
 
 use crate::{
     Result,
-    config::{self, validate::Previous},
+    config::{self, Model, validate::Previous},
     config::{model::Timeouts, ports::Proto},
     kernel::{
         conntrack, ifaces,
@@ -77,15 +78,61 @@ pub fn previous(pins: &PinDir) -> Previous {
 }
 
 /// One reconcile from a file: validate everything first, so an invalid file changes nothing.
+/// Every backend counts as healthy (health checks run in the agent only).
 pub fn apply(file: &Path, pins: &PinDir) -> Result<reconcile::Report> {
-    apply_model(file, pins).map(|(report, _)| report)
-}
-
-fn apply_model(file: &Path, pins: &PinDir) -> Result<(reconcile::Report, Timeouts)> {
     let previous = previous(pins);
     let model = config::load(file, &previous)?;
-    let report = reconcile::reconcile(pins, &plan::plan(&model, &previous))?;
-    Ok((report, model.timeouts))
+    reconcile::reconcile(pins, &plan::plan(&model, &previous))
+}
+
+/// The agent's reconcile from a file: the health checks follow the new definitions, and
+/// backends they hold down stay out of the selection.
+fn apply_checked(
+    file: &Path,
+    pins: &PinDir,
+    checker: &mut health::Checker,
+) -> Result<(reconcile::Report, Model)> {
+    let previous = previous(pins);
+    let model = config::load(file, &previous)?;
+    checker.set_targets(health::targets(&model), &held_down(&model, &previous));
+    let mut plan = plan::plan(&model, &previous);
+    plan.services = plan::services::plan(&model, &previous, &checker.down());
+    let report = reconcile::reconcile(pins, &plan)?;
+    Ok((report, model))
+}
+
+/// Backends with a health check that the kernel holds at weight 0 although they are
+/// defined above it: an agent before this one took them out, and they stay out until
+/// their checks pass `rise` times.
+fn held_down(model: &Model, previous: &Previous) -> BTreeSet<u32> {
+    model
+        .services
+        .iter()
+        .filter(|s| s.health.is_some())
+        .flat_map(|s| {
+            s.backends.iter().filter_map(move |b| {
+                let before = previous
+                    .backends
+                    .get(&((s.vip, s.port, s.proto), b.addr, b.port))?;
+                (b.weight > 0 && before.weight == 0).then_some(b.id)
+            })
+        })
+        .collect()
+}
+
+/// A backend's health changed: the services' tables are planned again with the backends
+/// now down, and only the services that changed are written.
+fn health_changed(
+    pins: &PinDir,
+    model: &Model,
+    checker: &health::Checker,
+) -> Result<services::ServiceReport> {
+    let mut maps = ServiceMaps::open_pinned(pins)?;
+    let current = services::Current::read(&maps)?;
+    let mut previous = Previous::default();
+    current.fill_previous(&mut previous);
+    let plan = plan::services::plan(model, &previous, &checker.down());
+    services::reconcile(&mut maps, &current, &plan)
 }
 
 /// How often idle flows are looked for: half the shortest timeout, within 1 to 10 seconds.
@@ -102,11 +149,13 @@ fn gc_interval(t: &Timeouts) -> Duration {
 /// invalid file, say) is logged and leaves the kernel as the last good one made it.
 pub fn run(file: &Path, pins: &PinDir) -> Result<()> {
     let watch = watch::Watch::new(file)?;
-    let (report, mut timeouts) = apply_model(file, pins)?;
+    let waker = watch.waker();
+    let mut checker = health::Checker::new(move || waker.wake(), log);
+    let (report, mut model) = apply_checked(file, pins, &mut checker)?;
     log(&format!("reconciled: {}", summary(&report)));
     loop {
-        match watch.next(gc_interval(&timeouts))? {
-            watch::Event::Tick => match conntrack::collect_garbage(pins, &timeouts) {
+        match watch.next(gc_interval(&model.timeouts))? {
+            watch::Event::Tick => match conntrack::collect_garbage(pins, &model.timeouts) {
                 Ok(0) => {}
                 Ok(n) => log(&format!("removed {n} idle conntrack entries")),
                 Err(e) => log(&format!("conntrack cleanup failed: {e}")),
@@ -115,9 +164,19 @@ pub fn run(file: &Path, pins: &PinDir) -> Result<()> {
                 log(&format!("{signal}: exiting, the datapath stays in place"));
                 return Ok(());
             }
-            watch::Event::Reload => match apply_model(file, pins) {
-                Ok((report, t)) => {
-                    timeouts = t;
+            watch::Event::Wake => match health_changed(pins, &model, &checker) {
+                Ok(r) => log(&format!(
+                    "health: {} service(s) written, {} backend(s) out",
+                    r.written,
+                    checker.down().len()
+                )),
+                Err(e) => log(&format!(
+                    "health: writing the services failed (retried on the next change): {e}"
+                )),
+            },
+            watch::Event::Reload => match apply_checked(file, pins, &mut checker) {
+                Ok((report, m)) => {
+                    model = m;
                     log(&format!("reconciled: {}", summary(&report)));
                 }
                 Err(e @ crate::Error::Invalid(_)) => {

@@ -1,7 +1,8 @@
-//! What wakes the agent: SIGHUP (reload), SIGTERM/SIGINT (exit), and changes to the
+//! What wakes the agent: SIGHUP (reload), SIGTERM/SIGINT (exit), changes to the
 //! definitions file (through inotify on its directory, so editors that replace the file are
-//! seen too), and a tick for periodic work (conntrack cleanup). One poll(2) over both, with
-//! the tick as its timeout; no busy loop.
+//! seen too), the health checker (an eventfd it writes when a backend goes down or comes
+//! back), and a tick for periodic work (conntrack cleanup). One poll(2) over all of them,
+//! with the tick as its timeout; no busy loop.
 
 use std::{
     ffi::{CString, OsStr},
@@ -11,6 +12,7 @@ use std::{
         unix::ffi::OsStrExt as _,
     },
     path::Path,
+    sync::Arc,
 };
 
 use crate::{Error, Result};
@@ -18,6 +20,8 @@ use crate::{Error, Result};
 pub enum Event {
     Reload,
     Exit(&'static str),
+    /// Something woke the agent through a [`Waker`] (a backend's health changed).
+    Wake,
     /// `interval` passed without anything else happening.
     Tick,
 }
@@ -25,7 +29,21 @@ pub enum Event {
 pub struct Watch {
     signals: OwnedFd,
     inotify: OwnedFd,
+    wake: Arc<OwnedFd>,
     file_name: Vec<u8>,
+}
+
+/// Wakes the agent's loop from another thread ([`Event::Wake`]).
+#[derive(Clone)]
+pub struct Waker(Arc<OwnedFd>);
+
+impl Waker {
+    pub fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writing 8 bytes from a local to an eventfd we hold. A full counter
+        // (never, in practice) only means a wake-up is pending already.
+        let _ = unsafe { libc::write(self.0.as_raw_fd(), (&raw const one).cast(), 8) };
+    }
 }
 
 fn last_os_error(context: &str) -> Error {
@@ -77,11 +95,25 @@ impl Watch {
         if unsafe { libc::inotify_add_watch(inotify.as_raw_fd(), c_dir.as_ptr(), mask) } < 0 {
             return Err(last_os_error(&format!("watching {}", dir.display())));
         }
+        // SAFETY: eventfd returns a new fd or -1.
+        let wake = unsafe {
+            let fd = libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK);
+            if fd < 0 {
+                return Err(last_os_error("eventfd"));
+            }
+            OwnedFd::from_raw_fd(fd)
+        };
         Ok(Watch {
             signals,
             inotify,
+            wake: Arc::new(wake),
             file_name,
         })
+    }
+
+    /// A handle that makes [`Watch::next`] return [`Event::Wake`].
+    pub fn waker(&self) -> Waker {
+        Waker(Arc::clone(&self.wake))
     }
 
     /// Sleeps until something happens.
@@ -99,9 +131,14 @@ impl Watch {
                     events: libc::POLLIN,
                     revents: 0,
                 },
+                libc::pollfd {
+                    fd: self.wake.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
             ];
-            // SAFETY: two valid pollfds and a timeout in milliseconds.
-            let ready = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
+            // SAFETY: three valid pollfds and a timeout in milliseconds.
+            let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
             if ready == 0 {
                 return Ok(Event::Tick);
             }
@@ -132,6 +169,12 @@ impl Watch {
             }
             if fds[1].revents & libc::POLLIN != 0 && self.file_changed()? {
                 return Ok(Event::Reload);
+            }
+            if fds[2].revents & libc::POLLIN != 0 {
+                let mut count: u64 = 0;
+                // SAFETY: reading the eventfd's 8-byte counter into a local (resets it).
+                let _ = unsafe { libc::read(self.wake.as_raw_fd(), (&raw mut count).cast(), 8) };
+                return Ok(Event::Wake);
             }
         }
     }
