@@ -10,7 +10,14 @@ use crate::{
 
 /// The files of tests/tests/, by what they need (a unit test below keeps this complete).
 const FIXTURE_TESTS: &[&str] = &["fixtures", "container_fixtures", "service_fixtures"];
-const NAMESPACE_TESTS: &[&str] = &["datapath", "cli", "harness", "containers", "north_south"];
+const NAMESPACE_TESTS: &[&str] = &[
+    "datapath",
+    "cli",
+    "harness",
+    "containers",
+    "north_south",
+    "services",
+];
 
 pub fn run() -> anyhow::Result<()> {
     setup::run()?;

@@ -1,0 +1,596 @@
+//! Virtual services with real traffic: a client container (or a client outside) connects
+//! to a VIP, and each backend's server answers with its own name, so the test sees which
+//! backend every connection reached. Exact counts where the scheduler promises them.
+
+mod support;
+
+use std::{
+    collections::BTreeMap,
+    io::{self, BufRead as _, BufReader, Read as _, Write as _},
+    net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream},
+    path::Path,
+    process::Command,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use netbpf_common::stats::{Hook, Outcome};
+use netbpf_tests::{
+    TEST_PREFIX, TempDir, lab::Lab, netbpf_bin, netns::Netns, process::Background, require_root,
+};
+use serde_json::Value;
+use support::{counter, netbpf_ok, stats};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 200, 10);
+const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 10, 2);
+const BACKENDS: [&str; 3] = ["b1", "b2", "b3"];
+const LIMIT: Duration = Duration::from_secs(5);
+
+/// The client (container 0) and the backends b1..b3 (containers 1..3), one network.
+fn definitions(lab: &Lab, host: &str, services: &str) -> String {
+    let mut text = format!(
+        "{host}[[network]]\nname = \"front\"\nsubnet = \"198.18.10.0/24\"\n\n\
+         [[container]]\nname = \"client\"\nnetns = \"{}\"\nnetwork = \"front\"\nip = \"{CLIENT_IP}\"\n\n",
+        lab.containers[0].path().display()
+    );
+    for (i, name) in BACKENDS.iter().enumerate() {
+        text += &format!(
+            "[[container]]\nname = \"{name}\"\nnetns = \"{}\"\nnetwork = \"front\"\nip = \"198.18.10.{}\"\n\n",
+            lab.containers[i + 1].path().display(),
+            i + 3
+        );
+    }
+    text + services
+}
+
+/// A `[[service]]` at the VIP, port 80, over the named backends' port 8080.
+fn service(scheduler: &str, extra: &str, backends: &[(&str, u16)]) -> String {
+    let backends: Vec<String> = backends
+        .iter()
+        .map(|(name, weight)| {
+            format!("{{ container = \"{name}\", port = 8080, weight = {weight} }}")
+        })
+        .collect();
+    format!(
+        "[[service]]\nname = \"web\"\nvip = \"{VIP}\"\nport = 80\nprotocol = \"tcp\"\n\
+         scheduler = \"{scheduler}\"\n{extra}backends = [{}]\n",
+        backends.join(", ")
+    )
+}
+
+fn apply(lab: &Lab, dir: &TempDir, text: &str) {
+    let file = dir.write("netbpf.toml", text).expect("write");
+    netbpf_ok(&lab.host, &["apply", "-c", file.to_str().expect("UTF-8")]);
+}
+
+/// A backend's server: every connection first gets the backend's name on a line, then an
+/// echo of whatever it sends, until the client closes. Stops when dropped.
+struct NameServer {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl NameServer {
+    fn start(ns: &Netns, name: &'static str) -> NameServer {
+        let listener = ns.run(|| TcpListener::bind("0.0.0.0:8080").expect("listen"));
+        listener.set_nonblocking(true).expect("nonblocking");
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        std::thread::spawn(move || serve(conn, name));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        NameServer {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for NameServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn serve(mut conn: TcpStream, name: &str) {
+    let _ = conn.set_nonblocking(false);
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+    if conn.write_all(format!("{name}\n").as_bytes()).is_err() {
+        return;
+    }
+    let mut buf = [0u8; 256];
+    while let Ok(n) = conn.read(&mut buf) {
+        if n == 0 || conn.write_all(&buf[..n]).is_err() {
+            return;
+        }
+    }
+}
+
+/// A connection to the VIP, its backend's name read.
+struct Conn {
+    reader: BufReader<TcpStream>,
+    backend: String,
+}
+
+impl Conn {
+    fn open(ns: &Netns, to: SocketAddrV4) -> io::Result<Conn> {
+        ns.run(|| {
+            let stream = TcpStream::connect_timeout(&to.into(), LIMIT)?;
+            stream.set_read_timeout(Some(LIMIT))?;
+            let mut reader = BufReader::new(stream);
+            let mut backend = String::new();
+            reader.read_line(&mut backend)?;
+            Ok(Conn {
+                reader,
+                backend: backend.trim().to_owned(),
+            })
+        })
+    }
+
+    /// One exchange on the open connection.
+    fn echo(&mut self, msg: &str) -> io::Result<String> {
+        self.reader
+            .get_mut()
+            .write_all(format!("{msg}\n").as_bytes())?;
+        let mut line = String::new();
+        self.reader.read_line(&mut line)?;
+        Ok(line.trim().to_owned())
+    }
+}
+
+/// The backend one new connection reaches (the connection then closes).
+fn backend_of(ns: &Netns, to: SocketAddrV4) -> String {
+    Conn::open(ns, to)
+        .unwrap_or_else(|e| panic!("connection to {to}: {e}"))
+        .backend
+}
+
+fn tally(ns: &Netns, n: usize) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for _ in 0..n {
+        *counts
+            .entry(backend_of(ns, SocketAddrV4::new(VIP, 80)))
+            .or_insert(0) += 1;
+    }
+    counts
+}
+
+fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
+    pairs.iter().map(|(n, c)| (n.to_string(), *c)).collect()
+}
+
+struct Setup {
+    lab: Lab,
+    dir: TempDir,
+    _servers: Vec<NameServer>,
+}
+
+fn setup() -> Setup {
+    let lab = Lab::new(TEST_PREFIX, 4).expect("lab");
+    let dir = TempDir::new(&lab.prefix).expect("dir");
+    // The namespaces exist before the servers bind in them; addresses come with apply.
+    apply(&lab, &dir, &definitions(&lab, "", ""));
+    let servers = BACKENDS
+        .iter()
+        .enumerate()
+        .map(|(i, name)| NameServer::start(&lab.containers[i + 1], name))
+        .collect();
+    Setup {
+        lab,
+        dir,
+        _servers: servers,
+    }
+}
+
+/// rr gives each of three backends exactly a third of 30 connections; wrr 3:1 gives
+/// exactly 30 and 10 of 40; `show services` counts the connections.
+#[test]
+fn round_robin_and_weighted_round_robin_are_exact() {
+    require_root!();
+    let Setup { lab, dir, _servers } = setup();
+    let client = &lab.containers[0];
+    apply(
+        &lab,
+        &dir,
+        &definitions(
+            &lab,
+            "",
+            &service("rr", "", &[("b1", 1), ("b2", 1), ("b3", 1)]),
+        ),
+    );
+    assert_eq!(
+        tally(client, 30),
+        counts(&[("b1", 10), ("b2", 10), ("b3", 10)])
+    );
+    let shown: Vec<Value> =
+        serde_json::from_str(&netbpf_ok(&lab.host, &["show", "services", "-o", "json"]))
+            .expect("JSON");
+    let opened: Vec<u64> = shown[0]["backends"]
+        .as_array()
+        .expect("backends")
+        .iter()
+        .map(|b| b["opened"].as_u64().expect("opened"))
+        .collect();
+    assert_eq!(opened, [10, 10, 10], "{shown:?}");
+
+    apply(
+        &lab,
+        &dir,
+        &definitions(&lab, "", &service("wrr", "", &[("b1", 3), ("b2", 1)])),
+    );
+    assert_eq!(tally(client, 40), counts(&[("b1", 30), ("b2", 10)]));
+    let rows = stats(&lab.host);
+    assert!(
+        counter(&rows, Hook::FromContainer, Outcome::Service).0 >= 70,
+        "at least a SYN per connection through the VIP"
+    );
+}
+
+/// lc: connections held open on one backend steer new ones to the others.
+#[test]
+fn least_connections_avoid_the_busy_backend() {
+    require_root!();
+    let Setup { lab, dir, _servers } = setup();
+    let client = &lab.containers[0];
+    let vip = SocketAddrV4::new(VIP, 80);
+    apply(
+        &lab,
+        &dir,
+        &definitions(&lab, "", &service("lc", "", &[("b1", 1)])),
+    );
+    let held: Vec<Conn> = (0..3)
+        .map(|_| Conn::open(client, vip).expect("held connection"))
+        .collect();
+    assert!(held.iter().all(|c| c.backend == "b1"));
+    apply(
+        &lab,
+        &dir,
+        &definitions(
+            &lab,
+            "",
+            &service("lc", "", &[("b1", 1), ("b2", 1), ("b3", 1)]),
+        ),
+    );
+    let later = tally(client, 6);
+    assert_eq!(later.get("b1"), None, "b1 holds 3 connections: {later:?}");
+    assert_eq!(later.values().sum::<usize>(), 6);
+    drop(held);
+}
+
+/// Persistence: a client returns to its backend while its last connection is recent;
+/// once the timeout passes, the scheduler chooses again (rr: the next backend).
+#[test]
+fn persistence_keeps_a_client_on_its_backend() {
+    require_root!();
+    let Setup { lab, dir, _servers } = setup();
+    let client = &lab.containers[0];
+    apply(
+        &lab,
+        &dir,
+        &definitions(
+            &lab,
+            "",
+            &service(
+                "rr",
+                "persistence = \"1s\"\n",
+                &[("b1", 1), ("b2", 1), ("b3", 1)],
+            ),
+        ),
+    );
+    let first = tally(client, 10);
+    assert_eq!(
+        first.len(),
+        1,
+        "one backend for a persistent client: {first:?}"
+    );
+    let (stuck, _) = first.into_iter().next().expect("one");
+    // Past the timeout (a wait, not a timing assertion).
+    std::thread::sleep(Duration::from_millis(2100));
+    let next = backend_of(client, SocketAddrV4::new(VIP, 80));
+    let order = ["b1", "b2", "b3"];
+    let i = order.iter().position(|b| *b == stuck).expect("known");
+    assert_eq!(next, order[(i + 1) % 3], "rr goes on after the timeout");
+}
+
+/// Weight 0 drains: an established connection keeps exchanging data, new ones go
+/// elsewhere; and a long connection survives backends added and removed and the file
+/// applied again.
+#[test]
+fn drained_and_changed_backends_keep_established_connections() {
+    require_root!();
+    let Setup { lab, dir, _servers } = setup();
+    let client = &lab.containers[0];
+    let vip = SocketAddrV4::new(VIP, 80);
+    let only_b1 = definitions(&lab, "", &service("rr", "", &[("b1", 1)]));
+    apply(&lab, &dir, &only_b1);
+    let mut long = Conn::open(client, vip).expect("long connection");
+    assert_eq!(long.backend, "b1");
+
+    let changes = [
+        service("rr", "", &[("b1", 1), ("b2", 1)]),
+        service("rr", "", &[("b1", 1), ("b2", 1), ("b3", 1)]),
+        service("wrr", "", &[("b1", 1), ("b3", 2)]),
+        service("rr", "", &[("b1", 1), ("b3", 1)]),
+    ];
+    for (i, change) in changes.iter().enumerate() {
+        apply(&lab, &dir, &definitions(&lab, "", change));
+        let msg = format!("change {i}");
+        assert_eq!(long.echo(&msg).expect("the long connection goes on"), msg);
+    }
+    apply(
+        &lab,
+        &dir,
+        &definitions(&lab, "", &service("rr", "", &[("b1", 1), ("b3", 1)])),
+    );
+    assert_eq!(long.echo("same file").expect("after reapply"), "same file");
+
+    // b1 drained: no new connection, the old one still talks.
+    apply(
+        &lab,
+        &dir,
+        &definitions(&lab, "", &service("rr", "", &[("b1", 0), ("b3", 1)])),
+    );
+    assert_eq!(tally(client, 6), counts(&[("b3", 6)]));
+    assert_eq!(long.echo("drained").expect("still talks"), "drained");
+}
+
+/// A removed backend's flow gets a reset; a service with no backend refuses new
+/// connections with a reset, at once.
+#[test]
+fn removed_backends_and_empty_services_refuse_explicitly() {
+    require_root!();
+    let Setup { lab, dir, _servers } = setup();
+    let client = &lab.containers[0];
+    let vip = SocketAddrV4::new(VIP, 80);
+    apply(
+        &lab,
+        &dir,
+        &definitions(&lab, "", &service("rr", "", &[("b1", 1), ("b2", 1)])),
+    );
+    let mut long = Conn::open(client, vip).expect("connection");
+    assert_eq!(long.backend, "b1");
+    apply(
+        &lab,
+        &dir,
+        &definitions(&lab, "", &service("rr", "", &[("b2", 1)])),
+    );
+    let broken = long.echo("anyone?");
+    assert!(
+        broken
+            .as_ref()
+            .is_err_and(|e| e.kind() == io::ErrorKind::ConnectionReset)
+            || broken.as_ref().is_ok_and(|s| s.is_empty()),
+        "a removed backend's flow is reset: {broken:?}"
+    );
+
+    apply(
+        &lab,
+        &dir,
+        &definitions(&lab, "", &service("rr", "", &[("b2", 0)])),
+    );
+    let refused = Conn::open(client, vip).map(|c| c.backend);
+    assert_eq!(
+        refused.as_ref().map_err(io::Error::kind).err(),
+        Some(io::ErrorKind::ConnectionRefused),
+        "{refused:?}"
+    );
+    let rows = stats(&lab.host);
+    assert!(counter(&rows, Hook::FromContainer, Outcome::ServiceReset).0 >= 2);
+}
+
+/// Health checks (agent): a backend whose server stops is taken out, and every new
+/// connection lands on the others; back when it answers again. With none healthy, a new
+/// connection is reset.
+#[test]
+fn health_checks_take_backends_out_and_back() {
+    require_root!();
+    let lab = Lab::new(TEST_PREFIX, 4).expect("lab");
+    let dir = TempDir::new(&lab.prefix).expect("dir");
+    let client = &lab.containers[0];
+    let health = "health = { kind = \"tcp\", interval = \"200ms\", timeout = \"100ms\", rise = 2, fall = 2 }\n";
+    let text = definitions(
+        &lab,
+        "",
+        &service("rr", health, &[("b1", 1), ("b2", 1), ("b3", 1)]),
+    );
+    apply(&lab, &dir, &definitions(&lab, "", ""));
+    let mut servers: Vec<Option<NameServer>> = BACKENDS
+        .iter()
+        .enumerate()
+        .map(|(i, name)| Some(NameServer::start(&lab.containers[i + 1], name)))
+        .collect();
+    let file = dir.write("netbpf.toml", &text).expect("write");
+    let log = dir.path().join("agent.log");
+    let _agent = start_agent(&lab, &file, &log);
+    let healthy = |n: usize| {
+        netbpf_tests::process::wait_for(Duration::from_secs(15), || {
+            let shown: Vec<Value> =
+                serde_json::from_str(&netbpf_ok(&lab.host, &["show", "services", "-o", "json"]))
+                    .ok()?;
+            let up = shown
+                .first()?
+                .get("backends")?
+                .as_array()?
+                .iter()
+                .filter(|b| b["weight"].as_u64() != Some(0))
+                .count();
+            (up == n).then_some(())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "never {n} healthy backends; agent log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        })
+    };
+    healthy(3);
+
+    servers[1] = None;
+    healthy(2);
+    let spread = tally(client, 100);
+    assert_eq!(spread.get("b2"), None, "{spread:?}");
+    assert_eq!(spread.values().sum::<usize>(), 100);
+
+    servers[1] = Some(NameServer::start(&lab.containers[2], "b2"));
+    healthy(3);
+    assert!(tally(client, 6).contains_key("b2"));
+
+    servers.clear();
+    healthy(0);
+    let refused = Conn::open(client, SocketAddrV4::new(VIP, 80)).map(|c| c.backend);
+    assert_eq!(
+        refused.as_ref().map_err(io::Error::kind).err(),
+        Some(io::ErrorKind::ConnectionRefused),
+        "{refused:?}"
+    );
+}
+
+fn start_agent(lab: &Lab, file: &Path, log: &Path) -> Background {
+    let mut cmd = Command::new(netbpf_bin());
+    cmd.args(["--netns", lab.host.name(), "agent", "-c"])
+        .arg(file)
+        .stderr(std::fs::File::create(log).expect("log"));
+    Background::spawn(cmd).expect("agent starts")
+}
+
+/// An external VIP from outside, through the uplink at tc and at XDP; sh keeps each
+/// client on one backend and spreads 50 clients over all of them.
+#[test]
+fn external_vip_and_source_hashing_from_outside() {
+    use netbpf_tests::lab::{HOST_UPLINK_IF, HOST_UPLINK_IP, OUTSIDE_IF};
+
+    require_root!();
+    let Setup { lab, dir, _servers } = setup();
+    let outside = &lab.outside;
+    outside
+        .exec("ethtool", &["-K", OUTSIDE_IF, "tx", "off"])
+        .expect("ethtool");
+    outside
+        .ip(&[
+            "route",
+            "add",
+            &format!("{VIP}/32"),
+            "via",
+            &HOST_UPLINK_IP.to_string(),
+        ])
+        .expect("route to the VIP");
+    let clients: Vec<Ipv4Addr> = (100..150).map(|i| Ipv4Addr::new(198, 18, 0, i)).collect();
+    for addr in &clients {
+        outside
+            .ip(&["addr", "add", &format!("{addr}/32"), "dev", OUTSIDE_IF])
+            .expect("client address");
+    }
+    for mode in ["tc", "xdp"] {
+        let host = format!("[host]\nuplink = \"{HOST_UPLINK_IF}\"\nuplink_mode = \"{mode}\"\n\n");
+        apply(
+            &lab,
+            &dir,
+            &definitions(
+                &lab,
+                &host,
+                &service(
+                    "sh",
+                    "external = true\n",
+                    &[("b1", 1), ("b2", 1), ("b3", 1)],
+                ),
+            ),
+        );
+        let mut seen = BTreeMap::new();
+        for addr in &clients {
+            let reached: Vec<String> = (0..2)
+                .map(|_| {
+                    outside.run(|| {
+                        let socket = socket_from(*addr);
+                        let mut conn = socket
+                            .connect_to(SocketAddrV4::new(VIP, 80))
+                            .unwrap_or_else(|e| panic!("{mode}: {addr} -> VIP: {e}"));
+                        let mut line = String::new();
+                        BufReader::new(&mut conn)
+                            .read_line(&mut line)
+                            .expect("name");
+                        line.trim().to_owned()
+                    })
+                })
+                .collect();
+            assert_eq!(reached[0], reached[1], "{mode}: {addr} moved");
+            *seen.entry(reached[0].clone()).or_insert(0) += 1;
+        }
+        assert_eq!(
+            seen.len(),
+            3,
+            "{mode}: 50 clients over all backends: {seen:?}"
+        );
+    }
+}
+
+/// A TCP socket bound to a source address.
+fn socket_from(addr: Ipv4Addr) -> BoundSocket {
+    // SAFETY: plain socket calls on a socket we own.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    assert!(fd >= 0, "socket");
+    let sa = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(addr.octets()),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: a valid socket and address.
+    let rc = unsafe {
+        libc::bind(
+            fd,
+            (&raw const sa).cast(),
+            size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "bind {addr}: {}", io::Error::last_os_error());
+    BoundSocket(fd)
+}
+
+struct BoundSocket(i32);
+
+impl BoundSocket {
+    fn connect_to(self, to: SocketAddrV4) -> io::Result<TcpStream> {
+        let sa = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: to.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(to.ip().octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: a valid socket and address.
+        let rc = unsafe {
+            libc::connect(
+                self.0,
+                (&raw const sa).cast(),
+                size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            let e = io::Error::last_os_error();
+            // SAFETY: our own descriptor.
+            unsafe { libc::close(self.0) };
+            return Err(e);
+        }
+        use std::os::fd::FromRawFd as _;
+        // SAFETY: the descriptor is ours and connected; the stream takes it over.
+        let stream = unsafe { TcpStream::from_raw_fd(self.0) };
+        stream.set_read_timeout(Some(LIMIT))?;
+        Ok(stream)
+    }
+}
