@@ -746,3 +746,126 @@ fn external_services_from_the_uplink() {
         run(&ebpf, &refused).unwrap_or_else(|e| panic!("{hook:?}: {}:\n{e}", refused.name));
     }
 }
+
+/// mh, end to end through `from_uplink`: 10,000 clients (distinct addresses) to an
+/// external VIP over 10 backends. Taking one backend out moves exactly the clients it
+/// had and at most 1% of the others; putting it back restores every client's backend.
+#[test]
+fn maglev_moves_only_the_removed_share() {
+    use aya::programs::{SchedClassifier, TestRun as _, TestRunOptions};
+    use netbpf::plan::sched::{hash_table, identity, maglev_size};
+
+    require_root!();
+    let mut ebpf = load();
+    let mut svc = ServiceMaps::take(&mut ebpf);
+    let _maps = fill_maps(&mut ebpf);
+    // Ten backends: two ports on each of five containers.
+    let backends: Vec<(u32, Ipv4Addr, u16)> = [WEB1, WEB2, DB, DB2, Q1]
+        .iter()
+        .flat_map(|addr| [8080u16, 8081].map(|port| (*addr, port)))
+        .enumerate()
+        .map(|(i, (addr, port))| (i as u32 + 1, addr, port))
+        .collect();
+    for (id, addr, port) in &backends {
+        let b = Backend {
+            addr: key(*addr),
+            port: port.to_be(),
+            weight: 1,
+            service_id: 1,
+        };
+        svc.backends.set(*id, &b, 0).expect("backend");
+    }
+    let roster: Vec<(u64, u16)> = backends
+        .iter()
+        .map(|(_, addr, port)| (identity(*addr, *port), 1))
+        .collect();
+    let m = maglev_size(roster.len(), None);
+    // The service over the selectable backends (all but `out`), at its own region.
+    let mut publish = |out: Option<usize>, table: u32| {
+        let selectable: Vec<(u64, u16)> = roster
+            .iter()
+            .enumerate()
+            .map(|(i, (id, _))| (*id, u16::from(Some(i) != out)))
+            .collect();
+        let ids: Vec<u32> = hash_table(&roster, &selectable, m)
+            .into_iter()
+            .map(|i| backends[i].0)
+            .collect();
+        let list: Vec<u32> = backends
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != out)
+            .map(|(_, b)| b.0)
+            .collect();
+        svc.service(
+            1,
+            VIP,
+            IPPROTO_TCP,
+            Scheduler::Mh,
+            SVC_EXTERNAL,
+            table,
+            &list,
+            &ids,
+            0,
+        );
+    };
+    let program: &SchedClassifier = ebpf
+        .program("from_uplink")
+        .expect("program")
+        .try_into()
+        .expect("tc");
+    // Where each client lands (new flows: a source port of the phase's own).
+    let landings = |sport: u16| -> Vec<(Ipv4Addr, u16)> {
+        (0..10_000u32)
+            .map(|i| {
+                let client = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 19, 0, 0)) + i);
+                let input = syn(CLIENT_MAC, UPLINK_MAC, (client, sport), (VIP, 80));
+                let mut out = vec![0u8; input.len()];
+                let result = program
+                    .test_run(TestRunOptions {
+                        data_in: Some(&input),
+                        data_out: Some(&mut out),
+                        ..Default::default()
+                    })
+                    .expect("test run");
+                assert_eq!(result.return_value, verdict::TC_ACT_REDIRECT, "{client}");
+                let ip = &out[14..34];
+                (
+                    Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]),
+                    u16::from_be_bytes([out[36], out[37]]),
+                )
+            })
+            .collect()
+    };
+
+    publish(None, 0);
+    let before = landings(1000);
+    let out = 3;
+    let removed = (backends[out].1, backends[out].2);
+    publish(Some(out), 2 * m);
+    let during = landings(1001);
+    let mut moved_others = 0;
+    for (b, d) in before.iter().zip(&during) {
+        if *b == removed {
+            assert_ne!(*d, removed, "a client of the removed backend stayed on it");
+        } else if b != d {
+            moved_others += 1;
+        }
+    }
+    let others = before.iter().filter(|b| **b != removed).count();
+    assert!(
+        moved_others * 100 <= others,
+        "{moved_others} of {others} other clients moved"
+    );
+    let share = before.len() - others;
+    assert!(
+        (500..=1500).contains(&share),
+        "the removed backend had {share} of 10,000 clients"
+    );
+    publish(None, 4 * m);
+    assert_eq!(
+        landings(1002),
+        before,
+        "putting it back restores every client"
+    );
+}
