@@ -20,14 +20,15 @@ use netbpf_common::{
 use network_types::{arp::ArpHdr, eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
-    conntrack::{self, Created},
+    conntrack,
     endpoints::{self, Peer},
     icmp::{self, End},
     nat::{self, IPPROTO_TCP, L4, TCP_ACK, TCP_SYN},
     packet::{
         self, ETH_P_ARP, ETH_P_IPV4, ipv4_header_ok, is_multi_destination, ptr_at, ptr_at_mut,
     },
-    reject, service,
+    reject,
+    service::{self, NewFlow},
 };
 
 const ARP_HTYPE_ETHERNET: [u8; 2] = 1u16.to_be_bytes();
@@ -222,39 +223,14 @@ fn to_service(ctx: &TcContext, l4: &L4, own: &IfaceInfo, vip: u32, svc: &Service
         }
         e
     } else {
-        // A TCP flow starts with a SYN; anything else without state is refused.
-        if l4.proto == IPPROTO_TCP && l4.tcp_flags & (TCP_SYN | TCP_ACK) != TCP_SYN {
-            return refuse(ctx, l4);
-        }
-        let Some((id, backend)) = service::schedule(svc, own.addr, vip) else {
-            return refuse(ctx, l4);
-        };
-        let Some(ep) = endpoints::endpoint(backend.addr) else {
-            return refuse(ctx, l4);
-        };
-        let mut forward = conntrack::entry(CT_SERVICE, backend.addr, backend.port, ep.ifindex, l4);
-        forward.dst_mac = ep.mac;
-        forward.src_mac = ep.host_mac;
-        forward.backend_id = id;
-        let reply_key = CtKey {
-            saddr: backend.addr,
-            daddr: own.addr,
-            sport: backend.port,
-            dport: l4.sport,
-            proto: l4.proto,
-            pad: [0; 3],
-        };
-        let mut reply = conntrack::entry(CT_SERVICE_REPLY, vip, l4.dport, packet::ifindex(ctx), l4);
+        // Replies go back into the client's container, through its veth.
+        let mut reply = conntrack::entry(CT_SERVICE_REPLY, 0, 0, packet::ifindex(ctx), l4);
         reply.dst_mac = own.mac;
         reply.src_mac = own.host_mac;
-        reply.backend_id = id;
-        match conntrack::create(&key, &forward, &reply_key, &reply) {
-            Some(Created::New(e)) => {
-                service::opened(id);
-                e
-            }
-            Some(Created::Existing(e)) => e,
-            None => return drop(Outcome::DropNatFailed),
+        match service::open_flow(&key, l4, svc, &reply) {
+            NewFlow::Open(e) => e,
+            NewFlow::Refused => return refuse(ctx, l4),
+            NewFlow::Failed => return drop(Outcome::DropNatFailed),
         }
     };
     if nat::rewrite_dst(ctx, l4, vip, e.nat_addr, e.nat_port).is_err()

@@ -145,6 +145,26 @@ pub fn write_unreachable(data: usize, data_end: usize, quoted: &[u8; QUOTED]) ->
     Ok(())
 }
 
+/// The first step of a refusal, the same at tc and XDP: a TCP segment becomes its reset
+/// in place (`Done`); anything else needs the ICMP error, whose quote is taken here
+/// (`Unreachable`) before the hook resizes the frame.
+enum Refusal {
+    Done(Outcome),
+    Unreachable([u8; QUOTED]),
+}
+
+#[inline(always)]
+fn begin(data: usize, data_end: usize, proto: u8, tcp_flags: u8) -> Result<Refusal, ()> {
+    if proto == IPPROTO_TCP {
+        if !answerable(tcp_flags) {
+            return Err(());
+        }
+        tcp_reset(data, data_end)?;
+        return Ok(Refusal::Done(Outcome::ServiceReset));
+    }
+    capture(data, data_end).map(Refusal::Unreachable).ok_or(())
+}
+
 /// Turns the packet in a tc program into its refusal: [`tcp_reset`] for TCP, an ICMP
 /// port unreachable for the rest. The outcome to count, or `Err` when the packet cannot
 /// be answered (a reset, a GSO packet, IP options): drop it.
@@ -153,14 +173,10 @@ pub fn tc(ctx: &TcContext, proto: u8, tcp_flags: u8) -> Result<Outcome, ()> {
     if packet::is_gso(ctx) {
         return Err(());
     }
-    if proto == IPPROTO_TCP {
-        if !answerable(tcp_flags) {
-            return Err(());
-        }
-        tcp_reset(ctx.data(), ctx.data_end())?;
-        return Ok(Outcome::ServiceReset);
-    }
-    let quoted = capture(ctx.data(), ctx.data_end()).ok_or(())?;
+    let quoted = match begin(ctx.data(), ctx.data_end(), proto, tcp_flags)? {
+        Refusal::Done(outcome) => return Ok(outcome),
+        Refusal::Unreachable(quoted) => quoted,
+    };
     let grow = (UNREACHABLE_LEN - QUOTED) as i32;
     ctx.adjust_room(grow, BPF_ADJ_ROOM_MAC, 0).map_err(|_| ())?;
     ctx.change_tail(UNREACHABLE_LEN as u32, 0).map_err(|_| ())?;
@@ -171,14 +187,10 @@ pub fn tc(ctx: &TcContext, proto: u8, tcp_flags: u8) -> Result<Outcome, ()> {
 /// The XDP twin of [`tc`]: the frame grows at its head and shrinks at its tail.
 #[inline(always)]
 pub fn xdp(ctx: &XdpContext, proto: u8, tcp_flags: u8) -> Result<Outcome, ()> {
-    if proto == IPPROTO_TCP {
-        if !answerable(tcp_flags) {
-            return Err(());
-        }
-        tcp_reset(ctx.data(), ctx.data_end())?;
-        return Ok(Outcome::ServiceReset);
-    }
-    let quoted = capture(ctx.data(), ctx.data_end()).ok_or(())?;
+    let quoted = match begin(ctx.data(), ctx.data_end(), proto, tcp_flags)? {
+        Refusal::Done(outcome) => return Ok(outcome),
+        Refusal::Unreachable(quoted) => quoted,
+    };
     let old_len = (ctx.data_end() - ctx.data()) as i32;
     let grow = (UNREACHABLE_LEN - QUOTED) as i32;
     // SAFETY: helper calls on the program's own context.

@@ -13,11 +13,18 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap},
 };
 use netbpf_common::{
+    conntrack::{CT_SERVICE, CtEntry, CtKey},
     maps::{MAX_AFFINITY, MAX_BACKENDS, MAX_SERVICES, MAX_TABLE_ENTRIES},
     service::{
         Affinity, AffinityKey, Backend, BackendConns, BackendTraffic, MAX_SERVICE_BACKENDS,
         Scheduler, Service, ServiceKey, flow_hash,
     },
+};
+
+use crate::{
+    conntrack::{self, Created},
+    endpoints,
+    nat::{IPPROTO_TCP, L4, TCP_ACK, TCP_SYN},
 };
 
 #[map]
@@ -56,6 +63,57 @@ pub fn lookup(vip: u32, port: u16, proto: u8) -> Option<&'static Service> {
     };
     // SAFETY: map values stay valid for the program's run (RCU).
     unsafe { NB_SERVICES.get(&key) }
+}
+
+/// What became of a new flow to a service.
+pub enum NewFlow {
+    /// Recorded both ways: the entry its packets follow.
+    Open(CtEntry),
+    /// No backend can take it (none selectable, or not a container here): refuse it.
+    Refused,
+    /// The conntrack table refused the entries.
+    Failed,
+}
+
+/// A new flow (`key`, a packet `l4`) to a service: a TCP flow must start with a SYN; its
+/// backend is chosen, and both directions are recorded. `reply` is the reply direction's
+/// entry as the caller wants it (kind, where to send, MACs); the VIP and the backend are
+/// filled in here.
+#[inline(always)]
+pub fn open_flow(key: &CtKey, l4: &L4, svc: &Service, reply: &CtEntry) -> NewFlow {
+    if l4.proto == IPPROTO_TCP && l4.tcp_flags & (TCP_SYN | TCP_ACK) != TCP_SYN {
+        return NewFlow::Refused;
+    }
+    let Some((id, backend)) = schedule(svc, key.saddr, key.daddr) else {
+        return NewFlow::Refused;
+    };
+    let Some(ep) = endpoints::endpoint(backend.addr) else {
+        return NewFlow::Refused;
+    };
+    let mut forward = conntrack::entry(CT_SERVICE, backend.addr, backend.port, ep.ifindex, l4);
+    forward.dst_mac = ep.mac;
+    forward.src_mac = ep.host_mac;
+    forward.backend_id = id;
+    let reply_key = CtKey {
+        saddr: backend.addr,
+        daddr: key.saddr,
+        sport: backend.port,
+        dport: l4.sport,
+        proto: l4.proto,
+        pad: [0; 3],
+    };
+    let mut reply = *reply;
+    reply.nat_addr = key.daddr;
+    reply.nat_port = l4.dport;
+    reply.backend_id = id;
+    match conntrack::create(key, &forward, &reply_key, &reply) {
+        Some(Created::New(e)) => {
+            opened(id);
+            NewFlow::Open(e)
+        }
+        Some(Created::Existing(e)) => NewFlow::Open(e),
+        None => NewFlow::Failed,
+    }
 }
 
 /// Whether the backend a flow was given is still there (a removed backend's flows are

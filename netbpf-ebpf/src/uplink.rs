@@ -20,12 +20,12 @@ use netbpf_common::{
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
-    conntrack::{self, Created},
-    endpoints,
+    conntrack, endpoints,
     icmp::{self, End, IcmpError},
     nat::{self, IPPROTO_TCP, L4, TCP_ACK, TCP_SYN},
     packet::{self, ETH_P_IPV4, check_headers, ptr_at},
-    reject, service,
+    reject,
+    service::{self, NewFlow},
 };
 
 /// A hook's way of carrying out the shared decision: its verdicts, how it rewrites a
@@ -176,39 +176,12 @@ pub fn handle<H: Uplink>(h: &H) -> Decision<H> {
 /// recorded (the replies leave through the uplink), delivered into the backend.
 #[inline(always)]
 fn to_service<H: Uplink>(h: &H, key: &CtKey, l4: &L4, svc: &Service, uplink: u32) -> Decision<H> {
-    // A TCP flow starts with a SYN; anything else without state is refused.
-    if l4.proto == IPPROTO_TCP && l4.tcp_flags & (TCP_SYN | TCP_ACK) != TCP_SYN {
-        return refuse(h, l4);
+    let reply = conntrack::entry(CT_SERVICE_REPLY_OUT, 0, 0, uplink, l4);
+    match service::open_flow(key, l4, svc, &reply) {
+        NewFlow::Open(e) => deliver(h, l4, key.daddr, &e, Outcome::Service),
+        NewFlow::Refused => refuse(h, l4),
+        NewFlow::Failed => drop::<H>(Outcome::DropNatFailed),
     }
-    let Some((id, backend)) = service::schedule(svc, key.saddr, key.daddr) else {
-        return refuse(h, l4);
-    };
-    let Some(ep) = endpoints::endpoint(backend.addr) else {
-        return refuse(h, l4);
-    };
-    let mut forward = conntrack::entry(CT_SERVICE, backend.addr, backend.port, ep.ifindex, l4);
-    forward.dst_mac = ep.mac;
-    forward.src_mac = ep.host_mac;
-    forward.backend_id = id;
-    let reply_key = CtKey {
-        saddr: backend.addr,
-        daddr: key.saddr,
-        sport: backend.port,
-        dport: l4.sport,
-        proto: l4.proto,
-        pad: [0; 3],
-    };
-    let mut reply = conntrack::entry(CT_SERVICE_REPLY_OUT, key.daddr, l4.dport, uplink, l4);
-    reply.backend_id = id;
-    let entry = match conntrack::create(key, &forward, &reply_key, &reply) {
-        Some(Created::New(e)) => {
-            service::opened(id);
-            e
-        }
-        Some(Created::Existing(e)) => e,
-        None => return drop::<H>(Outcome::DropNatFailed),
-    };
-    deliver(h, l4, key.daddr, &entry, Outcome::Service)
 }
 
 /// An ICMP error from outside about a packet that left translated: a published port's

@@ -61,6 +61,11 @@ fn service(scheduler: &str, extra: &str, backends: &[(&str, u16)]) -> String {
     )
 }
 
+/// The lab's definitions with these services (no `[host]` section).
+fn apply_services(lab: &Lab, dir: &TempDir, services: &str) {
+    apply(lab, dir, &definitions(lab, "", services));
+}
+
 fn apply(lab: &Lab, dir: &TempDir, text: &str) {
     let file = dir.write("netbpf.toml", text).expect("write");
     netbpf_ok(&lab.host, &["apply", "-c", file.to_str().expect("UTF-8")]);
@@ -182,7 +187,7 @@ fn setup() -> Setup {
     let lab = Lab::new(TEST_PREFIX, 4).expect("lab");
     let dir = TempDir::new(&lab.prefix).expect("dir");
     // The namespaces exist before the servers bind in them; addresses come with apply.
-    apply(&lab, &dir, &definitions(&lab, "", ""));
+    apply_services(&lab, &dir, "");
     let servers = BACKENDS
         .iter()
         .enumerate()
@@ -202,14 +207,10 @@ fn round_robin_and_weighted_round_robin_are_exact() {
     require_root!();
     let Setup { lab, dir, _servers } = setup();
     let client = &lab.containers[0];
-    apply(
+    apply_services(
         &lab,
         &dir,
-        &definitions(
-            &lab,
-            "",
-            &service("rr", "", &[("b1", 1), ("b2", 1), ("b3", 1)]),
-        ),
+        &service("rr", "", &[("b1", 1), ("b2", 1), ("b3", 1)]),
     );
     assert_eq!(
         tally(client, 30),
@@ -226,11 +227,7 @@ fn round_robin_and_weighted_round_robin_are_exact() {
         .collect();
     assert_eq!(opened, [10, 10, 10], "{shown:?}");
 
-    apply(
-        &lab,
-        &dir,
-        &definitions(&lab, "", &service("wrr", "", &[("b1", 3), ("b2", 1)])),
-    );
+    apply_services(&lab, &dir, &service("wrr", "", &[("b1", 3), ("b2", 1)]));
     assert_eq!(tally(client, 40), counts(&[("b1", 30), ("b2", 10)]));
     let rows = stats(&lab.host);
     assert!(
@@ -246,23 +243,15 @@ fn least_connections_avoid_the_busy_backend() {
     let Setup { lab, dir, _servers } = setup();
     let client = &lab.containers[0];
     let vip = SocketAddrV4::new(VIP, 80);
-    apply(
-        &lab,
-        &dir,
-        &definitions(&lab, "", &service("lc", "", &[("b1", 1)])),
-    );
+    apply_services(&lab, &dir, &service("lc", "", &[("b1", 1)]));
     let held: Vec<Conn> = (0..3)
         .map(|_| Conn::open(client, vip).expect("held connection"))
         .collect();
     assert!(held.iter().all(|c| c.backend == "b1"));
-    apply(
+    apply_services(
         &lab,
         &dir,
-        &definitions(
-            &lab,
-            "",
-            &service("lc", "", &[("b1", 1), ("b2", 1), ("b3", 1)]),
-        ),
+        &service("lc", "", &[("b1", 1), ("b2", 1), ("b3", 1)]),
     );
     let later = tally(client, 6);
     assert_eq!(later.get("b1"), None, "b1 holds 3 connections: {later:?}");
@@ -277,17 +266,13 @@ fn persistence_keeps_a_client_on_its_backend() {
     require_root!();
     let Setup { lab, dir, _servers } = setup();
     let client = &lab.containers[0];
-    apply(
+    apply_services(
         &lab,
         &dir,
-        &definitions(
-            &lab,
-            "",
-            &service(
-                "rr",
-                "persistence = \"1s\"\n",
-                &[("b1", 1), ("b2", 1), ("b3", 1)],
-            ),
+        &service(
+            "rr",
+            "persistence = \"1s\"\n",
+            &[("b1", 1), ("b2", 1), ("b3", 1)],
         ),
     );
     let first = tally(client, 10);
@@ -314,8 +299,7 @@ fn drained_and_changed_backends_keep_established_connections() {
     let Setup { lab, dir, _servers } = setup();
     let client = &lab.containers[0];
     let vip = SocketAddrV4::new(VIP, 80);
-    let only_b1 = definitions(&lab, "", &service("rr", "", &[("b1", 1)]));
-    apply(&lab, &dir, &only_b1);
+    apply_services(&lab, &dir, &service("rr", "", &[("b1", 1)]));
     let mut long = Conn::open(client, vip).expect("long connection");
     assert_eq!(long.backend, "b1");
 
@@ -326,23 +310,15 @@ fn drained_and_changed_backends_keep_established_connections() {
         service("rr", "", &[("b1", 1), ("b3", 1)]),
     ];
     for (i, change) in changes.iter().enumerate() {
-        apply(&lab, &dir, &definitions(&lab, "", change));
+        apply_services(&lab, &dir, change);
         let msg = format!("change {i}");
         assert_eq!(long.echo(&msg).expect("the long connection goes on"), msg);
     }
-    apply(
-        &lab,
-        &dir,
-        &definitions(&lab, "", &service("rr", "", &[("b1", 1), ("b3", 1)])),
-    );
+    apply_services(&lab, &dir, &service("rr", "", &[("b1", 1), ("b3", 1)]));
     assert_eq!(long.echo("same file").expect("after reapply"), "same file");
 
     // b1 drained: no new connection, the old one still talks.
-    apply(
-        &lab,
-        &dir,
-        &definitions(&lab, "", &service("rr", "", &[("b1", 0), ("b3", 1)])),
-    );
+    apply_services(&lab, &dir, &service("rr", "", &[("b1", 0), ("b3", 1)]));
     assert_eq!(tally(client, 6), counts(&[("b3", 6)]));
     assert_eq!(long.echo("drained").expect("still talks"), "drained");
 }
@@ -355,18 +331,10 @@ fn removed_backends_and_empty_services_refuse_explicitly() {
     let Setup { lab, dir, _servers } = setup();
     let client = &lab.containers[0];
     let vip = SocketAddrV4::new(VIP, 80);
-    apply(
-        &lab,
-        &dir,
-        &definitions(&lab, "", &service("rr", "", &[("b1", 1), ("b2", 1)])),
-    );
+    apply_services(&lab, &dir, &service("rr", "", &[("b1", 1), ("b2", 1)]));
     let mut long = Conn::open(client, vip).expect("connection");
     assert_eq!(long.backend, "b1");
-    apply(
-        &lab,
-        &dir,
-        &definitions(&lab, "", &service("rr", "", &[("b2", 1)])),
-    );
+    apply_services(&lab, &dir, &service("rr", "", &[("b2", 1)]));
     let broken = long.echo("anyone?");
     assert!(
         broken
@@ -376,11 +344,7 @@ fn removed_backends_and_empty_services_refuse_explicitly() {
         "a removed backend's flow is reset: {broken:?}"
     );
 
-    apply(
-        &lab,
-        &dir,
-        &definitions(&lab, "", &service("rr", "", &[("b2", 0)])),
-    );
+    apply_services(&lab, &dir, &service("rr", "", &[("b2", 0)]));
     let refused = Conn::open(client, vip).map(|c| c.backend);
     assert_eq!(
         refused.as_ref().map_err(io::Error::kind).err(),
@@ -406,7 +370,7 @@ fn health_checks_take_backends_out_and_back() {
         "",
         &service("rr", health, &[("b1", 1), ("b2", 1), ("b3", 1)]),
     );
-    apply(&lab, &dir, &definitions(&lab, "", ""));
+    apply_services(&lab, &dir, "");
     let mut servers: Vec<Option<NameServer>> = BACKENDS
         .iter()
         .enumerate()
