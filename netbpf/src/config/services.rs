@@ -572,47 +572,78 @@ fn backend(
 /// id freed a moment ago, whose flows may linger in conntrack, is not handed out at
 /// once), wrapping around to the lowest free.
 fn assign_ids(services: &mut [Service], previous: &Previous) {
-    let mut used: BTreeSet<u32> = BTreeSet::new();
+    let mut ids = Ids::new(
+        previous.services.values().map(|p| p.id).max().unwrap_or(0),
+        MAX_SERVICES,
+    );
     for s in services.iter_mut() {
         if let Some(p) = previous.services.get(&(s.vip, s.port, s.proto))
-            && used.insert(p.id)
+            && ids.keep(p.id)
         {
             s.id = p.id;
         }
     }
-    let high = previous.services.values().map(|p| p.id).max().unwrap_or(0);
     for s in services.iter_mut().filter(|s| s.id == 0) {
-        s.id = allocate(&mut used, high, MAX_SERVICES);
+        s.id = ids.take();
     }
 
-    let mut used: BTreeSet<u32> = BTreeSet::new();
+    let mut ids = Ids::new(
+        previous.backends.values().map(|p| p.id).max().unwrap_or(0),
+        MAX_BACKENDS,
+    );
     for s in services.iter_mut() {
         let key = (s.vip, s.port, s.proto);
         for b in &mut s.backends {
             if let Some(p) = previous.backends.get(&(key, b.addr, b.port))
-                && used.insert(p.id)
+                && ids.keep(p.id)
             {
                 b.id = p.id;
             }
         }
     }
-    let high = previous.backends.values().map(|p| p.id).max().unwrap_or(0);
     for s in services.iter_mut() {
         for b in s.backends.iter_mut().filter(|b| b.id == 0) {
-            b.id = allocate(&mut used, high, MAX_BACKENDS);
+            b.id = ids.take();
         }
     }
 }
 
-/// The first id above `high` not in `used`, else the lowest free one (ids run from 1 to
-/// `limit - 1`; the caller has checked that one is free).
-fn allocate(used: &mut BTreeSet<u32>, high: u32, limit: u32) -> u32 {
-    let id = (high.saturating_add(1)..limit)
-        .chain(1..limit)
-        .find(|id| !used.contains(id))
-        .unwrap_or(0);
-    used.insert(id);
-    id
+/// Ids from 1 to `limit - 1`: the ones kept first, then new ones from above the highest
+/// in use before, wrapping around to the lowest free (the caller has checked that there
+/// are enough).
+struct Ids {
+    used: BTreeSet<u32>,
+    next: u32,
+    limit: u32,
+}
+
+impl Ids {
+    fn new(high: u32, limit: u32) -> Ids {
+        Ids {
+            used: BTreeSet::new(),
+            next: high.saturating_add(1),
+            limit,
+        }
+    }
+
+    /// Keeps an id held before; false if another took it already.
+    fn keep(&mut self, id: u32) -> bool {
+        self.used.insert(id)
+    }
+
+    fn take(&mut self) -> u32 {
+        for _ in 0..self.limit {
+            if self.next == 0 || self.next >= self.limit {
+                self.next = 1;
+            }
+            let id = self.next;
+            self.next += 1;
+            if self.used.insert(id) {
+                return id;
+            }
+        }
+        0
+    }
 }
 
 #[cfg(test)]
@@ -1005,9 +1036,11 @@ backends = [{ container = "web1" }]
 
     #[test]
     fn allocation_wraps_to_the_lowest_free_id() {
-        let mut used: BTreeSet<u32> = [1, 3].into();
-        assert_eq!(allocate(&mut used, 4, 6), 5);
-        assert_eq!(allocate(&mut used, 4, 6), 2);
-        assert_eq!(allocate(&mut used, 4, 6), 4);
+        let mut ids = Ids::new(4, 6);
+        assert!(ids.keep(1) && ids.keep(3) && !ids.keep(3));
+        assert_eq!(ids.take(), 5);
+        assert_eq!(ids.take(), 2);
+        assert_eq!(ids.take(), 4);
+        assert_eq!(ids.take(), 0, "none left");
     }
 }

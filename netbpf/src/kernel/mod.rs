@@ -1,6 +1,7 @@
 //! Everything that talks to the kernel: the embedded object, namespaces, bpffs pins,
 //! attaching programs and reading their counters.
 
+pub mod batch;
 pub mod conntrack;
 pub mod datapath;
 pub mod ifaces;

@@ -3,19 +3,20 @@
 //! written by the datapath; `NB_BE_GC`, by the agent). Typed handles for the reconciler,
 //! `show services` and the conntrack cleanup.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, os::fd::AsFd as _};
 
-use aya::maps::{Array, HashMap, MapData, MapError};
+use aya::maps::{Array, HashMap, IterableMap as _, MapData, MapError};
 use netbpf_common::{
     maps,
     service::{Backend, BackendConns, Service, ServiceKey},
 };
 
 use super::{
+    batch,
     maps::{collect, map_err, open, typed},
     pins::PinDir,
 };
-use crate::{Result, plan::services::Trailer};
+use crate::{Error, Result, plan::services::Trailer};
 
 pub struct ServiceMaps {
     services: HashMap<MapData, ServiceKey, Service>,
@@ -56,14 +57,22 @@ impl ServiceMaps {
 
     /// Every backend id in use (a backend with address 0 is none).
     pub fn backends(&self) -> Result<BTreeMap<u32, Backend>> {
-        let mut out = BTreeMap::new();
-        for (id, b) in self.backends.iter().enumerate() {
-            let b = b.map_err(map_err(maps::BACKENDS))?;
-            if b.addr != 0 {
-                out.insert(id as u32, b);
-            }
-        }
-        Ok(out)
+        let fd = self.backends.map().fd().as_fd();
+        let all: Vec<Backend> = match batch::lookup(fd, 0, self.backends.len()) {
+            Ok(all) => all,
+            Err(e) if batch::unsupported(&e) => self
+                .backends
+                .iter()
+                .collect::<std::result::Result<_, _>>()
+                .map_err(map_err(maps::BACKENDS))?,
+            Err(e) => return Err(Error::io("reading NB_BACKENDS", e)),
+        };
+        Ok(all
+            .into_iter()
+            .enumerate()
+            .filter(|(_, b)| b.addr != 0)
+            .map(|(id, b)| (id as u32, b))
+            .collect())
     }
 
     pub fn backend(&self, id: u32) -> Result<Backend> {
@@ -99,20 +108,32 @@ impl ServiceMaps {
             .map_err(map_err(maps::BE_GC))
     }
 
-    /// `len` entries of `NB_TABLES` from `start`.
+    /// `len` entries of `NB_TABLES` from `start` (fewer if the array ends first).
     pub fn words(&self, start: u32, len: u32) -> Result<Vec<u32>> {
-        (start..start.saturating_add(len))
-            .map(|i| self.tables.get(&i, 0).map_err(map_err(maps::TABLES)))
-            .collect()
+        let fd = self.tables.map().fd().as_fd();
+        match batch::lookup(fd, start, len) {
+            Ok(words) => Ok(words),
+            Err(e) if batch::unsupported(&e) => (start..start.saturating_add(len))
+                .map(|i| self.tables.get(&i, 0).map_err(map_err(maps::TABLES)))
+                .collect(),
+            Err(e) => Err(Error::io(format!("reading NB_TABLES at {start}"), e)),
+        }
     }
 
     pub fn write_words(&mut self, start: u32, words: &[u32]) -> Result<()> {
-        for (i, w) in words.iter().enumerate() {
-            self.tables
-                .set(start + i as u32, w, 0)
-                .map_err(map_err(maps::TABLES))?;
+        let fd = self.tables.map().fd().as_fd();
+        match batch::update(fd, start, words) {
+            Ok(()) => Ok(()),
+            Err(e) if batch::unsupported(&e) => {
+                for (i, w) in words.iter().enumerate() {
+                    self.tables
+                        .set(start + i as u32, w, 0)
+                        .map_err(map_err(maps::TABLES))?;
+                }
+                Ok(())
+            }
+            Err(e) => Err(Error::io(format!("writing NB_TABLES at {start}"), e)),
         }
-        Ok(())
     }
 
     /// The trailer of the region a frontend points at, and the region's whole length;
