@@ -10,6 +10,7 @@ pub mod lab;
 pub mod netns;
 pub mod packet;
 pub mod process;
+pub mod sockets;
 
 use std::{
     env,

@@ -5,7 +5,7 @@
 mod support;
 
 use netbpf_common::stats::{Hook, Outcome};
-use netbpf_tests::{TEST_PREFIX, TempDir, lab::Lab, require_root};
+use netbpf_tests::{TEST_PREFIX, TempDir, lab::Lab, require_root, sockets::BoundTcp};
 use serde_json::Value;
 use support::{counter, netbpf, netbpf_ok, stats, stderr_of, tcp_echo};
 
@@ -336,8 +336,10 @@ fn containers_reach_the_outside_through_masquerade() {
             });
             container.run(|| {
                 // The same source port from both containers.
-                let socket = socket2_like_bind(5555);
-                let mut conn = socket.connect_to(server);
+                let socket = BoundTcp::port(5555).expect("bind");
+                let mut conn = socket
+                    .connect_to(server, Duration::from_secs(5))
+                    .expect("connect");
                 conn.write_all(b"ping").expect("write");
                 let mut buf = [0u8; 4];
                 conn.read_exact(&mut buf).expect("the reply comes back");
@@ -411,84 +413,6 @@ fn containers_reach_the_outside_through_masquerade() {
     assert!(counter(&rows, Hook::FromContainer, Outcome::Masquerade).0 > 0);
 }
 
-/// A TCP socket bound to a fixed source port (reusable, so consecutive tests can too).
-fn socket2_like_bind(port: u16) -> BoundTcp {
-    // SAFETY: plain socket calls on a socket we own.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    assert!(fd >= 0, "socket");
-    let one: libc::c_int = 1;
-    // SAFETY: valid fd and option buffer.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_REUSEADDR,
-            (&raw const one).cast(),
-            4,
-        );
-    }
-    let addr = libc::sockaddr_in {
-        sin_family: libc::AF_INET as u16,
-        sin_port: port.to_be(),
-        sin_addr: libc::in_addr { s_addr: 0 },
-        sin_zero: [0; 8],
-    };
-    // SAFETY: valid fd and address.
-    let rc = unsafe {
-        libc::bind(
-            fd,
-            (&raw const addr).cast(),
-            size_of::<libc::sockaddr_in>() as u32,
-        )
-    };
-    assert_eq!(
-        rc,
-        0,
-        "bind to port {port}: {}",
-        std::io::Error::last_os_error()
-    );
-    BoundTcp(fd)
-}
-
-struct BoundTcp(i32);
-
-impl BoundTcp {
-    fn connect_to(self, to: std::net::SocketAddrV4) -> std::net::TcpStream {
-        use std::os::fd::FromRawFd as _;
-        let addr = libc::sockaddr_in {
-            sin_family: libc::AF_INET as u16,
-            sin_port: to.port().to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from_ne_bytes(to.ip().octets()),
-            },
-            sin_zero: [0; 8],
-        };
-        // SAFETY: valid fd and address.
-        let rc = unsafe {
-            libc::connect(
-                self.0,
-                (&raw const addr).cast(),
-                size_of::<libc::sockaddr_in>() as u32,
-            )
-        };
-        assert_eq!(
-            rc,
-            0,
-            "connect to {to}: {}",
-            std::io::Error::last_os_error()
-        );
-        // SAFETY: the fd is ours and connected; the stream owns it from here.
-        let stream = unsafe { std::net::TcpStream::from_raw_fd(self.0) };
-        stream
-            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
-            .expect("timeout");
-        stream
-    }
-}
-
-/// Hairpin: a container (another one, or itself) reaches a published port through the
-/// host's address; as with docker-proxy, the server sees the sender's gateway. A port
-/// published on 127.0.0.1 only is not reachable from containers.
 #[test]
 fn containers_reach_published_ports_through_the_host_address() {
     use std::{
