@@ -5,12 +5,14 @@
 //! transition is logged and wakes the agent, which rebuilds that service's tables with
 //! the backend's weight at 0 (keepalived's inhibit_on_failure).
 //!
-//! A small pool of threads shares one schedule: each sleeps on a condition variable until
-//! the earliest probe is due, runs it, and records the result. Threads start after the
-//! agent entered the namespace it manages, so probes leave from there.
+//! A small pool of threads shares one schedule (a heap of due times): each sleeps on a
+//! condition variable until the earliest probe is due, runs it, and records the result.
+//! Threads start after the agent entered the namespace it manages, so probes leave from
+//! there.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    cmp::Reverse,
+    collections::{BTreeMap, BTreeSet, BinaryHeap},
     io::{self, Read as _, Write as _},
     net::{Ipv4Addr, SocketAddr, TcpStream},
     sync::{Arc, Condvar, Mutex, MutexGuard},
@@ -113,6 +115,9 @@ impl Probe {
 
 struct State {
     probes: BTreeMap<u32, Probe>,
+    /// (due, backend id) of every probe not running; an entry whose probe is gone or due
+    /// at another time is stale and skipped.
+    queue: BinaryHeap<Reverse<(Instant, u32)>>,
     generation: u64,
     stop: bool,
 }
@@ -148,6 +153,7 @@ impl Checker {
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
                     probes: BTreeMap::new(),
+                    queue: BinaryHeap::new(),
                     generation: 0,
                     stop: false,
                 }),
@@ -188,6 +194,11 @@ impl Checker {
                 };
                 next.insert(id, probe);
             }
+            state.queue = next
+                .iter()
+                .filter(|(_, p)| !p.running)
+                .map(|(id, p)| Reverse((p.due, *id)))
+                .collect();
             state.probes = next;
         }
         self.shared.changed.notify_all();
@@ -229,62 +240,60 @@ fn worker(shared: &Shared) {
         if state.stop {
             return;
         }
+        let Some(&Reverse((due, id))) = state.queue.peek() else {
+            state = shared
+                .changed
+                .wait(state)
+                .unwrap_or_else(|e| e.into_inner());
+            continue;
+        };
         let now = Instant::now();
-        let next = state
-            .probes
-            .iter()
-            .filter(|(_, p)| !p.running)
-            .min_by_key(|(_, p)| p.due)
-            .map(|(id, p)| (*id, p.due));
-        match next {
-            None => {
-                state = shared
-                    .changed
-                    .wait(state)
-                    .unwrap_or_else(|e| e.into_inner());
-            }
-            Some((_, due)) if due > now => {
-                state = shared
-                    .changed
-                    .wait_timeout(state, due - now)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
-            }
-            Some((id, _)) => {
-                let Some(p) = state.probes.get_mut(&id) else {
-                    continue;
-                };
-                p.running = true;
-                let (target, generation) = (p.target.clone(), p.generation);
-                drop(state);
-                let started = Instant::now();
-                let result = probe(&target);
-                state = shared.lock();
-                let Some(p) = state.probes.get_mut(&id) else {
-                    continue;
-                };
-                if p.generation != generation {
-                    // Replaced while running: its own schedule stands.
-                    continue;
-                }
-                p.running = false;
-                p.due = (started + target.check.interval).max(Instant::now());
-                if let Some(t) = p.record(&result) {
-                    let what = match &t {
-                        Transition::Down(why) => format!("down ({why})"),
-                        Transition::Up => {
-                            format!("up again ({} probe(s) passed)", target.check.rise)
-                        }
-                    };
-                    (shared.log)(&format!(
-                        "service {}: backend {}:{} {what}",
-                        target.service, target.addr, target.port
-                    ));
-                    (shared.notify)();
-                }
-                shared.changed.notify_all();
-            }
+        if due > now {
+            state = shared
+                .changed
+                .wait_timeout(state, due - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            continue;
         }
+        state.queue.pop();
+        let Some(p) = state
+            .probes
+            .get_mut(&id)
+            .filter(|p| !p.running && p.due == due)
+        else {
+            continue;
+        };
+        p.running = true;
+        let (target, generation) = (p.target.clone(), p.generation);
+        drop(state);
+        let started = Instant::now();
+        let result = probe(&target);
+        state = shared.lock();
+        let Some(p) = state
+            .probes
+            .get_mut(&id)
+            .filter(|p| p.generation == generation)
+        else {
+            // Replaced while running: the new one has its own schedule.
+            continue;
+        };
+        p.running = false;
+        p.due = (started + target.check.interval).max(Instant::now());
+        let (next, transition) = (p.due, p.record(&result));
+        state.queue.push(Reverse((next, id)));
+        if let Some(t) = transition {
+            let what = match &t {
+                Transition::Down(why) => format!("down ({why})"),
+                Transition::Up => format!("up again ({} probe(s) passed)", target.check.rise),
+            };
+            (shared.log)(&format!(
+                "service {}: backend {}:{} {what}",
+                target.service, target.addr, target.port
+            ));
+            (shared.notify)();
+        }
+        shared.changed.notify_all();
     }
 }
 
