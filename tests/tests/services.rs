@@ -499,3 +499,102 @@ fn external_vip_and_source_hashing_from_outside() {
         );
     }
 }
+
+/// A UDP service: each new flow (a fresh client socket) takes the next backend, and the
+/// answer comes back from the VIP. The host's own processes reach a VIP too, through the
+/// socket programs, and see the VIP as their peer.
+#[test]
+fn udp_services_and_host_processes() {
+    use std::net::UdpSocket;
+
+    use netbpf_tests::cgroup::Cgroup;
+
+    require_root!();
+    let Setup { lab, dir, _servers } = setup();
+    let cgroup = Cgroup::create(&lab.prefix).expect("cgroup");
+    let host = format!("[host]\ncgroup = \"{}\"\n\n", cgroup.path().display());
+    let udp_service = format!(
+        "[[service]]\nname = \"dns\"\nvip = \"{VIP}\"\nport = 53\nprotocol = \"udp\"\nscheduler = \"rr\"\n\
+         backends = [{{ container = \"b1\", port = 5353 }}, {{ container = \"b2\", port = 5353 }}]\n\n"
+    );
+    let text = definitions(
+        &lab,
+        &host,
+        &(udp_service + &service("rr", "", &[("b1", 1), ("b2", 1), ("b3", 1)])),
+    );
+    apply(&lab, &dir, &text);
+    let responders: Vec<_> = BACKENDS[..2]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let socket =
+                lab.containers[i + 1].run(|| UdpSocket::bind("0.0.0.0:5353").expect("bind"));
+            socket
+                .set_read_timeout(Some(Duration::from_millis(100)))
+                .expect("timeout");
+            (socket, *name)
+        })
+        .collect();
+    let stop = AtomicBool::new(false);
+    let answers = std::thread::scope(|s| {
+        for (socket, name) in &responders {
+            let stop = &stop;
+            s.spawn(move || {
+                let mut buf = [0u8; 64];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok((_, from)) = socket.recv_from(&mut buf) {
+                        let _ = socket.send_to(name.as_bytes(), from);
+                    }
+                }
+            });
+        }
+        let _stop = netbpf_tests::process::SetOnDrop(&stop);
+        (0..4)
+            .map(|_| {
+                lab.containers[0].run(|| {
+                    let socket = UdpSocket::bind("0.0.0.0:0").expect("bind");
+                    socket.set_read_timeout(Some(LIMIT)).expect("timeout");
+                    socket
+                        .send_to(b"who?", SocketAddrV4::new(VIP, 53))
+                        .expect("send");
+                    let mut buf = [0u8; 64];
+                    let (n, from) = socket.recv_from(&mut buf).expect("an answer");
+                    (String::from_utf8_lossy(&buf[..n]).into_owned(), from)
+                })
+            })
+            .collect::<Vec<_>>()
+    });
+    let names: Vec<&str> = answers.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["b1", "b2", "b1", "b2"]);
+    assert!(
+        answers
+            .iter()
+            .all(|(_, from)| *from == SocketAddrV4::new(VIP, 53).into()),
+        "{answers:?}"
+    );
+
+    // The host's processes (in the configured cgroup): the next backends in turn, the VIP
+    // as the peer.
+    let reached: Vec<String> = (0..3)
+        .map(|_| {
+            let code = format!(
+                "import socket\ns = socket.create_connection(('{VIP}', 80), timeout=3)\n\
+                 print(s.getpeername(), s.makefile().readline().strip())"
+            );
+            let out = cgroup
+                .command(&lab.host, "/usr/bin/python3", &["-c", &code])
+                .output()
+                .expect("python runs");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        })
+        .collect();
+    assert_eq!(
+        reached,
+        ["b1", "b2", "b3"].map(|b| format!("('{VIP}', 80) {b}"))
+    );
+}
