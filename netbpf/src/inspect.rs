@@ -91,7 +91,8 @@ pub struct ConntrackRow {
     /// The packet's tuple as the program that handles this direction sees it.
     pub src: String,
     pub dst: String,
-    /// published | published_reply | masquerade | masquerade_reply | hairpin | hairpin_reply
+    /// published | published_reply | masquerade | masquerade_reply | hairpin |
+    /// hairpin_reply | service | service_reply | service_reply_out
     pub kind: String,
     /// What the packet's destination (published, masquerade_reply) or source (the others)
     /// becomes.
@@ -107,7 +108,8 @@ pub struct ConntrackRow {
 pub fn conntrack(pins: &PinDir) -> Result<Vec<ConntrackRow>> {
     use netbpf_common::conntrack::{
         CT_HAIRPIN, CT_HAIRPIN_REPLY, CT_MASQ_OUT, CT_MASQ_REPLY, CT_PUBLISHED_IN,
-        CT_PUBLISHED_REPLY, TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN_SENT,
+        CT_PUBLISHED_REPLY, CT_SERVICE, CT_SERVICE_REPLY, CT_SERVICE_REPLY_OUT, TCP_CLOSING,
+        TCP_ESTABLISHED, TCP_SYN_SENT,
     };
     let err = |source| crate::Error::Map {
         map: netbpf_common::maps::CT,
@@ -135,6 +137,9 @@ pub fn conntrack(pins: &PinDir) -> Result<Vec<ConntrackRow>> {
                 CT_MASQ_REPLY => "masquerade_reply",
                 CT_HAIRPIN => "hairpin",
                 CT_HAIRPIN_REPLY => "hairpin_reply",
+                CT_SERVICE => "service",
+                CT_SERVICE_REPLY => "service_reply",
+                CT_SERVICE_REPLY_OUT => "service_reply_out",
                 _ => "unknown",
             }
             .to_owned(),

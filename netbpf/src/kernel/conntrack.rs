@@ -10,7 +10,8 @@ use aya::maps::{HashMap, Map, MapData};
 use netbpf_common::{
     conntrack::{
         CT_HAIRPIN, CT_HAIRPIN_REPLY, CT_MASQ_OUT, CT_PUBLISHED_IN, CT_PUBLISHED_REPLY, CT_SERVICE,
-        CtEntry, CtKey, TCP_CLOSING, TCP_ESTABLISHED, partner,
+        CT_SERVICE_REPLY, CT_SERVICE_REPLY_OUT, CtEntry, CtKey, TCP_CLOSING, TCP_ESTABLISHED,
+        partner,
     },
     maps,
 };
@@ -126,6 +127,10 @@ pub fn containers_of(key: &CtKey, e: &CtEntry) -> [Option<u32>; 2] {
     match e.kind {
         CT_HAIRPIN | CT_HAIRPIN_REPLY => [Some(key.saddr), Some(e.nat_addr)],
         CT_PUBLISHED_REPLY | CT_MASQ_OUT => [Some(key.saddr), None],
+        // The client (a container, or outside) and the backend.
+        CT_SERVICE => [Some(key.saddr), Some(e.nat_addr)],
+        CT_SERVICE_REPLY => [Some(key.saddr), Some(key.daddr)],
+        CT_SERVICE_REPLY_OUT => [Some(key.saddr), None],
         _ => [Some(e.nat_addr), None],
     }
 }
@@ -236,6 +241,48 @@ mod tests {
             assert_eq!(partner(&k1, &e1), k2, "{}", e1.kind);
             assert_eq!(partner(&k2, &e2), k1, "{}", e2.kind);
         }
+    }
+
+    /// A service flow ends with its client's container or its backend's, either way round.
+    #[test]
+    fn service_flows_involve_client_and_backend() {
+        let (client, vip, backend) = (1, 2, 3);
+        let forward = key(client, vip, 40000, 80);
+        let e = entry(CT_SERVICE, (backend, 8080), (0, 0));
+        assert_eq!(containers_of(&forward, &e), [Some(client), Some(backend)]);
+        let reply = key(backend, client, 8080, 40000);
+        let r = entry(CT_SERVICE_REPLY, (vip, 80), (0, 0));
+        assert_eq!(containers_of(&reply, &r), [Some(backend), Some(client)]);
+        assert_eq!(partner(&forward, &e), reply);
+        assert_eq!(partner(&reply, &r), forward);
+    }
+
+    /// Only the client's direction of a service flow the datapath did not see close counts
+    /// as expired (the datapath counted a close for the others, or nothing at all).
+    #[test]
+    fn open_service_flows_are_counted_once() {
+        use netbpf_common::conntrack::{CT_SERVICE_REPLY, TCP_SYN_SENT};
+        let flow = |kind, state, backend_id| CtEntry {
+            kind,
+            tcp_state: state,
+            backend_id,
+            nat_addr: 9,
+            nat_port: 8080,
+            ..CtEntry::default()
+        };
+        let mut open = OpenFlows::default();
+        open.note(&flow(CT_SERVICE, TCP_ESTABLISHED, 3));
+        open.note(&flow(CT_SERVICE, TCP_SYN_SENT, 3));
+        open.note(&flow(CT_SERVICE, 0, 4)); // UDP
+        open.note(&flow(CT_SERVICE, TCP_CLOSING, 3));
+        open.note(&flow(CT_SERVICE_REPLY, TCP_ESTABLISHED, 3));
+        open.note(&flow(CT_MASQ_REPLY, TCP_ESTABLISHED, 0));
+        let counts: Vec<(u32, usize)> = open
+            .by_backend
+            .iter()
+            .map(|(id, flows)| (*id, flows.len()))
+            .collect();
+        assert_eq!(counts, [(3, 2), (4, 1)]);
     }
 
     #[test]
