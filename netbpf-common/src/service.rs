@@ -8,7 +8,9 @@
 //!   selectable backends (`Service::count`), then its scheduling table
 //!   (`Service::table_len` backend ids: the weighted sequence, or the Maglev table). A changed service gets
 //!   a new region, written before the frontend points at it, so no packet ever sees half
-//!   a table; the old region is freed after.
+//!   a table; the old region is freed after. User space keeps a trailer of its own after
+//!   the table (the region's hash, the service's name, the Maglev roster): nothing past
+//!   `count + table_len` is the datapath's.
 //! - `NB_BACKENDS`: backend id -> [`Backend`] (an array; id 0 is never used).
 //! - `NB_BE_CONNS`: backend id -> [`BackendConns`], written by the datapath only.
 //! - `NB_BE_GC`: backend id -> connections of that backend the agent expired (`u64`),
