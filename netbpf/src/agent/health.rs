@@ -166,8 +166,8 @@ impl Checker {
     }
 
     /// Checks these targets from now on. A backend checked before with the same target
-    /// keeps its state; a new one starts down if it is in `down` (the kernel had it out),
-    /// else up. Its first probe comes within one interval (spread, so that a reload does
+    /// keeps its state (with another check, whether it is up); a new one starts down if it
+    /// is in `down` (the kernel had it out), else up. Its first probe comes within one interval (spread, so that a reload does
     /// not probe everything at once).
     pub fn set_targets(&mut self, targets: Vec<Target>, down: &BTreeSet<u32>) {
         let now = Instant::now();
@@ -180,11 +180,12 @@ impl Checker {
                 let id = t.backend_id;
                 let probe = match state.probes.remove(&id) {
                     Some(p) if p.target == t => p,
-                    _ => {
+                    before => {
                         let spread = u64::from(id.wrapping_mul(2_654_435_761) % 1000);
                         Probe {
                             due: now + t.check.interval.mul_f64(spread as f64 / 1000.0),
-                            up: !down.contains(&id),
+                            // A changed check keeps what the backend was.
+                            up: before.map_or(!down.contains(&id), |p| p.up),
                             streak: 0,
                             running: false,
                             generation,
@@ -501,7 +502,12 @@ mod tests {
         // The same target on a reload keeps its state; a new one down as told.
         let mut other = t.clone();
         other.backend_id = 2;
-        checker.set_targets(vec![t, other], &[2].into());
+        checker.set_targets(vec![t.clone(), other.clone()], &[2].into());
+        assert_eq!(checker.down(), [2].into());
+        // Another check for a backend that is down: still down.
+        other.check.interval = Duration::from_secs(60);
+        other.check.timeout = Duration::from_secs(1);
+        checker.set_targets(vec![t, other], &BTreeSet::new());
         assert_eq!(checker.down(), [2].into());
     }
 }

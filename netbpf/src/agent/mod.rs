@@ -86,15 +86,23 @@ pub fn apply(file: &Path, pins: &PinDir) -> Result<reconcile::Report> {
 }
 
 /// The agent's reconcile from a file: the health checks follow the new definitions, and
-/// backends they hold down stay out of the selection.
+/// backends they hold down stay out of the selection. On the agent's first one
+/// (`starting`), backends the kernel holds out stay out until they pass their checks;
+/// later, a backend new to the checks starts up (as keepalived's real servers do).
 fn apply_checked(
     file: &Path,
     pins: &PinDir,
     checker: &mut health::Checker,
+    starting: bool,
 ) -> Result<(reconcile::Report, Model)> {
     let previous = previous(pins);
     let model = config::load(file, &previous)?;
-    checker.set_targets(health::targets(&model), &held_down(&model, &previous));
+    let down = if starting {
+        held_down(&model, &previous)
+    } else {
+        BTreeSet::new()
+    };
+    checker.set_targets(health::targets(&model), &down);
     let mut plan = plan::plan(&model, &previous);
     plan.services = plan::services::plan(&model, &previous, &checker.down());
     let report = reconcile::reconcile(pins, &plan)?;
@@ -102,8 +110,8 @@ fn apply_checked(
 }
 
 /// Backends with a health check that the kernel holds at weight 0 although they are
-/// defined above it: an agent before this one took them out, and they stay out until
-/// their checks pass `rise` times.
+/// defined above it: an agent before this one took them out (or they were drained), and
+/// they stay out until their checks pass `rise` times.
 fn held_down(model: &Model, previous: &Previous) -> BTreeSet<u32> {
     model
         .services
@@ -151,7 +159,7 @@ pub fn run(file: &Path, pins: &PinDir) -> Result<()> {
     let watch = watch::Watch::new(file)?;
     let waker = watch.waker();
     let mut checker = health::Checker::new(move || waker.wake(), log);
-    let (report, mut model) = apply_checked(file, pins, &mut checker)?;
+    let (report, mut model) = apply_checked(file, pins, &mut checker, true)?;
     log(&format!("reconciled: {}", summary(&report)));
     loop {
         match watch.next(gc_interval(&model.timeouts))? {
@@ -174,7 +182,7 @@ pub fn run(file: &Path, pins: &PinDir) -> Result<()> {
                     "health: writing the services failed (retried on the next change): {e}"
                 )),
             },
-            watch::Event::Reload => match apply_checked(file, pins, &mut checker) {
+            watch::Event::Reload => match apply_checked(file, pins, &mut checker, false) {
                 Ok((report, m)) => {
                     model = m;
                     log(&format!("reconciled: {}", summary(&report)));
