@@ -212,7 +212,7 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     netns::remove_stale(BENCH_PREFIX);
     remove_stale_cgroups();
     if std::thread::available_parallelism().map_or(0, |n| n.get()) < 2 {
-        bail!("benchmarks need two CPUs: the latency figures pin client and server apart");
+        bail!("benchmarks need two CPUs: clients and servers run on CPUs of their own");
     }
     let (rounds, seconds) = if options.quick { (3, 1) } else { (5, 2) };
     let wants = |scenario: &str| options.only.as_deref().is_none_or(|only| only == scenario);
@@ -283,8 +283,7 @@ fn latency_metrics(how: &'static str) -> [Metric; 2] {
     ]
 }
 
-const SOCKPERF_HOW: &str =
-    "sockperf TCP ping-pong, 64-byte messages, both ends busy-polling, each on a CPU of its own";
+const SOCKPERF_HOW: &str = "sockperf TCP ping-pong, 64-byte messages, both ends busy-polling";
 const CLOSE_HOW: &str = "wrk -t1 -c16 to nginx, `Connection: close`: one request per connection";
 const KEEPALIVE_HOW: &str = "wrk -t1 -c16 to nginx, keep-alive connections";
 const IPERF_HOW: &str = "iperf3, one TCP stream, the receiver's rate";

@@ -5,7 +5,10 @@ use std::{fmt::Write as _, fs};
 use anyhow::Context as _;
 use serde_json::{Value, json};
 
-use super::{Measured, Metric, median, min_max};
+use super::{
+    Measured, Metric, median, min_max,
+    tools::{CLIENT_CPU, SERVER_CPU},
+};
 use crate::cmd::{self, step};
 
 pub fn write(
@@ -26,9 +29,10 @@ pub fn write(
         let _ = write!(
             md,
             "\nEnd to end: {rounds} rounds of {seconds} s per figure, the targets of a scenario \
-             taking turns within each round. Cells: median (min-max) over the rounds. Ratio = \
-             netbpf's figure / the baseline's in the same round; the median of the per-round \
-             ratios decides.\n"
+             taking turns within each round. Servers run on CPU {SERVER_CPU}, client tools on CPU \
+             {CLIENT_CPU} (a proxy and the kernel's work where the scheduler puts them). Cells: \
+             median (min-max) over the rounds. Ratio = netbpf's figure / the baseline's in the \
+             same round; the median of the per-round ratios decides.\n"
         );
     }
     let mut json_scenarios = Vec::new();

@@ -21,6 +21,19 @@ pub const HTTP_PORT: u16 = 80;
 pub const SOCKPERF_PORT: u16 = 11111;
 pub const IPERF_PORT: u16 = 5201;
 
+/// The CPU every server runs on, and the one every client tool runs on: two busy ends
+/// sharing a CPU would take turns (a spinning pair waits a scheduler tick, 4 ms, per
+/// exchange), and where the scheduler puts them would decide the figure.
+pub const SERVER_CPU: &str = "0";
+pub const CLIENT_CPU: &str = "1";
+
+/// `program args...` pinned to `cpu`, as a command line for `taskset`.
+fn pinned<'a>(cpu: &'a str, program: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+    let mut line = vec!["-c", cpu, program];
+    line.extend_from_slice(args);
+    line
+}
+
 /// Where a client tool runs: a namespace, and a cgroup when socket programs must see it.
 pub struct Client<'a> {
     ns: &'a Netns,
@@ -46,8 +59,9 @@ impl<'a> Client<'a> {
         }
     }
 
+    /// Runs a client tool to completion, on [`CLIENT_CPU`].
     fn run(&self, program: &str, args: &[&str]) -> anyhow::Result<String> {
-        cmd::output(&mut self.command(program, args))
+        cmd::output(&mut self.command("taskset", &pinned(CLIENT_CPU, program, args)))
     }
 }
 
@@ -74,9 +88,16 @@ pub fn start_servers(ns: &Netns, addr: Ipv4Addr, dir: &Path) -> anyhow::Result<S
     .context("writing nginx.conf")?;
     let conf = conf.display().to_string();
     let prefix = dir.display().to_string();
-    let nginx = Background::spawn(ns.command("nginx", &["-c", &conf, "-p", &prefix]))?;
+    let nginx = Background::spawn(ns.command(
+        "taskset",
+        &pinned(SERVER_CPU, "nginx", &["-c", &conf, "-p", &prefix]),
+    ))?;
     // Its stderr goes to a log: the readiness probe below makes it complain.
-    let mut iperf3 = ns.command("iperf3", &["-s", "-B", &ip, "-p", &IPERF_PORT.to_string()]);
+    let port = IPERF_PORT.to_string();
+    let mut iperf3 = ns.command(
+        "taskset",
+        &pinned(SERVER_CPU, "iperf3", &["-s", "-B", &ip, "-p", &port]),
+    );
     iperf3.stderr(std::fs::File::create(dir.join("iperf3.log")).context("iperf3 log")?);
     let iperf3 = Background::spawn(iperf3)?;
     for port in [HTTP_PORT, IPERF_PORT] {
@@ -103,9 +124,7 @@ pub fn wait_listening(ns: &Netns, target: SocketAddrV4) -> anyhow::Result<()> {
 /// published). Both ends poll non-blocking sockets, so the figure is the network path's,
 /// not the scheduler's wake-up latency (which is most of a blocking ping-pong on a small
 /// VM and the same for every data path). The server spins too, so it runs only while this
-/// measures (it would steal a CPU from the other figures). With two spinning ends, the two
-/// must never share a CPU (each exchange would then wait for the scheduler's tick, 4 ms):
-/// the server is pinned to the first CPU, the client to the second.
+/// measures (it would steal a CPU from the other figures).
 pub fn latency(
     client: &Client,
     server_ns: &Netns,
@@ -113,29 +132,19 @@ pub fn latency(
     to: SocketAddrV4,
     seconds: u32,
 ) -> anyhow::Result<(f64, f64)> {
-    let (server_cpu, client_cpu) = ("0", "1");
+    let (ip, port) = (listen.ip().to_string(), listen.port().to_string());
     let _server = Background::spawn(server_ns.command(
         "taskset",
-        &[
-            "-c",
-            server_cpu,
+        &pinned(
+            SERVER_CPU,
             "sockperf",
-            "server",
-            "--tcp",
-            "--nonblocked",
-            "-i",
-            &listen.ip().to_string(),
-            "-p",
-            &listen.port().to_string(),
-        ],
+            &["server", "--tcp", "--nonblocked", "-i", &ip, "-p", &port],
+        ),
     ))?;
     wait_listening(server_ns, listen)?;
     let out = client.run(
-        "taskset",
+        "sockperf",
         &[
-            "-c",
-            client_cpu,
-            "sockperf",
             "ping-pong",
             "--tcp",
             "--nonblocked",
