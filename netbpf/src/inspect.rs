@@ -251,6 +251,12 @@ pub struct BackendRow {
     pub inactive: u64,
     /// Connections scheduled to it since it got its id (ipvsadm's Conns).
     pub opened: u64,
+    /// Packets and bytes of its flows, client to backend (in) and back (out), frames
+    /// counted whole (ipvsadm's --stats).
+    pub in_packets: u64,
+    pub out_packets: u64,
+    pub in_bytes: u64,
+    pub out_bytes: u64,
     /// The container at its address, if one is wired here.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
@@ -288,17 +294,22 @@ pub fn services(pins: &PinDir) -> Result<Vec<ServiceRow>> {
             .collect();
         ours.sort_by_key(|(_, b)| (addr_of(b.addr), u16::from_be(b.port)));
         for (id, b) in ours {
-            let (conns, expired) = maps.counts(*id)?;
+            let c = maps.counts(*id)?;
             backends.push(BackendRow {
                 address: addr_of(b.addr).to_string(),
                 port: u16::from_be(b.port),
                 weight: b.weight,
-                active: conns
+                active: c
+                    .conns
                     .opened
-                    .saturating_sub(conns.closed)
-                    .saturating_sub(expired),
+                    .saturating_sub(c.conns.closed)
+                    .saturating_sub(c.expired),
                 inactive: closing.get(id).copied().unwrap_or(0),
-                opened: conns.opened,
+                opened: c.conns.opened,
+                in_packets: c.traffic.in_packets,
+                out_packets: c.traffic.out_packets,
+                in_bytes: c.traffic.in_bytes,
+                out_bytes: c.traffic.out_bytes,
                 container: names.get(&b.addr).cloned(),
             });
         }

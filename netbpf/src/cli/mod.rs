@@ -98,7 +98,7 @@ pub enum ShowWhat {
     Services {
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
-        /// Connections scheduled to each service and backend.
+        /// Connections scheduled, packets and bytes, per service and backend.
         #[arg(long)]
         stats: bool,
     },

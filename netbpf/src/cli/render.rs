@@ -125,25 +125,42 @@ pub fn services_table(rows: &[ServiceRow]) -> String {
     out
 }
 
-/// `ipvsadm -Ln --stats`'s shape, with the connections scheduled (the datapath counts no
-/// packets per service).
+/// `ipvsadm -Ln --stats`'s shape (exact numbers, as with `--exact`).
 pub fn services_stats_table(rows: &[ServiceRow]) -> String {
     let mut out = format!(
-        "{:<33} {:>8} {:>10}\n  -> RemoteAddress:Port\n",
-        "Prot LocalAddress:Port", "Conns", "ActiveConn"
+        "{:<33} {:>8} {:>8} {:>8} {:>8} {:>8}\n  -> RemoteAddress:Port\n",
+        "Prot LocalAddress:Port", "Conns", "InPkts", "OutPkts", "InBytes", "OutBytes"
     );
+    let line = |out: &mut String, label: String, c: [u64; 5]| {
+        let _ = writeln!(
+            out,
+            "{label:<33} {:>8} {:>8} {:>8} {:>8} {:>8}",
+            c[0], c[1], c[2], c[3], c[4]
+        );
+    };
     for s in rows {
-        let opened: u64 = s.backends.iter().map(|b| b.opened).sum();
-        let active: u64 = s.backends.iter().map(|b| b.active).sum();
-        let _ = writeln!(out, "{:<33} {opened:>8} {active:>10}", service_line(s));
-        for b in &s.backends {
-            let _ = writeln!(
-                out,
-                "{:<33} {:>8} {:>10}",
-                format!("  -> {}:{}", b.address, b.port),
-                b.opened,
-                b.active
-            );
+        let per: Vec<[u64; 5]> = s
+            .backends
+            .iter()
+            .map(|b| {
+                [
+                    b.opened,
+                    b.in_packets,
+                    b.out_packets,
+                    b.in_bytes,
+                    b.out_bytes,
+                ]
+            })
+            .collect();
+        let total = per.iter().fold([0u64; 5], |mut t, c| {
+            for (t, c) in t.iter_mut().zip(c) {
+                *t = t.saturating_add(*c);
+            }
+            t
+        });
+        line(&mut out, service_line(s), total);
+        for (b, c) in s.backends.iter().zip(per) {
+            line(&mut out, format!("  -> {}:{}", b.address, b.port), c);
         }
     }
     out
@@ -358,6 +375,10 @@ mod tests {
                     active: 12,
                     inactive: 1,
                     opened: 30,
+                    in_packets: 300,
+                    out_packets: 250,
+                    in_bytes: 24000,
+                    out_bytes: 1_234_567,
                     container: Some("web1".to_owned()),
                 },
                 crate::inspect::BackendRow {
@@ -367,6 +388,10 @@ mod tests {
                     active: 0,
                     inactive: 0,
                     opened: 10,
+                    in_packets: 100,
+                    out_packets: 50,
+                    in_bytes: 8000,
+                    out_bytes: 4000,
                     container: None,
                 },
             ],
@@ -389,11 +414,11 @@ mod tests {
         assert!(services_table(&plain).ends_with("\nTCP  198.18.200.10:80 mh\n"));
         assert_eq!(
             services_stats_table(&service_rows()),
-            "Prot LocalAddress:Port               Conns ActiveConn\n\
+            "Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes\n\
              \x20 -> RemoteAddress:Port\n\
-             TCP  198.18.200.10:80                   40         12\n\
-             \x20 -> 198.18.10.2:8080                   30         12\n\
-             \x20 -> 198.18.10.9:8080                   10          0\n"
+             TCP  198.18.200.10:80                   40      400      300    32000  1238567\n\
+             \x20 -> 198.18.10.2:8080                   30      300      250    24000  1234567\n\
+             \x20 -> 198.18.10.9:8080                   10      100       50     8000     4000\n"
         );
     }
 
@@ -409,9 +434,11 @@ mod tests {
                 "persistence_netmask": "255.255.255.0", "external": true,
                 "backends": [
                     {"address": "198.18.10.2", "port": 8080, "weight": 3, "active": 12,
-                     "inactive": 1, "opened": 30, "container": "web1"},
+                     "inactive": 1, "opened": 30, "in_packets": 300, "out_packets": 250,
+                     "in_bytes": 24000, "out_bytes": 1234567, "container": "web1"},
                     {"address": "198.18.10.9", "port": 8080, "weight": 0, "active": 0,
-                     "inactive": 0, "opened": 10}
+                     "inactive": 0, "opened": 10, "in_packets": 100, "out_packets": 50,
+                     "in_bytes": 8000, "out_bytes": 4000}
                 ]
             }])
         );

@@ -1,14 +1,15 @@
 //! The service maps, opened from their pins: frontends (`NB_SERVICES`), regions
-//! (`NB_TABLES`), backends (`NB_BACKENDS`) and their connection counts (`NB_BE_CONNS`,
-//! written by the datapath; `NB_BE_GC`, by the agent). Typed handles for the reconciler,
-//! `show services` and the conntrack cleanup.
+//! (`NB_TABLES`), backends (`NB_BACKENDS`), their connection counts (`NB_BE_CONNS`,
+//! written by the datapath; `NB_BE_GC`, by the agent) and traffic (`NB_BE_TRAFFIC`, the
+//! datapath's). Typed handles for the reconciler, `show services` and the conntrack
+//! cleanup.
 
 use std::{collections::BTreeMap, os::fd::AsFd as _};
 
 use aya::maps::{Array, HashMap, IterableMap as _, MapData, MapError};
 use netbpf_common::{
     maps,
-    service::{Backend, BackendConns, Service, ServiceKey},
+    service::{Backend, BackendConns, BackendTraffic, Service, ServiceKey},
 };
 
 use super::{
@@ -24,6 +25,16 @@ pub struct ServiceMaps {
     backends: Array<MapData, Backend>,
     conns: Array<MapData, BackendConns>,
     gc: Array<MapData, u64>,
+    traffic: Array<MapData, BackendTraffic>,
+}
+
+/// What a backend's flows did (since its id was given to it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendCounts {
+    pub conns: BackendConns,
+    /// Connections the agent expired (removed from conntrack before they closed).
+    pub expired: u64,
+    pub traffic: BackendTraffic,
 }
 
 impl ServiceMaps {
@@ -34,6 +45,7 @@ impl ServiceMaps {
             backends: typed(open(pins, maps::BACKENDS)?, maps::BACKENDS)?,
             conns: typed(open(pins, maps::BE_CONNS)?, maps::BE_CONNS)?,
             gc: typed(open(pins, maps::BE_GC)?, maps::BE_GC)?,
+            traffic: typed(open(pins, maps::BE_TRAFFIC)?, maps::BE_TRAFFIC)?,
         })
     }
 
@@ -85,11 +97,17 @@ impl ServiceMaps {
             .map_err(map_err(maps::BACKENDS))
     }
 
-    /// Connections the datapath opened and saw close, and the ones the agent expired.
-    pub fn counts(&self, id: u32) -> Result<(BackendConns, u64)> {
-        let conns = self.conns.get(&id, 0).map_err(map_err(maps::BE_CONNS))?;
-        let gc = self.gc.get(&id, 0).map_err(map_err(maps::BE_GC))?;
-        Ok((conns, gc))
+    /// Connections the datapath opened and saw close, the ones the agent expired, and the
+    /// traffic of them all.
+    pub fn counts(&self, id: u32) -> Result<BackendCounts> {
+        Ok(BackendCounts {
+            conns: self.conns.get(&id, 0).map_err(map_err(maps::BE_CONNS))?,
+            expired: self.gc.get(&id, 0).map_err(map_err(maps::BE_GC))?,
+            traffic: self
+                .traffic
+                .get(&id, 0)
+                .map_err(map_err(maps::BE_TRAFFIC))?,
+        })
     }
 
     /// Zeroes the counts of an id about to be given to a new backend.
@@ -97,6 +115,9 @@ impl ServiceMaps {
         self.conns
             .set(id, &BackendConns::default(), 0)
             .map_err(map_err(maps::BE_CONNS))?;
+        self.traffic
+            .set(id, &BackendTraffic::default(), 0)
+            .map_err(map_err(maps::BE_TRAFFIC))?;
         self.gc.set(id, &0, 0).map_err(map_err(maps::BE_GC))
     }
 
