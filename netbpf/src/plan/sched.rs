@@ -227,7 +227,7 @@ fn redistribute(slots: &[u32], selectable: &[(u64, u16)]) -> Vec<usize> {
 /// backend it has, with its configured weight, healthy or not, drained or not, and the
 /// ones removed from the definitions while the table keeps its size), then the slots of
 /// each roster member that is not selectable now are shared out among the selectable
-/// backends by weight ([`redistribute`]). Taking one backend out, for any reason, moves
+/// backends by weight (`redistribute`). Taking one backend out, for any reason, moves
 /// its slots and no other; putting it back restores the table exactly.
 pub fn hash_table(roster: &[(u64, u16)], selectable: &[(u64, u16)], m: u32) -> Vec<usize> {
     if selectable.iter().all(|(_, w)| *w == 0) {
