@@ -102,13 +102,27 @@ fn ipv4(ctx: &TcContext, data: usize, data_end: usize, own: &IfaceInfo) -> Decis
         };
     }
     let l4 = nat::l4(data, data_end, ip);
+    // A translated flow already recorded: its entry says everything (the common case of
+    // translated traffic, so it comes first).
+    if let Some(l4) = &l4 {
+        let key = conntrack::key(own.addr, dst, l4);
+        if let Some(entry) = conntrack::lookup(&key, l4) {
+            // SAFETY: a pointer into the map's value, valid for this run.
+            let e = unsafe { &*entry };
+            if let Some(decision) = established(ctx, l4, own, dst, &key, e) {
+                return decision;
+            }
+        }
+    }
+    // A new flow to a service's VIP (never the gateway).
     if let Some(l4) = &l4
+        && dst != own.gateway
         && let Some(svc) = service::lookup(dst, l4.dport, l4.proto)
     {
         return to_service(ctx, l4, own, dst, svc);
     }
     let local = dst == own.gateway || conntrack::is_local(dst);
-    // One of the host's own addresses: a published port (hairpin), or such a flow's reply.
+    // A new flow to a published port of one of the host's own addresses (hairpin).
     if let Some(l4) = &l4
         && own.net_flags & NET_INTERNAL == 0
         && local
@@ -125,34 +139,6 @@ fn ipv4(ctx: &TcContext, data: usize, data_end: usize, own: &IfaceInfo) -> Decis
     if let Some(peer) = endpoints::endpoint(dst) {
         // A container of another subnet, reached through the gateway.
         return deliver(own, peer.ifindex, peer.network_id);
-    }
-    // Beyond the host's containers: a translated flow (a published port's reply, or a
-    // masqueraded flow going on)?
-    // (A host address's flows are hairpins, looked up above.)
-    if let Some(l4) = &l4
-        && !local
-    {
-        let key = conntrack::key(own.addr, dst, l4);
-        if let Some(entry) = conntrack::lookup(&key, l4) {
-            // SAFETY: a pointer into the map's value, valid for this run.
-            let e = unsafe { *entry };
-            match e.kind {
-                CT_PUBLISHED_REPLY => {
-                    return send_out(ctx, l4, own.addr, &e, Outcome::PublishedReply);
-                }
-                CT_MASQ_OUT => {
-                    // The LRU may have evicted the reply entry alone: its port would be
-                    // free for another container's flow to the same destination. Claim it
-                    // again, or give the flow up.
-                    if !masquerade_reply_held(ctx, l4, own, dst, &e) {
-                        conntrack::remove(&key);
-                        return drop(Outcome::DropNatFailed);
-                    }
-                    return send_out(ctx, l4, own.addr, &e, Outcome::Masquerade);
-                }
-                _ => {}
-            }
-        }
     }
     if l4.is_none()
         && !local
@@ -174,6 +160,41 @@ fn ipv4(ctx: &TcContext, data: usize, data_end: usize, own: &IfaceInfo) -> Decis
         };
     }
     (Outcome::Pass, TC_ACT_OK)
+}
+
+/// A packet of a recorded translated flow (`key`, its entry `e`), sent on as the entry
+/// says. `None`: an entry of another direction's kind (left to the paths below).
+#[inline(always)]
+fn established(
+    ctx: &TcContext,
+    l4: &L4,
+    own: &IfaceInfo,
+    dst: u32,
+    key: &CtKey,
+    e: &CtEntry,
+) -> Option<Decision> {
+    Some(match e.kind {
+        CT_PUBLISHED_REPLY => send_out(ctx, l4, own.addr, e, Outcome::PublishedReply),
+        CT_MASQ_OUT => {
+            // The LRU may have evicted the reply entry alone: its port would be free for
+            // another container's flow to the same destination. Claim it again, or give
+            // the flow up.
+            if !masquerade_reply_held(ctx, l4, own, dst, e) {
+                conntrack::remove(key);
+                return Some(drop(Outcome::DropNatFailed));
+            }
+            send_out(ctx, l4, own.addr, e, Outcome::Masquerade)
+        }
+        CT_HAIRPIN | CT_HAIRPIN_REPLY => both_ways(ctx, l4, own.addr, dst, e),
+        CT_SERVICE if service::backend_alive(e.backend_id, e.nat_addr, e.nat_port) => {
+            to_backend(ctx, l4, dst, e)
+        }
+        CT_SERVICE => {
+            conntrack::forget(key, e);
+            refuse(ctx, l4)
+        }
+        _ => return None,
+    })
 }
 
 /// An ICMP error the container sends about a packet it received through a translation: a
@@ -208,31 +229,26 @@ fn icmp_error(data: usize, data_end: usize, ip: &Ipv4Hdr, own: &IfaceInfo) -> Op
     Some((Outcome::IcmpError, verdict))
 }
 
-/// A container to a service's VIP: the flow's backend (recorded, or chosen now), the
-/// destination translated to it, delivered into its container. Refused with a reset (TCP)
-/// or dropped (UDP) when there is no backend to give.
+/// A container's new flow to a service's VIP: its backend chosen, both directions
+/// recorded, delivered. Refused with a reset (TCP) or port unreachable when there is no
+/// backend to give.
 #[inline(always)]
 fn to_service(ctx: &TcContext, l4: &L4, own: &IfaceInfo, vip: u32, svc: &Service) -> Decision {
     let key = conntrack::key(own.addr, vip, l4);
-    let e = if let Some(entry) = conntrack::lookup(&key, l4) {
-        // SAFETY: a pointer into the map's value, valid for this run.
-        let e = unsafe { *entry };
-        if e.kind != CT_SERVICE || !service::backend_alive(e.backend_id, e.nat_addr, e.nat_port) {
-            conntrack::forget(&key, &e);
-            return refuse(ctx, l4);
-        }
-        e
-    } else {
-        // Replies go back into the client's container, through its veth.
-        let mut reply = conntrack::entry(CT_SERVICE_REPLY, 0, 0, packet::ifindex(ctx), l4);
-        reply.dst_mac = own.mac;
-        reply.src_mac = own.host_mac;
-        match service::open_flow(&key, l4, svc, &reply) {
-            NewFlow::Open(e) => e,
-            NewFlow::Refused => return refuse(ctx, l4),
-            NewFlow::Failed => return drop(Outcome::DropNatFailed),
-        }
-    };
+    // Replies go back into the client's container, through its veth.
+    let mut reply = conntrack::entry(CT_SERVICE_REPLY, 0, 0, packet::ifindex(ctx), l4);
+    reply.dst_mac = own.mac;
+    reply.src_mac = own.host_mac;
+    match service::open_flow(&key, l4, svc, &reply) {
+        NewFlow::Open(e) => to_backend(ctx, l4, vip, &e),
+        NewFlow::Refused => refuse(ctx, l4),
+        NewFlow::Failed => drop(Outcome::DropNatFailed),
+    }
+}
+
+/// A service flow's packet into its backend's container.
+#[inline(always)]
+fn to_backend(ctx: &TcContext, l4: &L4, vip: u32, e: &CtEntry) -> Decision {
     if nat::rewrite_dst(ctx, l4, vip, e.nat_addr, e.nat_port).is_err()
         || nat::set_macs(ctx, &e.dst_mac, &e.src_mac).is_err()
     {
@@ -308,20 +324,13 @@ fn masquerade_reply_held(
     conntrack::insert_new(&reply_key, &masquerade_reply(ctx, own, l4))
 }
 
-/// A container to a published port of the host, or the reply of such a flow. Like
+/// A container's new flow to a published port of the host. Like
 /// docker-proxy, the server sees the sender's gateway as the client (a port taken for the
 /// flow), so that its reply comes back here to be translated. `None`: not a published
 /// port (the host's own address, handled as such).
 #[inline(always)]
 fn hairpin(ctx: &TcContext, l4: &L4, own: &IfaceInfo, dst: u32) -> Option<Decision> {
     let key = conntrack::key(own.addr, dst, l4);
-    if let Some(entry) = conntrack::lookup(&key, l4) {
-        // SAFETY: a pointer into the map's value, valid for this run.
-        let e = unsafe { *entry };
-        if e.kind == CT_HAIRPIN || e.kind == CT_HAIRPIN_REPLY {
-            return Some(both_ways(ctx, l4, own.addr, dst, &e));
-        }
-    }
     let target = endpoints::published(dst, l4.dport, l4.proto)?;
     // A TCP flow starts with a SYN; anything else without state is the host's to answer.
     if l4.proto == IPPROTO_TCP && l4.tcp_flags & (TCP_SYN | TCP_ACK) != TCP_SYN {

@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
-use crate::packet::ptr_at;
+use crate::packet::{ptr_at, ptr_at_mut};
 
 pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
@@ -32,21 +32,35 @@ pub const ICMP_ECHO_REQUEST: u8 = 8;
 #[derive(Clone, Copy)]
 pub struct L4 {
     pub proto: u8,
-    /// Offset of the TCP/UDP/ICMP header from the start of the frame.
-    pub offset: usize,
+    /// Offset of the TCP/UDP/ICMP header from the start of the frame (at most 74: bytes
+    /// keep the struct small on a crowded stack, and bounded for the verifier).
+    offset: u8,
     /// Ports as they sit in the packet (network byte order).
     pub sport: u16,
     pub dport: u16,
     /// TCP flags (0 for UDP and ICMP).
     pub tcp_flags: u8,
     /// Where the source and destination "ports" sit, from `offset`.
-    sport_at: usize,
-    dport_at: usize,
+    sport_at: u8,
+    dport_at: u8,
 }
 
 impl L4 {
+    /// Offset of the transport header.
+    pub fn offset(&self) -> usize {
+        usize::from(self.offset)
+    }
+
+    fn sport_offset(&self) -> usize {
+        usize::from(self.offset) + usize::from(self.sport_at)
+    }
+
+    fn dport_offset(&self) -> usize {
+        usize::from(self.offset) + usize::from(self.dport_at)
+    }
+
     pub fn csum_offset(&self) -> usize {
-        self.offset
+        self.offset()
             + match self.proto {
                 IPPROTO_TCP => 16,
                 IPPROTO_UDP => 6,
@@ -120,7 +134,7 @@ fn parse_l4(data: usize, data_end: usize, ip: &Ipv4Hdr) -> L4 {
         return L4::NONE;
     }
     if ip.proto == IPPROTO_ICMP {
-        return icmp_echo(data, data_end, offset);
+        return icmp_echo(data, data_end, offset as u8);
     }
     let Ok(ports) = ptr_at::<[u16; 2]>(data, data_end, offset) else {
         return L4::NONE;
@@ -141,7 +155,7 @@ fn parse_l4(data: usize, data_end: usize, ip: &Ipv4Hdr) -> L4 {
     };
     L4 {
         proto: ip.proto,
-        offset,
+        offset: offset as u8,
         sport,
         dport,
         tcp_flags,
@@ -152,8 +166,8 @@ fn parse_l4(data: usize, data_end: usize, ip: &Ipv4Hdr) -> L4 {
 
 /// An ICMP echo request or reply (8-byte header: type, code, checksum, id, sequence).
 #[inline(always)]
-fn icmp_echo(data: usize, data_end: usize, offset: usize) -> L4 {
-    let Ok(header) = ptr_at::<[u8; 8]>(data, data_end, offset) else {
+fn icmp_echo(data: usize, data_end: usize, offset: u8) -> L4 {
+    let Ok(header) = ptr_at::<[u8; 8]>(data, data_end, usize::from(offset)) else {
         return L4::NONE;
     };
     // SAFETY: ptr_at checked the header lies inside the packet.
@@ -188,7 +202,7 @@ pub fn rewrite_dst(
         ctx,
         l4,
         IP_DADDR_OFF,
-        l4.offset + l4.dport_at,
+        l4.dport_offset(),
         old_addr,
         addr,
         l4.dport,
@@ -209,7 +223,7 @@ pub fn rewrite_src(
         ctx,
         l4,
         IP_SADDR_OFF,
-        l4.offset + l4.sport_at,
+        l4.sport_offset(),
         old_addr,
         addr,
         l4.sport,
@@ -229,6 +243,20 @@ fn rewrite(
     old_port: u16,
     port: u16,
 ) -> Result<(), i64> {
+    // Written directly: the address and port, and the IPv4 header's checksum, which no
+    // sender leaves to be completed (RFC 1624).
+    let (data, data_end) = (ctx.data(), ctx.data_end());
+    let ip_csum = ptr_at_mut::<u16>(data, data_end, IP_CSUM_OFF).map_err(|()| -1i64)?;
+    let addr_at = ptr_at_mut::<u32>(data, data_end, addr_off).map_err(|()| -1i64)?;
+    let port_at = ptr_at_mut::<u16>(data, data_end, port_off).map_err(|()| -1i64)?;
+    // SAFETY: every pointer was bounds-checked by ptr_at; tc may write the packet.
+    unsafe {
+        *ip_csum = csum_replace(*ip_csum, &words(old_addr), &words(addr));
+        *addr_at = addr;
+        *port_at = port;
+    }
+    // The transport checksum through the kernel, which knows whether the sender left it
+    // to be completed (CHECKSUM_PARTIAL: only the pseudo header's part changes then).
     let csum = l4.csum_offset();
     let flags = l4.csum_flags();
     if l4.has_pseudo_header() {
@@ -239,19 +267,14 @@ fn rewrite(
             flags | u64::from(BPF_F_PSEUDO_HDR) | 4,
         )?;
     }
-    ctx.l4_csum_replace(csum, u64::from(old_port), u64::from(port), flags | 2)?;
-    ctx.l3_csum_replace(IP_CSUM_OFF, u64::from(old_addr), u64::from(addr), 4)?;
-    ctx.store(addr_off, &addr, 0)?;
-    ctx.store(port_off, &port, 0)?;
-    Ok(())
+    ctx.l4_csum_replace(csum, u64::from(old_port), u64::from(port), flags | 2)
 }
 
 /// Rewrites the Ethernet addresses (a frame delivered into a container must be addressed
 /// to it, from its gateway).
 #[inline(always)]
 pub fn set_macs(ctx: &TcContext, dst: &[u8; 6], src: &[u8; 6]) -> Result<(), i64> {
-    ctx.store(0, dst, 0)?;
-    ctx.store(6, src, 0)
+    write_macs(ctx.data(), ctx.data_end(), dst, src).map_err(|()| -1)
 }
 
 /// Folds a 32-bit ones'-complement sum into 16 bits.
@@ -302,7 +325,7 @@ pub fn xdp_rewrite_dst(
     let ip_csum = ptr_at::<u16>(data, data_end, IP_CSUM_OFF)? as *mut u16;
     let daddr = ptr_at::<u32>(data, data_end, IP_DADDR_OFF)? as *mut u32;
     let l4_csum = ptr_at::<u16>(data, data_end, l4.csum_offset())? as *mut u16;
-    let dport = ptr_at::<u16>(data, data_end, l4.offset + l4.dport_at)? as *mut u16;
+    let dport = ptr_at::<u16>(data, data_end, l4.dport_offset())? as *mut u16;
     let (old_words, new_words) = (words(old_addr), words(addr));
     // SAFETY: every pointer was bounds-checked by ptr_at; the packet is writable in XDP.
     unsafe {
@@ -323,12 +346,12 @@ pub fn xdp_rewrite_dst(
         *daddr = addr;
         *dport = port;
     }
-    xdp_set_macs(data, data_end, dst_mac, src_mac)
+    write_macs(data, data_end, dst_mac, src_mac)
 }
 
-/// The XDP twin of [`set_macs`].
+/// Writes a frame's Ethernet addresses (tc and XDP).
 #[inline(always)]
-pub fn xdp_set_macs(
+pub fn write_macs(
     data: usize,
     data_end: usize,
     dst_mac: &[u8; 6],

@@ -104,14 +104,18 @@ pub const QUOTED: usize = EthHdr::LEN + Ipv4Hdr::LEN + 8;
 /// The frame of an ICMP port unreachable: Ethernet, IPv4, ICMP header, the quote.
 pub const UNREACHABLE_LEN: usize = EthHdr::LEN + Ipv4Hdr::LEN + 8 + Ipv4Hdr::LEN + 8;
 
-/// The start of the packet an ICMP error will quote, copied before the frame is resized.
+/// Copies the start of the packet an ICMP error will quote, before the frame is resized.
 #[inline(always)]
-pub fn capture(data: usize, data_end: usize) -> Option<[u8; QUOTED]> {
-    let head = ptr_at_mut::<[u8; QUOTED]>(data, data_end, 0).ok()?;
+fn capture(data: usize, data_end: usize, quoted: &mut [u8; QUOTED]) -> Result<(), ()> {
+    let head = ptr_at_mut::<[u8; QUOTED]>(data, data_end, 0)?;
     // SAFETY: bounds-checked by ptr_at.
-    let head = unsafe { *head };
+    *quoted = unsafe { *head };
     // Version 4, no options.
-    (head[EthHdr::LEN] == 0x45).then_some(head)
+    if quoted[EthHdr::LEN] == 0x45 {
+        Ok(())
+    } else {
+        Err(())
+    }
 }
 
 /// Writes the ICMP port unreachable answering `quoted` into a frame of exactly
@@ -146,23 +150,25 @@ pub fn write_unreachable(data: usize, data_end: usize, quoted: &[u8; QUOTED]) ->
 }
 
 /// The first step of a refusal, the same at tc and XDP: a TCP segment becomes its reset
-/// in place (`Done`); anything else needs the ICMP error, whose quote is taken here
-/// (`Unreachable`) before the hook resizes the frame.
-enum Refusal {
-    Done(Outcome),
-    Unreachable([u8; QUOTED]),
-}
-
+/// in place (`Some`: done); anything else needs the ICMP error, whose quote is copied
+/// into `quoted` (`None`) before the hook resizes the frame.
 #[inline(always)]
-fn begin(data: usize, data_end: usize, proto: u8, tcp_flags: u8) -> Result<Refusal, ()> {
+fn begin(
+    data: usize,
+    data_end: usize,
+    proto: u8,
+    tcp_flags: u8,
+    quoted: &mut [u8; QUOTED],
+) -> Result<Option<Outcome>, ()> {
     if proto == IPPROTO_TCP {
         if !answerable(tcp_flags) {
             return Err(());
         }
         tcp_reset(data, data_end)?;
-        return Ok(Refusal::Done(Outcome::ServiceReset));
+        return Ok(Some(Outcome::ServiceReset));
     }
-    capture(data, data_end).map(Refusal::Unreachable).ok_or(())
+    capture(data, data_end, quoted)?;
+    Ok(None)
 }
 
 /// Turns the packet in a tc program into its refusal: [`tcp_reset`] for TCP, an ICMP
@@ -173,10 +179,10 @@ pub fn tc(ctx: &TcContext, proto: u8, tcp_flags: u8) -> Result<Outcome, ()> {
     if packet::is_gso(ctx) {
         return Err(());
     }
-    let quoted = match begin(ctx.data(), ctx.data_end(), proto, tcp_flags)? {
-        Refusal::Done(outcome) => return Ok(outcome),
-        Refusal::Unreachable(quoted) => quoted,
-    };
+    let mut quoted = [0u8; QUOTED];
+    if let Some(outcome) = begin(ctx.data(), ctx.data_end(), proto, tcp_flags, &mut quoted)? {
+        return Ok(outcome);
+    }
     let grow = (UNREACHABLE_LEN - QUOTED) as i32;
     ctx.adjust_room(grow, BPF_ADJ_ROOM_MAC, 0).map_err(|_| ())?;
     ctx.change_tail(UNREACHABLE_LEN as u32, 0).map_err(|_| ())?;
@@ -187,10 +193,10 @@ pub fn tc(ctx: &TcContext, proto: u8, tcp_flags: u8) -> Result<Outcome, ()> {
 /// The XDP twin of [`tc`]: the frame grows at its head and shrinks at its tail.
 #[inline(always)]
 pub fn xdp(ctx: &XdpContext, proto: u8, tcp_flags: u8) -> Result<Outcome, ()> {
-    let quoted = match begin(ctx.data(), ctx.data_end(), proto, tcp_flags)? {
-        Refusal::Done(outcome) => return Ok(outcome),
-        Refusal::Unreachable(quoted) => quoted,
-    };
+    let mut quoted = [0u8; QUOTED];
+    if let Some(outcome) = begin(ctx.data(), ctx.data_end(), proto, tcp_flags, &mut quoted)? {
+        return Ok(outcome);
+    }
     let old_len = (ctx.data_end() - ctx.data()) as i32;
     let grow = (UNREACHABLE_LEN - QUOTED) as i32;
     // SAFETY: helper calls on the program's own context.

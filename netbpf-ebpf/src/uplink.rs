@@ -112,10 +112,8 @@ pub fn handle<H: Uplink>(h: &H) -> Decision<H> {
         u32::from_ne_bytes(ip.src_addr),
         u32::from_ne_bytes(ip.dst_addr),
     );
-    // From outside, never from the host's own addresses: such a packet is forged.
-    if conntrack::is_local(saddr) {
-        return drop::<H>(Outcome::DropSpoofedIp);
-    }
+    // A recorded flow first (no flow is recorded with a host address as its source from
+    // outside, so a forged one finds nothing here and is caught below).
     let key = conntrack::key(saddr, daddr, &l4);
     if let Some(entry) = conntrack::lookup(&key, &l4) {
         // SAFETY: a pointer into the map's value, valid for this run.
@@ -133,6 +131,10 @@ pub fn handle<H: Uplink>(h: &H) -> Decision<H> {
             _ => return pass::<H>(),
         };
         return deliver(h, &l4, daddr, &e, outcome);
+    }
+    // From outside, never from the host's own addresses: such a packet is forged.
+    if conntrack::is_local(saddr) {
+        return drop::<H>(Outcome::DropSpoofedIp);
     }
     // A new flow to a service reachable from outside?
     if let Some(svc) = service::lookup(daddr, l4.dport, l4.proto)
@@ -322,7 +324,7 @@ impl Uplink for Xdp<'_> {
     fn deliver_error(&self, err: &IcmpError, e: &CtEntry) -> Result<u32, ()> {
         let (data, data_end) = (self.data(), self.data_end());
         icmp::translate(data, data_end, err, End::Source, e.nat_addr, e.nat_port)?;
-        nat::xdp_set_macs(data, data_end, &e.dst_mac, &e.src_mac)?;
+        nat::write_macs(data, data_end, &e.dst_mac, &e.src_mac)?;
         // SAFETY: a helper call with plain integer arguments.
         Ok(unsafe { bpf_redirect(e.ifindex, 0) } as u32)
     }
