@@ -67,7 +67,7 @@ pub struct CtEntry {
     pub ifindex: u32,
     /// For hairpin kinds: the new source address.
     pub rev_addr: u32,
-    /// bpf_ktime_get_coarse_ns() of the last packet.
+    /// bpf_jiffies64() of the last packet.
     pub last_seen: u64,
     pub packets: u64,
     /// For `CT_PUBLISHED_IN`: the frame's new Ethernet addresses (the container's, its
@@ -126,7 +126,8 @@ pub struct HostConfig {
     /// Ports masqueraded flows take (host byte order, inclusive).
     pub masq_port_min: u16,
     pub masq_port_max: u16,
-    pub pad: u32,
+    /// The kernel's tick rate (CONFIG_HZ): conntrack timestamps are jiffies.
+    pub jiffies_hz: u32,
     /// The network namespace this instance manages (its cookie): the socket programs act
     /// on sockets of this namespace only (0: on none).
     pub netns_cookie: u64,

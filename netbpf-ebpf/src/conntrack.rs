@@ -2,7 +2,7 @@
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns},
+    helpers::{bpf_get_prandom_u32, bpf_jiffies64},
     macros::map,
     maps::{Array, HashMap, LruHashMap},
 };
@@ -27,6 +27,14 @@ static NB_LOCAL: HashMap<u32, u32> = HashMap::with_max_entries(MAX_LOCAL, 0);
 #[map]
 static NB_CONFIG: Array<HostConfig> = Array::with_max_entries(1, 0);
 
+/// The conntrack clock: jiffies (the JIT makes this helper a load; user space converts
+/// with `HostConfig::jiffies_hz`).
+#[inline(always)]
+pub fn now() -> u64 {
+    // SAFETY: helper without preconditions.
+    unsafe { bpf_jiffies64() }
+}
+
 /// The host's configuration, if an uplink is set.
 #[inline(always)]
 pub fn host_config() -> Option<&'static HostConfig> {
@@ -48,8 +56,7 @@ pub fn take_port(cfg: &HostConfig, reply_key: &mut CtKey, reply: &CtEntry) -> Op
     // SAFETY: helper without preconditions.
     let start = unsafe { bpf_get_prandom_u32() };
     let mut entry = *reply;
-    // SAFETY: as above.
-    entry.last_seen = unsafe { bpf_ktime_get_coarse_ns() };
+    entry.last_seen = now();
     for i in 0..8u32 {
         let port =
             (u32::from(cfg.masq_port_min) + start.wrapping_add(i.wrapping_mul(7919)) % span) as u16;
@@ -75,8 +82,7 @@ pub fn exists(key: &CtKey) -> bool {
 #[inline(always)]
 pub fn insert_new(key: &CtKey, entry: &CtEntry) -> bool {
     let mut e = *entry;
-    // SAFETY: helper without preconditions.
-    e.last_seen = unsafe { bpf_ktime_get_coarse_ns() };
+    e.last_seen = now();
     NB_CT.insert(key, &e, u64::from(BPF_NOEXIST)).is_ok()
 }
 
@@ -127,7 +133,7 @@ pub fn lookup(key: &CtKey, l4: &L4) -> Option<*mut CtEntry> {
             forget(key, &*entry);
             return None;
         }
-        (*entry).last_seen = bpf_ktime_get_coarse_ns();
+        (*entry).last_seen = now();
         (*entry).packets += 1;
         let state = next_tcp_state((*entry).tcp_state, l4.tcp_flags);
         // A service connection closing (the client's FIN or RST) stops counting as
@@ -198,8 +204,7 @@ pub fn create(
 #[inline(always)]
 pub fn claim(forward: &CtKey, entry: &CtEntry, reply: &CtKey) -> Option<Created> {
     let mut e = *entry;
-    // SAFETY: helper without preconditions.
-    e.last_seen = unsafe { bpf_ktime_get_coarse_ns() };
+    e.last_seen = now();
     if NB_CT.insert(forward, &e, u64::from(BPF_NOEXIST)).is_ok() {
         return Some(Created::New(e));
     }

@@ -119,7 +119,7 @@ pub fn conntrack(pins: &PinDir) -> Result<Vec<ConntrackRow>> {
         crate::kernel::conntrack::open_table(pins)?.ok_or_else(|| crate::Error::NotAttached {
             pin_dir: pins.path().to_owned(),
         })?;
-    let now = crate::kernel::conntrack::monotonic_coarse_ns();
+    let clock = crate::kernel::conntrack::clock(pins)?;
     let mut rows = Vec::new();
     for item in table.iter() {
         let (k, e) = item.map_err(err)?;
@@ -152,7 +152,7 @@ pub fn conntrack(pins: &PinDir) -> Result<Vec<ConntrackRow>> {
             }
             .to_owned(),
             packets: e.packets,
-            idle_seconds: now.saturating_sub(e.last_seen) / 1_000_000_000,
+            idle_seconds: clock.since(e.last_seen).as_secs(),
         });
     }
     rows.sort_by(|a, b| (&a.src, &a.dst, &a.kind).cmp(&(&b.src, &b.dst, &b.kind)));

@@ -163,7 +163,9 @@ pub fn run(file: &Path, pins: &PinDir) -> Result<()> {
     log(&format!("reconciled: {}", summary(&report)));
     loop {
         match watch.next(gc_interval(&model.timeouts))? {
-            watch::Event::Tick => match conntrack::collect_garbage(pins, &model.timeouts) {
+            watch::Event::Tick => match conntrack::clock(pins)
+                .and_then(|clock| conntrack::collect_garbage(pins, &model.timeouts, &clock))
+            {
                 Ok(0) => {}
                 Ok(n) => log(&format!("removed {n} idle conntrack entries")),
                 Err(e) => log(&format!("conntrack cleanup failed: {e}")),

@@ -17,7 +17,7 @@ use crate::{
     Error, Result,
     config::model::UplinkMode,
     kernel::{
-        conntrack,
+        clock, conntrack,
         datapath::Loaded,
         ifaces::{self, OwnedVeth, VethSpec},
         maps::{ContainerMaps, addr_key, addr_of},
@@ -152,9 +152,15 @@ pub fn reconcile(pins: &PinDir, plan: &Plan) -> Result<Report> {
 
     // The uplink: published ports arrive there, masqueraded flows leave with its address.
     // The port range serves hairpin flows too, with or without an uplink.
+    // Conntrack timestamps are jiffies: their rate, measured once per pin directory.
+    let jiffies_hz = match maps.host_config()?.jiffies_hz {
+        0 => clock::measure_hz()?,
+        hz => hz,
+    };
     let mut config = HostConfig {
         masq_port_min: MASQUERADE_PORTS.0,
         masq_port_max: MASQUERADE_PORTS.1,
+        jiffies_hz,
         netns_cookie: ifaces::netns_cookie()?,
         ..HostConfig::default()
     };

@@ -10,13 +10,13 @@ use aya::maps::{HashMap, Map, MapData};
 use netbpf_common::{
     conntrack::{
         CT_HAIRPIN, CT_HAIRPIN_REPLY, CT_MASQ_OUT, CT_PUBLISHED_IN, CT_PUBLISHED_REPLY, CT_SERVICE,
-        CT_SERVICE_REPLY, CT_SERVICE_REPLY_OUT, CtEntry, CtKey, TCP_CLOSING, TCP_ESTABLISHED,
-        partner,
+        CT_SERVICE_REPLY, CT_SERVICE_REPLY_OUT, CtEntry, CtKey, HostConfig, TCP_CLOSING,
+        TCP_ESTABLISHED, partner,
     },
     maps,
 };
 
-use super::{pins::PinDir, services::ServiceMaps};
+use super::{clock::Clock, pins::PinDir, services::ServiceMaps};
 use crate::{Error, Result, config::model::Timeouts};
 
 /// How long a flow in this entry's protocol and state may stay idle.
@@ -48,13 +48,25 @@ pub fn open_table(pins: &PinDir) -> Result<Option<HashMap<MapData, CtKey, CtEntr
         .map_err(err)
 }
 
+/// The clock of the conntrack table pinned here (its tick rate is in `NB_CONFIG`).
+pub fn clock(pins: &PinDir) -> Result<Clock> {
+    let path = pins.map(maps::CONFIG);
+    let err = |source| Error::Map {
+        map: maps::CONFIG,
+        source,
+    };
+    let data = MapData::from_pin(&path).map_err(err)?;
+    let config: aya::maps::Array<MapData, HostConfig> =
+        aya::maps::Array::try_from(Map::from_map_data(data).map_err(err)?).map_err(err)?;
+    Clock::now(config.get(&0, 0).map_err(err)?.jiffies_hz)
+}
+
 /// Removes the flows idle for longer than their timeout: a flow's idle time is the least
 /// of its two directions'. Returns how many entries went.
-pub fn collect_garbage(pins: &PinDir, timeouts: &Timeouts) -> Result<usize> {
+pub fn collect_garbage(pins: &PinDir, timeouts: &Timeouts, clock: &Clock) -> Result<usize> {
     let Some(mut table) = open_table(pins)? else {
         return Ok(0);
     };
-    let now = monotonic_coarse_ns();
     let entries: Vec<(CtKey, CtEntry)> = table.iter().filter_map(|e| e.ok()).collect();
     let mut expired = Vec::new();
     for (key, e) in &entries {
@@ -65,7 +77,7 @@ pub fn collect_garbage(pins: &PinDir, timeouts: &Timeouts) -> Result<usize> {
             .map_or(e.last_seen, |(_, p)| p.last_seen.max(e.last_seen));
         // Either direction's state counts: a FIN seen one way closes the flow.
         let limit = timeout(key.proto, e, timeouts);
-        if Duration::from_nanos(now.saturating_sub(last)) > limit {
+        if clock.since(last) > limit {
             expired.push((*key, *e));
         }
     }
@@ -168,17 +180,6 @@ pub fn forget_flows(pins: &PinDir, gone: impl Fn(&CtKey, &CtEntry) -> bool) -> R
     }
     open_flows.count(pins)?;
     Ok(removed)
-}
-
-/// CLOCK_MONOTONIC_COARSE, the clock of bpf_ktime_get_coarse_ns.
-pub fn monotonic_coarse_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid clock id and out pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 #[cfg(test)]

@@ -90,6 +90,11 @@ impl ContainerMaps {
     }
 
     /// What the programs need of the host (uplink, masquerade address and ports).
+    /// What the programs have of the host now (all zero before the first reconcile).
+    pub fn host_config(&self) -> Result<HostConfig> {
+        self.config.get(&0, 0).map_err(map_err(maps::CONFIG))
+    }
+
     pub fn set_host_config(&mut self, config: &HostConfig) -> Result<()> {
         self.config.set(0, config, 0).map_err(map_err(maps::CONFIG))
     }
