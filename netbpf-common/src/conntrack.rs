@@ -50,6 +50,22 @@ pub const CT_SERVICE_REPLY: u8 = 8;
 /// (the VIP and port), send out of the uplink `ifindex`.
 pub const CT_SERVICE_REPLY_OUT: u8 = 9;
 
+/// The stable name of a `CtEntry::kind` (tables, JSON, monitor events).
+pub const fn kind_name(kind: u8) -> &'static str {
+    match kind {
+        CT_PUBLISHED_IN => "published",
+        CT_PUBLISHED_REPLY => "published_reply",
+        CT_MASQ_OUT => "masquerade",
+        CT_MASQ_REPLY => "masquerade_reply",
+        CT_HAIRPIN => "hairpin",
+        CT_HAIRPIN_REPLY => "hairpin_reply",
+        CT_SERVICE => "service",
+        CT_SERVICE_REPLY => "service_reply",
+        CT_SERVICE_REPLY_OUT => "service_reply_out",
+        _ => "unknown",
+    }
+}
+
 /// `CtEntry::tcp_state`: a SYN was seen, no answer yet.
 pub const TCP_SYN_SENT: u8 = 1;
 pub const TCP_ESTABLISHED: u8 = 2;

@@ -5,6 +5,7 @@
 #![no_std]
 
 pub mod conntrack;
+pub mod monitor;
 pub mod net;
 pub mod ports;
 pub mod service;
@@ -49,10 +50,15 @@ pub mod maps {
     pub const AFFINITY: &str = "NB_AFFINITY";
     pub const SVC_RR: &str = "NB_SVC_RR";
 
+    /// `netbpf monitor`: the event ring buffer and the attached monitor's lease; see
+    /// [`crate::monitor`].
+    pub const MONITOR: &str = "NB_MONITOR";
+    pub const MON_ON: &str = "NB_MON_ON";
+
     /// Every map the object defines.
     pub const ALL: &[&str] = &[
         AFFINITY, BACKENDS, BE_CONNS, BE_GC, BE_TRAFFIC, CONFIG, CT, ENDPOINTS, IFACES, IFACES_BIG,
-        LOCAL, NETWORKS, PEERS, PORTS, SERVICES, SOCK_NAT, STATS, SVC_RR, TABLES,
+        LOCAL, MONITOR, MON_ON, NETWORKS, PEERS, PORTS, SERVICES, SOCK_NAT, STATS, SVC_RR, TABLES,
     ];
 
     /// Capacities.

@@ -14,6 +14,7 @@ use netbpf_common::{
 };
 
 use crate::{
+    monitor,
     nat::{L4, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     service,
 };
@@ -206,6 +207,7 @@ pub fn claim(forward: &CtKey, entry: &CtEntry, reply: &CtKey) -> Option<Created>
     let mut e = *entry;
     e.last_seen = now();
     if NB_CT.insert(forward, &e, u64::from(BPF_NOEXIST)).is_ok() {
+        monitor::new_flow(forward, &e);
         return Some(Created::New(e));
     }
     remove(reply);

@@ -14,6 +14,7 @@ mod conntrack;
 mod container;
 mod endpoints;
 mod icmp;
+mod monitor;
 mod nat;
 mod packet;
 mod reject;
@@ -23,6 +24,7 @@ mod stats;
 mod uplink;
 
 use aya_ebpf::{
+    EbpfContext as _,
     bindings::{TC_ACT_OK, xdp_action},
     macros::{cgroup_sock_addr, classifier, xdp},
     programs::{SockAddrContext, TcContext, XdpContext},
@@ -37,6 +39,16 @@ pub fn from_uplink(ctx: TcContext) -> i32 {
     packet::pull_headers(&ctx);
     let (outcome, verdict) = uplink::handle(&uplink::Tc(&ctx));
     stats::count(Hook::FromUplink, outcome, frame_len);
+    if outcome.is_drop() {
+        monitor::dropped(
+            Hook::FromUplink,
+            outcome,
+            ctx.data(),
+            ctx.data_end(),
+            frame_len,
+            packet::ifindex(&ctx),
+        );
+    }
     verdict
 }
 
@@ -47,6 +59,16 @@ pub fn from_container(ctx: TcContext) -> i32 {
     packet::pull_headers(&ctx);
     let (outcome, verdict) = container::handle(&ctx);
     stats::count(Hook::FromContainer, outcome, frame_len);
+    if outcome.is_drop() {
+        monitor::dropped(
+            Hook::FromContainer,
+            outcome,
+            ctx.data(),
+            ctx.data_end(),
+            frame_len,
+            packet::ifindex(&ctx),
+        );
+    }
     verdict
 }
 
@@ -56,6 +78,19 @@ pub fn xdp_uplink(ctx: XdpContext) -> u32 {
     let frame_len = (ctx.data_end() - ctx.data()) as u32;
     let (outcome, verdict) = uplink::handle(&uplink::Xdp(&ctx));
     stats::count(Hook::XdpUplink, outcome, frame_len);
+    if outcome.is_drop() {
+        // SAFETY: the context of an XDP program is an xdp_md.
+        let ifindex =
+            unsafe { (*(ctx.as_ptr() as *const aya_ebpf::bindings::xdp_md)).ingress_ifindex };
+        monitor::dropped(
+            Hook::XdpUplink,
+            outcome,
+            ctx.data(),
+            ctx.data_end(),
+            frame_len,
+            ifindex,
+        );
+    }
     verdict
 }
 

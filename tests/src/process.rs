@@ -26,6 +26,27 @@ impl Background {
         Ok(Background { child })
     }
 
+    /// As [`Background::spawn`], with stdout a pipe ([`Background::stdout`]) and stderr
+    /// as `cmd` says.
+    pub fn spawn_reading(mut cmd: Command) -> io::Result<Background> {
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| io::Error::new(e.kind(), format!("{cmd:?}: {e}")))?;
+        Ok(Background { child })
+    }
+
+    /// The process's stdout, if it is a pipe not taken yet.
+    pub fn stdout(&mut self) -> Option<std::process::ChildStdout> {
+        self.child.stdout.take()
+    }
+
+    /// The process's stderr, if it is a pipe not taken yet.
+    pub fn stderr(&mut self) -> Option<std::process::ChildStderr> {
+        self.child.stderr.take()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -12,7 +12,7 @@ use crate::{
     agent::{self, reconcile},
     config, inspect,
     kernel::{self, datapath, netns, pins::PinDir, stats},
-    plan,
+    monitor, plan,
 };
 
 #[derive(Debug, Parser)]
@@ -67,6 +67,18 @@ pub enum Command {
     Show {
         #[command(subcommand)]
         what: ShowWhat,
+    },
+    /// Stream datapath events as they happen: drops with their reason (and, with --all,
+    /// new translated flows), until interrupted.
+    Monitor {
+        /// New translated flows too.
+        #[arg(long)]
+        all: bool,
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+        /// Stop after this many events.
+        #[arg(long, value_name = "N")]
+        count: Option<usize>,
     },
     /// Remove everything netbpf made here: links, pins, veths, map entries.
     Down,
@@ -207,6 +219,14 @@ pub fn run(args: Args) -> Result<()> {
                 rows.retain(|r| r.packets > 0);
             }
             show(output, &rows, render::stats_table);
+        }
+        Command::Monitor { all, output, count } => {
+            let options = monitor::Options {
+                flows: all,
+                json: output == Output::Json,
+                count,
+            };
+            monitor::run(&pins, &options, &mut std::io::stdout().lock())?;
         }
         Command::Down => {
             // Veths first: their links go with them.

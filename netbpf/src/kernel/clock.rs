@@ -67,6 +67,11 @@ impl Clock {
         })
     }
 
+    /// The kernel's tick rate.
+    pub fn hz(&self) -> u32 {
+        self.hz
+    }
+
     /// How long ago a timestamp was.
     pub fn since(&self, stamp: u64) -> Duration {
         let ticks = self.now.saturating_sub(stamp);
