@@ -234,9 +234,10 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     let mut prog_cost = Value::Null;
     if wants("prog-cost") {
         step(
-            "prog-cost: BPF_PROG_TEST_RUN, 5 runs of 1e6 repeats, beside empty tc and XDP programs",
+            "prog-cost: BPF_PROG_TEST_RUN, 5 runs of 1e6 repeats and of 2,000 new flows, beside \
+             empty tc and XDP programs",
         );
-        prog_cost = tools::prog_cost(5, 1_000_000)?;
+        prog_cost = tools::prog_cost(5, 1_000_000, 2000)?;
     }
     report::write(&measured, &prog_cost, rounds, seconds)
 }

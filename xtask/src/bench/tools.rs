@@ -256,8 +256,10 @@ pub fn parse_iperf3(out: &str) -> anyhow::Result<f64> {
         .ok_or_else(|| anyhow!("iperf3 JSON has no end.sum_received.bits_per_second"))
 }
 
-/// Per-packet cost of the datapath's paths and of empty programs (the prog_cost example).
-pub fn prog_cost(runs: usize, repeat: u32) -> anyhow::Result<serde_json::Value> {
+/// Per-packet cost of the datapath's paths and of empty programs (the prog_cost example):
+/// `runs` rounds of `repeat` repetitions per path, and of `new_flows` single runs per
+/// new-flow path.
+pub fn prog_cost(runs: usize, repeat: u32, new_flows: usize) -> anyhow::Result<serde_json::Value> {
     let out = cmd::output(cmd::cargo().args([
         "run",
         "--quiet",
@@ -269,6 +271,7 @@ pub fn prog_cost(runs: usize, repeat: u32) -> anyhow::Result<serde_json::Value> 
         "--",
         &runs.to_string(),
         &repeat.to_string(),
+        &new_flows.to_string(),
     ]))?;
     serde_json::from_str(&out).with_context(|| format!("prog_cost output: {out}"))
 }
