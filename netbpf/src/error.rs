@@ -71,6 +71,15 @@ pub enum Error {
 
     #[error("{context}: {source}")]
     Io { context: String, source: io::Error },
+
+    #[error("cannot read the definitions file {path}: {source}")]
+    ReadDefinitions { path: PathBuf, source: io::Error },
+
+    #[error("metrics: cannot listen on {addr}: {source}")]
+    MetricsBind {
+        addr: std::net::SocketAddr,
+        source: io::Error,
+    },
 }
 
 impl Error {
@@ -80,7 +89,14 @@ impl Error {
             Error::Invalid(_)
             | Error::NetnsNotFound { .. }
             | Error::PinDirNotBpffs { .. }
-            | Error::UnknownInterface { .. } => 2,
+            | Error::UnknownInterface { .. }
+            | Error::ReadDefinitions { .. } => 2,
+            // An address this namespace does not have.
+            Error::MetricsBind { source, .. }
+                if source.kind() == io::ErrorKind::AddrNotAvailable =>
+            {
+                2
+            }
             _ => 1,
         }
     }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod inspect;
 pub mod kernel;
+pub mod logging;
 pub mod monitor;
 pub mod plan;
 

@@ -12,13 +12,24 @@ fn main() -> ExitCode {
             let _ = e.print();
             return ExitCode::SUCCESS;
         }
+        Err(e) if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            // No command at all: the help, on stderr, as a usage error.
+            let _ = e.print();
+            return ExitCode::from(2);
+        }
         Err(e) => {
-            // One line, like every other error: clap's first line, without its prefix.
+            // One line, like every other error: clap's message (its first paragraph, the
+            // missing arguments or possible values included), without its prefix.
             let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid usage");
+            let message: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.is_empty())
+                .collect();
+            let message = message.join(" ");
             eprintln!(
                 "netbpf: {} (see netbpf --help)",
-                first.trim_start_matches("error: ")
+                message.trim_start_matches("error: ")
             );
             return ExitCode::from(2);
         }
@@ -36,8 +47,14 @@ fn main() -> ExitCode {
                 }
                 source = cause.source();
             }
-            eprintln!("netbpf: {message}");
-            ExitCode::from(err.exit_code())
+            let code = err.exit_code();
+            match netbpf::logging::format() {
+                netbpf::logging::Format::Text => eprintln!("netbpf: {message}"),
+                netbpf::logging::Format::Json => {
+                    netbpf::logging::error(&message, &[("exit_code", code.into())])
+                }
+            }
+            ExitCode::from(code)
         }
     }
 }

@@ -546,7 +546,9 @@ fn agent_killed_and_restarted_loses_no_packet() {
     assert_eq!(links_before, links_after, "pinned link ids changed");
     let log_text = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(
-        log_text.matches("4 unchanged, 4 program swap(s)").count(),
+        log_text
+            .matches("containers_unchanged=4 program_swaps=4")
+            .count(),
         5,
         "{log_text}"
     );
@@ -584,7 +586,7 @@ fn agent_reloads_on_file_change_and_sighup_and_exits_on_sigterm() {
         .write("staged.toml", &definitions(&lab, &extra))
         .expect("write");
     std::fs::rename(&staged, &file).expect("replace the file");
-    assert!(logged("1 added", 1), "no reload on file change");
+    assert!(logged("containers_added=1", 1), "no reload on file change");
     assert!(reaches(&lab.containers[4], WEB1));
 
     // An invalid file is refused and changes nothing; SIGHUP reloads the same way.
@@ -598,7 +600,7 @@ fn agent_reloads_on_file_change_and_sighup_and_exits_on_sigterm() {
         &file,
     )
     .expect("replace");
-    assert!(logged("1 removed", 1));
+    assert!(logged("containers_removed=1", 1));
     // SAFETY: signalling the agent this test started, by its PID.
     assert_eq!(unsafe { libc::kill(agent.pid() as i32, libc::SIGHUP) }, 0);
     // Reconciled so far: at start, web3 added, web3 removed; SIGHUP makes the fourth.
@@ -609,7 +611,10 @@ fn agent_reloads_on_file_change_and_sighup_and_exits_on_sigterm() {
     assert_eq!(unsafe { libc::kill(agent.pid() as i32, libc::SIGTERM) }, 0);
     let status = agent.wait().expect("agent exits");
     assert!(status.success(), "{status}");
-    assert!(logged("SIGTERM: exiting, the datapath stays in place", 1));
+    assert!(logged(
+        "exiting, the datapath stays in place signal=SIGTERM",
+        1
+    ));
     assert!(ping(&lab.containers[0], WEB2));
 }
 

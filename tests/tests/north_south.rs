@@ -572,7 +572,7 @@ fn idle_flows_expire() {
         "the idle flow stayed"
     );
     let log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
-    assert!(log.contains("removed 2 idle conntrack entries"), "{log}");
+    assert!(log.contains("conntrack cleanup removed=2"), "{log}");
 }
 
 /// The host's own processes reach published ports at 127.0.0.1, localhost and the host's

@@ -33,6 +33,7 @@ const APT_PACKAGES: &[(&str, &str)] = &[
         "tests: a host process's socket calls (getpeername, recvfrom)",
     ),
     ("ethtool", "tests turn checksum offload off"),
+    ("curl", "tests scrape the agent's metrics"),
     ("bpftool", "map dumps in tests"),
     ("iperf3", "benchmark: single-stream throughput"),
     (

@@ -18,6 +18,7 @@ const NAMESPACE_TESTS: &[&str] = &[
     "north_south",
     "services",
     "monitor",
+    "metrics",
 ];
 
 pub fn run() -> anyhow::Result<()> {

@@ -32,8 +32,9 @@ const WORKERS: usize = 4;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
     pub backend_id: u32,
-    /// The service's name and label, for the log.
+    /// The service's name, and its protocol, VIP and port (`TCP 198.18.200.10:80`).
     pub service: String,
+    pub frontend: String,
     pub addr: Ipv4Addr,
     pub port: u16,
     pub check: HealthCheck,
@@ -52,7 +53,8 @@ pub fn targets(model: &Model) -> Vec<Target> {
                 .filter(|b| b.weight > 0)
                 .map(move |b| Target {
                     backend_id: b.id,
-                    service: format!("{:?} ({})", s.name, s.label()),
+                    service: s.name.clone(),
+                    frontend: s.label(),
                     addr: b.addr,
                     port: b.port,
                     check: h.clone(),
@@ -127,8 +129,11 @@ struct Shared {
     changed: Condvar,
     /// Called after every transition (wakes the agent's loop).
     notify: Box<dyn Fn() + Send + Sync>,
-    log: Box<dyn Fn(&str) + Send + Sync>,
+    /// Told of every transition first (logs it).
+    on_transition: Box<OnTransition>,
 }
+
+type OnTransition = dyn Fn(&Target, &Transition) + Send + Sync;
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -147,7 +152,7 @@ impl Checker {
     /// A checker with no targets yet (its threads start with the first ones).
     pub fn new(
         notify: impl Fn() + Send + Sync + 'static,
-        log: impl Fn(&str) + Send + Sync + 'static,
+        on_transition: impl Fn(&Target, &Transition) + Send + Sync + 'static,
     ) -> Checker {
         Checker {
             shared: Arc::new(Shared {
@@ -159,7 +164,7 @@ impl Checker {
                 }),
                 changed: Condvar::new(),
                 notify: Box::new(notify),
-                log: Box::new(log),
+                on_transition: Box::new(on_transition),
             }),
             workers: Vec::new(),
         }
@@ -212,6 +217,11 @@ impl Checker {
         }
     }
 
+    /// A handle on the checks' states for another thread (the metrics).
+    pub fn view(&self) -> HealthView {
+        HealthView(Some(Arc::clone(&self.shared)))
+    }
+
     /// Backends taken out by their checks.
     pub fn down(&self) -> BTreeSet<u32> {
         self.shared
@@ -221,6 +231,46 @@ impl Checker {
             .filter(|(_, p)| !p.up)
             .map(|(id, _)| *id)
             .collect()
+    }
+}
+
+/// One checked backend, up or taken out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendHealth {
+    pub service: String,
+    pub addr: Ipv4Addr,
+    pub port: u16,
+    pub up: bool,
+}
+
+/// Reads the states of a [`Checker`]'s backends from another thread.
+#[derive(Clone, Default)]
+pub struct HealthView(Option<Arc<Shared>>);
+
+impl HealthView {
+    /// A view of no checks at all.
+    pub fn empty() -> HealthView {
+        HealthView(None)
+    }
+
+    /// Every checked backend, by service and address.
+    pub fn states(&self) -> Vec<BackendHealth> {
+        let Some(shared) = &self.0 else {
+            return Vec::new();
+        };
+        let mut states: Vec<BackendHealth> = shared
+            .lock()
+            .probes
+            .values()
+            .map(|p| BackendHealth {
+                service: p.target.service.clone(),
+                addr: p.target.addr,
+                port: p.target.port,
+                up: p.up,
+            })
+            .collect();
+        states.sort_by(|a, b| (&a.service, a.addr, a.port).cmp(&(&b.service, b.addr, b.port)));
+        states
     }
 }
 
@@ -284,14 +334,7 @@ fn worker(shared: &Shared) {
         let (next, transition) = (p.due, p.record(&result));
         state.queue.push(Reverse((next, id)));
         if let Some(t) = transition {
-            let what = match &t {
-                Transition::Down(why) => format!("down ({why})"),
-                Transition::Up => format!("up again ({} probe(s) passed)", target.check.rise),
-            };
-            (shared.log)(&format!(
-                "service {}: backend {}:{} {what}",
-                target.service, target.addr, target.port
-            ));
+            (shared.on_transition)(&target, &t);
             (shared.notify)();
         }
         shared.changed.notify_all();
@@ -373,7 +416,8 @@ mod tests {
     fn target(port: u16, kind: HealthKind) -> Target {
         Target {
             backend_id: 1,
-            service: "\"web\" (TCP 198.18.200.10:80)".to_owned(),
+            service: "web".to_owned(),
+            frontend: "TCP 198.18.200.10:80".to_owned(),
             addr: Ipv4Addr::LOCALHOST,
             port,
             check: check(kind, 2, 3),
@@ -481,8 +525,9 @@ mod tests {
         let tx = Mutex::new(tx);
         let mut checker = Checker::new(
             || {},
-            move |line| {
-                let _ = tx.lock().map(|t| t.send(line.to_owned()));
+            move |target: &Target, transition: &Transition| {
+                let line = format!("backend {}:{} {transition:?}", target.addr, target.port);
+                let _ = tx.lock().map(|t| t.send(line));
             },
         );
         let mut t = target(port, HealthKind::Tcp);
@@ -490,15 +535,26 @@ mod tests {
         checker.set_targets(vec![t.clone()], &BTreeSet::new());
         let line = rx.recv_timeout(Duration::from_secs(5)).expect("goes down");
         assert!(
-            line.contains("backend 127.0.0.1:") && line.contains(" down ("),
+            line.contains("backend 127.0.0.1:") && line.contains(" Down(\"1 failed probe(s)"),
             "{line}"
         );
         assert_eq!(checker.down(), [1].into());
+        let view = checker.view();
+        assert_eq!(
+            view.states(),
+            [BackendHealth {
+                service: "web".to_owned(),
+                addr: Ipv4Addr::LOCALHOST,
+                port,
+                up: false
+            }]
+        );
         // Something listens again: it comes back.
         let _l = TcpListener::bind(("127.0.0.1", port)).expect("rebind");
         let line = rx.recv_timeout(Duration::from_secs(5)).expect("comes back");
-        assert!(line.contains("up again"), "{line}");
+        assert!(line.ends_with(" Up"), "{line}");
         assert!(checker.down().is_empty());
+        assert!(view.states()[0].up);
         // The same target on a reload keeps its state; a new one down as told.
         let mut other = t.clone();
         other.backend_id = 2;

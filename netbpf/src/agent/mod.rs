@@ -1,12 +1,19 @@
 //! The control loop: definitions -> model -> plan -> kernel ([`reconcile`]).
 
+pub mod events;
 pub mod health;
+pub mod metrics;
 pub mod reconcile;
 pub mod regions;
 pub mod services;
 pub mod watch;
 
-use std::{collections::BTreeSet, path::Path, time::Duration};
+use std::{
+    collections::BTreeSet,
+    net::SocketAddr,
+    path::Path,
+    time::{Duration, Instant},
+};
 
 use crate::{
     Result,
@@ -18,7 +25,7 @@ use crate::{
         pins::PinDir,
         services::ServiceMaps,
     },
-    plan,
+    logging, plan,
 };
 use netbpf_common::net::name_str;
 
@@ -154,67 +161,88 @@ fn gc_interval(t: &Timeouts) -> Duration {
 
 /// `netbpf agent`: reconcile, then reload on SIGHUP or when the file changes, until
 /// SIGTERM/SIGINT. The datapath stays in place when it exits. A reload that fails (an
-/// invalid file, say) is logged and leaves the kernel as the last good one made it.
-pub fn run(file: &Path, pins: &PinDir) -> Result<()> {
+/// invalid file, say) is logged and leaves the kernel as the last good one made it. With
+/// `metrics`, serves Prometheus metrics there (bound first, in the namespace the agent
+/// manages, so a bad address changes nothing).
+pub fn run(file: &Path, pins: &PinDir, metrics: Option<SocketAddr>) -> Result<()> {
     let watch = watch::Watch::new(file)?;
     let waker = watch.waker();
-    let mut checker = health::Checker::new(move || waker.wake(), log);
-    let (report, mut model) = apply_checked(file, pins, &mut checker, true)?;
-    log(&format!("reconciled: {}", summary(&report)));
+    let status = metrics::Status::new();
+    let transitions = status.clone();
+    let mut checker = health::Checker::new(
+        move || waker.wake(),
+        move |target: &health::Target, t: &health::Transition| {
+            events::health_transition(&transitions, target, t)
+        },
+    );
+    if let Some(addr) = metrics {
+        let source = metrics::Source {
+            pins: pins.clone(),
+            status: status.clone(),
+            health: checker.view(),
+        };
+        let bound = metrics::serve(addr, source)?;
+        logging::info(
+            "serving metrics",
+            &[
+                ("address", bound.to_string().into()),
+                ("path", "/metrics".into()),
+            ],
+        );
+    }
+    let started = Instant::now();
+    let mut model = match apply_checked(file, pins, &mut checker, true) {
+        Ok((report, model)) => {
+            events::reconciled(&status, started.elapsed(), &report);
+            model
+        }
+        Err(e) => {
+            events::reconcile_failed(&status, started.elapsed(), &e, true);
+            return Err(e);
+        }
+    };
     loop {
         match watch.next(gc_interval(&model.timeouts))? {
             watch::Event::Tick => match conntrack::clock(pins)
                 .and_then(|clock| conntrack::collect_garbage(pins, &model.timeouts, &clock))
             {
                 Ok(0) => {}
-                Ok(n) => log(&format!("removed {n} idle conntrack entries")),
-                Err(e) => log(&format!("conntrack cleanup failed: {e}")),
+                Ok(n) => events::conntrack_cleaned(&status, n),
+                Err(e) => logging::warn(
+                    "conntrack cleanup failed",
+                    &[("error", e.to_string().into())],
+                ),
             },
             watch::Event::Exit(signal) => {
-                log(&format!("{signal}: exiting, the datapath stays in place"));
+                logging::info(
+                    "exiting, the datapath stays in place",
+                    &[("signal", signal.into())],
+                );
                 return Ok(());
             }
             watch::Event::Wake => match health_changed(pins, &model, &checker) {
-                Ok(r) => log(&format!(
-                    "health: {} service(s) written, {} backend(s) out",
-                    r.written,
-                    checker.down().len()
-                )),
-                Err(e) => log(&format!(
-                    "health: writing the services failed (retried on the next change): {e}"
-                )),
+                Ok(r) => logging::info(
+                    "services rewritten after a health change",
+                    &[
+                        ("services_written", r.written.into()),
+                        ("backends_out", checker.down().len().into()),
+                    ],
+                ),
+                Err(e) => logging::error(
+                    "writing the services after a health change failed, retried on the next change",
+                    &[("error", e.to_string().into())],
+                ),
             },
-            watch::Event::Reload => match apply_checked(file, pins, &mut checker, false) {
-                Ok((report, m)) => {
-                    model = m;
-                    log(&format!("reconciled: {}", summary(&report)));
+            watch::Event::Reload => {
+                let started = Instant::now();
+                match apply_checked(file, pins, &mut checker, false) {
+                    Ok((report, m)) => {
+                        model = m;
+                        events::reconciled(&status, started.elapsed(), &report);
+                    }
+                    Err(e) => events::reconcile_failed(&status, started.elapsed(), &e, false),
                 }
-                Err(e @ crate::Error::Invalid(_)) => {
-                    log(&format!("reload refused, kernel state unchanged: {e}"))
-                }
-                Err(e) => log(&format!(
-                    "reconcile failed (retried on the next change or SIGHUP): {e}"
-                )),
-            },
+            }
         }
     }
-}
-
-fn summary(r: &reconcile::Report) -> String {
-    format!(
-        "{} network(s), {} added, {} removed, {} unchanged, {} program swap(s), {} published port(s), {} service(s) ({} written, {} removed)",
-        r.networks,
-        r.added.len(),
-        r.removed.len(),
-        r.kept.len(),
-        r.swapped,
-        r.ports,
-        r.services.services,
-        r.services.written,
-        r.services.removed
-    )
-}
-
-fn log(message: &str) {
-    eprintln!("netbpf agent: {message}");
 }

@@ -12,7 +12,7 @@ use crate::{
     agent::{self, reconcile},
     config, inspect,
     kernel::{self, datapath, netns, pins::PinDir, stats},
-    monitor, plan,
+    logging, monitor, plan,
 };
 
 #[derive(Debug, Parser)]
@@ -30,6 +30,26 @@ pub struct Args {
     /// with --netns NAME].
     #[arg(long, global = true, value_name = "DIR")]
     pub pin_dir: Option<PathBuf>,
+
+    /// How logs (the agent's events, a command's error) are written on stderr.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "FORMAT",
+        default_value_t = logging::Format::Text
+    )]
+    pub log_format: logging::Format,
+
+    /// The least severe log events written.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "LEVEL",
+        default_value_t = logging::Level::Info
+    )]
+    pub log_level: logging::Level,
 
     #[command(subcommand)]
     pub command: Command,
@@ -53,6 +73,10 @@ pub enum Command {
     Agent {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
+        /// Serve Prometheus metrics at http://ADDR:PORT/metrics (bound in the namespace
+        /// the agent manages).
+        #[arg(long, value_name = "ADDR:PORT")]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Attach the uplink programs to an interface (again: swap in the new programs).
     Attach {
@@ -149,6 +173,7 @@ impl From<HookArg> for Hook {
 
 /// Runs one command. Validation comes first, so a bad invocation changes nothing.
 pub fn run(args: Args) -> Result<()> {
+    logging::init(args.log_format, args.log_level);
     if let Command::Check { config } = &args.command {
         return check(config, &args);
     }
@@ -172,7 +197,7 @@ pub fn run(args: Args) -> Result<()> {
             let report = agent::apply(&config, &pins)?;
             print!("{}", render::report(&report));
         }
-        Command::Agent { config } => agent::run(&config, &pins)?,
+        Command::Agent { config, metrics } => agent::run(&config, &pins, metrics)?,
         Command::Attach { iface, hooks } => {
             let mut hooks: Vec<Hook> = if hooks.is_empty() {
                 vec![Hook::FromUplink, Hook::XdpUplink]
@@ -261,7 +286,7 @@ fn show<T: serde::Serialize>(output: Output, rows: &[T], table: fn(&[T]) -> Stri
 /// default for the namespace.
 fn resolve_pins(args: &Args) -> PinDir {
     let from_file = match &args.command {
-        Command::Apply { config } | Command::Check { config } | Command::Agent { config } => {
+        Command::Apply { config } | Command::Check { config } | Command::Agent { config, .. } => {
             config::file::pin_dir_of(config)
         }
         _ => None,

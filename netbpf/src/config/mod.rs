@@ -57,8 +57,10 @@ impl fmt::Display for Invalid {
 /// Reads, parses and validates a definitions file. `previous` supplies what the kernel
 /// already holds, so addresses allocated before stay where they are.
 pub fn load(path: &Path, previous: &validate::Previous) -> Result<Model, crate::Error> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| crate::Error::io(format!("reading {}", path.display()), e))?;
+    let text = std::fs::read_to_string(path).map_err(|source| crate::Error::ReadDefinitions {
+        path: path.to_owned(),
+        source,
+    })?;
     let label = path.display().to_string();
     let parsed = file::parse(&text).map_err(|problem| Invalid {
         file: label.clone(),
