@@ -152,7 +152,7 @@ COMMIT
 }
 
 /// A bridge in the host namespace, one veth per container (c0, c1, ... at `ips`).
-fn bridged(prefix: &str, ips: &[Ipv4Addr]) -> anyhow::Result<Lab> {
+pub fn bridged(prefix: &str, ips: &[Ipv4Addr]) -> anyhow::Result<Lab> {
     let lab = Lab::new(prefix, ips.len()).context("bridge lab")?;
     lab.host.ip(&["link", "add", "br0", "type", "bridge"])?;
     lab.host

@@ -9,11 +9,14 @@
 //!   uplink program at tc and at XDP;
 //! - `host-localhost`: a host process to 127.0.0.1:PORT, a docker-proxy-like userspace
 //!   proxy against netbpf's socket programs;
+//! - `services`: a container to a VIP at 1, 1,000 and 10,000 services, kube-proxy's
+//!   iptables rules against netbpf's services, and the time to apply and change them;
 //! - `prog-cost`: per-packet cost of the programs' paths under BPF_PROG_TEST_RUN.
 
 mod labs;
 mod proxy;
 mod report;
+mod services;
 mod tools;
 
 use std::{
@@ -44,7 +47,13 @@ use crate::{
 const BENCH_PREFIX: &str = "nbbench";
 
 /// What `--only` accepts, in the order a full run measures them.
-pub const SCENARIOS: [&str; 4] = ["east-west", "north-south", "host-localhost", "prog-cost"];
+pub const SCENARIOS: [&str; 5] = [
+    "east-west",
+    "north-south",
+    "host-localhost",
+    "services",
+    "prog-cost",
+];
 
 pub struct Options {
     pub quick: bool,
@@ -125,6 +134,8 @@ pub struct Metric {
     pub higher_is_better: bool,
     /// The ratio contender/baseline the design promises, and in which direction.
     pub target: Option<f64>,
+    /// A bound on the contenders' own median (in `unit`), in the same direction.
+    pub limit: Option<f64>,
     pub values: BTreeMap<&'static str, Vec<f64>>,
 }
 
@@ -142,7 +153,16 @@ impl Metric {
             unit,
             higher_is_better,
             target,
+            limit: None,
             values: BTreeMap::new(),
+        }
+    }
+
+    /// The same with a bound on the contenders' own median.
+    fn with_limit(self, limit: f64) -> Self {
+        Metric {
+            limit: Some(limit),
+            ..self
         }
     }
 
@@ -159,14 +179,45 @@ impl Metric {
             .collect()
     }
 
-    /// Whether the median ratio `of`/`against` meets the promised target.
+    /// Whether the median ratio `of`/`against` meets the promised target, and `of`'s
+    /// median its limit (`None`: neither is promised).
     pub fn meets_target(&self, of: &str, against: &str) -> Option<bool> {
         let ratio = median(&self.ratios(of, against));
+        let own = median(self.of(of));
+        let within = |value: f64, bound: f64| {
+            if self.higher_is_better {
+                value >= bound
+            } else {
+                value <= bound
+            }
+        };
+        match (self.target, self.limit) {
+            (None, None) => None,
+            (target, limit) => Some(
+                target.is_none_or(|t| within(ratio, t)) && limit.is_none_or(|l| within(own, l)),
+            ),
+        }
+    }
+}
+
+/// A figure computed from others, round by round (a target's rate at one service count
+/// over its rate at another).
+pub struct Derived {
+    pub name: &'static str,
+    pub how: &'static str,
+    pub per_round: Vec<f64>,
+    pub target: Option<f64>,
+    pub higher_is_better: bool,
+}
+
+impl Derived {
+    pub fn meets_target(&self) -> Option<bool> {
+        let m = median(&self.per_round);
         self.target.map(|t| {
             if self.higher_is_better {
-                ratio >= t
+                m >= t
             } else {
-                ratio <= t
+                m <= t
             }
         })
     }
@@ -176,6 +227,7 @@ impl Metric {
 pub struct Measured {
     pub scenario: &'static Scenario,
     pub metrics: Vec<Metric>,
+    pub derived: Vec<Derived>,
 }
 
 pub fn median(values: &[f64]) -> f64 {
@@ -231,6 +283,9 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     if wants(HOST_LOCALHOST.id) {
         measured.push(host_localhost(&netbpf_bin, rounds, seconds)?);
     }
+    if wants(services::SERVICES.id) {
+        measured.push(services::run(&netbpf_bin, rounds, seconds)?);
+    }
     let mut prog_cost = Value::Null;
     if wants("prog-cost") {
         step(
@@ -268,7 +323,11 @@ fn measure_rounds<L>(
             }
         }
     }
-    Ok(Measured { scenario, metrics })
+    Ok(Measured {
+        scenario,
+        metrics,
+        derived: Vec::new(),
+    })
 }
 
 fn latency_metrics(how: &'static str) -> [Metric; 2] {
@@ -597,11 +656,27 @@ mod tests {
         assert_eq!(m.meets_target("netbpf", "docker"), Some(true));
         m.values.insert("netbpf", vec![9.0, 9.0, 8.0]);
         assert_eq!(m.meets_target("netbpf", "docker"), Some(false));
+        // A bound on the contender's own figure, whatever the baseline's.
+        let mut apply = Metric::new("apply", "how", "s", false, None).with_limit(2.0);
+        apply.values.insert("iptables", vec![1.0, 1.0, 1.0]);
+        apply.values.insert("netbpf", vec![1.5, 2.5, 1.9]);
+        assert_eq!(apply.meets_target("netbpf", "iptables"), Some(true));
+        apply.values.insert("netbpf", vec![2.1, 2.5, 1.9]);
+        assert_eq!(apply.meets_target("netbpf", "iptables"), Some(false));
+        assert_eq!(
+            Metric::new("x", "how", "s", false, None).meets_target("netbpf", "iptables"),
+            None
+        );
     }
 
     #[test]
     fn scenarios_are_consistent() {
-        for s in [&EAST_WEST, &NORTH_SOUTH, &HOST_LOCALHOST] {
+        for s in [
+            &EAST_WEST,
+            &NORTH_SOUTH,
+            &HOST_LOCALHOST,
+            &services::SERVICES,
+        ] {
             assert!(SCENARIOS.contains(&s.id), "{}", s.id);
             assert!(s.targets.contains(&s.baseline), "{}", s.id);
             for t in s.contenders.iter().chain(&s.floor) {

@@ -129,28 +129,65 @@ fn scenario_table(md: &mut String, measured: &Measured) -> Value {
                 }
             }
         }
-        let _ = writeln!(md, " {} | {} |", target_text(m), met_text(m, s));
+        let _ = writeln!(md, " {} | {} |", target_text(m, s), met_text(m, s));
         figures.push(json!({
             "figure": m.name, "how": m.how, "unit": m.unit, "values": m.values,
-            "target": m.target, "higher_is_better": m.higher_is_better,
+            "target": m.target, "limit": m.limit, "higher_is_better": m.higher_is_better,
             "ratios_vs_baseline": ratios,
+        }));
+    }
+    let mut derived = Vec::new();
+    if !measured.derived.is_empty() {
+        md.push_str(
+            "\n| derived figure | from | median (per round) | target | met |\n|---|---|---|---|---|\n",
+        );
+    }
+    for d in &measured.derived {
+        let per_round: Vec<String> = d.per_round.iter().map(|r| format!("{r:.2}")).collect();
+        let dir = if d.higher_is_better { ">=" } else { "<=" };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.3} ({}) | {} | {} |",
+            d.name,
+            d.how,
+            median(&d.per_round),
+            per_round.join(" "),
+            d.target.map_or("-".to_owned(), |t| format!("{dir} {t}")),
+            match d.meets_target() {
+                None => "-",
+                Some(true) => "yes",
+                Some(false) => "NO",
+            }
+        );
+        derived.push(json!({
+            "figure": d.name, "how": d.how, "per_round": d.per_round,
+            "median": median(&d.per_round), "target": d.target,
+            "higher_is_better": d.higher_is_better, "met": d.meets_target(),
         }));
     }
     json!({
         "scenario": s.id, "targets": s.targets, "baseline": s.baseline,
-        "floor": s.floor, "figures": figures,
+        "floor": s.floor, "figures": figures, "derived": derived,
     })
 }
 
-fn target_text(m: &Metric) -> String {
-    m.target.map_or("-".to_owned(), |t| {
-        format!("{} {t}", if m.higher_is_better { ">=" } else { "<=" })
-    })
+fn target_text(m: &Metric, s: &super::Scenario) -> String {
+    let dir = if m.higher_is_better { ">=" } else { "<=" };
+    let ratio = m.target.map(|t| format!("{dir} {t}"));
+    let limit = m
+        .limit
+        .map(|l| format!("{} {dir} {l} {}", s.contenders.join(", "), m.unit));
+    match (ratio, limit) {
+        (None, None) => "-".to_owned(),
+        (Some(r), None) => r,
+        (None, Some(l)) => l,
+        (Some(r), Some(l)) => format!("{r}; {l}"),
+    }
 }
 
 /// "yes"/"NO" per contender (just the word when the scenario has one).
 fn met_text(m: &Metric, s: &super::Scenario) -> String {
-    if m.target.is_none() {
+    if m.target.is_none() && m.limit.is_none() {
         return "-".to_owned();
     }
     let word = |c: &str| match m.meets_target(c, s.baseline) {

@@ -73,6 +73,26 @@ pub struct Servers {
 
 /// Starts nginx and iperf3 on `addr` inside `ns` and waits until each accepts.
 pub fn start_servers(ns: &Netns, addr: Ipv4Addr, dir: &Path) -> anyhow::Result<Servers> {
+    let nginx = start_web(ns, addr, dir)?;
+    let ip = addr.to_string();
+    // Its stderr goes to a log: the readiness probe below makes it complain.
+    let port = IPERF_PORT.to_string();
+    let mut iperf3 = ns.command(
+        "taskset",
+        &pinned(SERVER_CPU, "iperf3", &["-s", "-B", &ip, "-p", &port]),
+    );
+    iperf3.stderr(std::fs::File::create(dir.join("iperf3.log")).context("iperf3 log")?);
+    let iperf3 = Background::spawn(iperf3)?;
+    wait_listening(ns, SocketAddrV4::new(addr, IPERF_PORT))?;
+    Ok(Servers {
+        _nginx: nginx,
+        _iperf3: iperf3,
+    })
+}
+
+/// Starts nginx on `addr`:[`HTTP_PORT`] inside `ns` (its files in `dir`) and waits until
+/// it accepts; it runs until the guard drops.
+pub fn start_web(ns: &Netns, addr: Ipv4Addr, dir: &Path) -> anyhow::Result<Background> {
     let ip = addr.to_string();
     let conf = dir.join("nginx.conf");
     std::fs::write(
@@ -92,21 +112,8 @@ pub fn start_servers(ns: &Netns, addr: Ipv4Addr, dir: &Path) -> anyhow::Result<S
         "taskset",
         &pinned(SERVER_CPU, "nginx", &["-c", &conf, "-p", &prefix]),
     ))?;
-    // Its stderr goes to a log: the readiness probe below makes it complain.
-    let port = IPERF_PORT.to_string();
-    let mut iperf3 = ns.command(
-        "taskset",
-        &pinned(SERVER_CPU, "iperf3", &["-s", "-B", &ip, "-p", &port]),
-    );
-    iperf3.stderr(std::fs::File::create(dir.join("iperf3.log")).context("iperf3 log")?);
-    let iperf3 = Background::spawn(iperf3)?;
-    for port in [HTTP_PORT, IPERF_PORT] {
-        wait_listening(ns, SocketAddrV4::new(addr, port))?;
-    }
-    Ok(Servers {
-        _nginx: nginx,
-        _iperf3: iperf3,
-    })
+    wait_listening(ns, SocketAddrV4::new(addr, HTTP_PORT))?;
+    Ok(nginx)
 }
 
 pub fn wait_listening(ns: &Netns, target: SocketAddrV4) -> anyhow::Result<()> {
