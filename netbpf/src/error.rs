@@ -33,6 +33,10 @@ pub enum Error {
     #[error("interface {iface:?} not found in {netns}")]
     UnknownInterface { iface: String, netns: String },
 
+    /// A command-line argument that names nothing here, or does not fit the others.
+    #[error("{what}: {message}")]
+    BadArgument { what: String, message: String },
+
     #[error("loading the kernel object: {0}")]
     Load(#[from] aya::EbpfError),
 
@@ -87,6 +91,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Invalid(_)
+            | Error::BadArgument { .. }
             | Error::NetnsNotFound { .. }
             | Error::PinDirNotBpffs { .. }
             | Error::UnknownInterface { .. }

@@ -8,6 +8,7 @@ pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod explain;
 pub mod inspect;
 pub mod kernel;
 pub mod logging;

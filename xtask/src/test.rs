@@ -17,6 +17,7 @@ const NAMESPACE_TESTS: &[&str] = &[
     "containers",
     "north_south",
     "services",
+    "explain",
     "monitor",
     "metrics",
 ];

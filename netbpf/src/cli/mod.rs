@@ -104,6 +104,9 @@ pub enum Command {
         #[arg(long, value_name = "N")]
         count: Option<usize>,
     },
+    /// Explain what the datapath would do with a packet, and why, from the pinned maps
+    /// (changes nothing: no flow recorded, no counter counted).
+    Explain(crate::explain::ExplainArgs),
     /// Remove everything netbpf made here: links, pins, veths, map entries.
     Down,
 }
@@ -253,6 +256,7 @@ pub fn run(args: Args) -> Result<()> {
             };
             monitor::run(&pins, &options, &mut std::io::stdout().lock())?;
         }
+        Command::Explain(explain) => crate::explain::command(&pins, &explain)?,
         Command::Down => {
             // Veths first: their links go with them.
             let veths = reconcile::remove_veths()?;
