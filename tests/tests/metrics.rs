@@ -41,7 +41,8 @@ const WAIT: Duration = Duration::from_secs(15);
 const LIMIT: Duration = Duration::from_secs(5);
 
 /// A client and two backends on one network, and a service over both backends with a
-/// TCP health check.
+/// TCP health check (two failures to go down: a first probe may leave before the agent's
+/// first reconcile has wired the backend).
 fn definitions(lab: &Lab) -> String {
     let mut text = "[[network]]\nname = \"front\"\nsubnet = \"198.18.10.0/24\"\n\n".to_owned();
     for (i, (name, ip)) in [("client", CLIENT), ("b1", B1), ("b2", B2)]
@@ -55,7 +56,7 @@ fn definitions(lab: &Lab) -> String {
     }
     text + &format!(
         "[[service]]\nname = \"web\"\nvip = \"{VIP}\"\nport = 80\nscheduler = \"rr\"\n\
-         health = {{ kind = \"tcp\", interval = \"1s\", timeout = \"500ms\", rise = 1, fall = 1 }}\n\
+         health = {{ kind = \"tcp\", interval = \"1s\", timeout = \"500ms\", rise = 1, fall = 2 }}\n\
          backends = [{{ container = \"b1\", port = 8080 }}, {{ container = \"b2\", port = 8080 }}]\n"
     )
 }
