@@ -20,8 +20,6 @@ const NAMESPACE_TESTS: &[&str] = &[
     "explain",
     "monitor",
     "metrics",
-    "show",
-    "conntrack_scale",
 ];
 
 pub fn run() -> anyhow::Result<()> {
