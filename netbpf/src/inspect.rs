@@ -1,4 +1,12 @@
-//! What the pinned maps hold, as rows for `netbpf show` (tables and JSON). Reads only.
+//! What the pinned maps hold, as rows for `netbpf show` (tables and JSON). Reads only, and
+//! nothing read refreshes an entry of an LRU map.
+
+pub mod conntrack;
+pub mod drops;
+pub mod services;
+
+pub use conntrack::conntrack;
+pub use services::services;
 
 use std::{collections::HashMap, ffi::CStr};
 
@@ -7,12 +15,10 @@ use serde::Serialize;
 
 use crate::{
     Result,
-    agent::services::Current,
     config::{model::format_mac, ports::Proto},
     kernel::{
         maps::{ContainerMaps, addr_key, addr_of},
         pins::PinDir,
-        services::ServiceMaps,
     },
 };
 
@@ -101,62 +107,6 @@ pub struct ConntrackRow {
     pub packets: u64,
     /// Seconds since the last packet.
     pub idle_seconds: u64,
-}
-
-/// The conntrack table, read without refreshing any entry (syscall lookups of an LRU map
-/// do not mark entries as used).
-pub fn conntrack(pins: &PinDir) -> Result<Vec<ConntrackRow>> {
-    use netbpf_common::conntrack::{
-        CT_HAIRPIN, CT_HAIRPIN_REPLY, CT_MASQ_OUT, CT_MASQ_REPLY, CT_PUBLISHED_IN,
-        CT_PUBLISHED_REPLY, CT_SERVICE, CT_SERVICE_REPLY, CT_SERVICE_REPLY_OUT, TCP_CLOSING,
-        TCP_ESTABLISHED, TCP_SYN_SENT,
-    };
-    let err = |source| crate::Error::Map {
-        map: netbpf_common::maps::CT,
-        source,
-    };
-    let table =
-        crate::kernel::conntrack::open_table(pins)?.ok_or_else(|| crate::Error::NotAttached {
-            pin_dir: pins.path().to_owned(),
-        })?;
-    let clock = crate::kernel::conntrack::clock(pins)?;
-    let mut rows = Vec::new();
-    for item in table.iter() {
-        let (k, e) = item.map_err(err)?;
-        let proto =
-            Proto::from_number(k.proto).map_or_else(|| k.proto.to_string(), |p| p.to_string());
-        let endpoint = |addr: u32, port: u16| format!("{}:{}", addr_of(addr), u16::from_be(port));
-        rows.push(ConntrackRow {
-            proto,
-            src: endpoint(k.saddr, k.sport),
-            dst: endpoint(k.daddr, k.dport),
-            kind: match e.kind {
-                CT_PUBLISHED_IN => "published",
-                CT_PUBLISHED_REPLY => "published_reply",
-                CT_MASQ_OUT => "masquerade",
-                CT_MASQ_REPLY => "masquerade_reply",
-                CT_HAIRPIN => "hairpin",
-                CT_HAIRPIN_REPLY => "hairpin_reply",
-                CT_SERVICE => "service",
-                CT_SERVICE_REPLY => "service_reply",
-                CT_SERVICE_REPLY_OUT => "service_reply_out",
-                _ => "unknown",
-            }
-            .to_owned(),
-            translated: endpoint(e.nat_addr, e.nat_port),
-            tcp_state: match e.tcp_state {
-                TCP_SYN_SENT => "syn_sent",
-                TCP_ESTABLISHED => "established",
-                TCP_CLOSING => "closing",
-                _ => "-",
-            }
-            .to_owned(),
-            packets: e.packets,
-            idle_seconds: clock.since(e.last_seen).as_secs(),
-        });
-    }
-    rows.sort_by(|a, b| (&a.src, &a.dst, &a.kind).cmp(&(&b.src, &b.dst, &b.kind)));
-    Ok(rows)
 }
 
 pub fn networks(pins: &PinDir) -> Result<Vec<NetworkRow>> {
@@ -260,82 +210,4 @@ pub struct BackendRow {
     /// The container at its address, if one is wired here.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
-}
-
-/// Every service with its backends and their connection counts.
-pub fn services(pins: &PinDir) -> Result<Vec<ServiceRow>> {
-    use netbpf_common::{
-        conntrack::{CT_SERVICE, TCP_CLOSING},
-        service::{SVC_EXTERNAL, Scheduler},
-    };
-    let maps = ServiceMaps::open_pinned(pins)?;
-    let current = Current::read(&maps)?;
-    let names: HashMap<u32, String> = ContainerMaps::open_pinned(pins)?
-        .endpoints()?
-        .into_iter()
-        .map(|(addr, ep)| (addr_key(addr), name_str(&ep.name).to_owned()))
-        .collect();
-    // Flows closing but not yet gone, per backend.
-    let mut closing: HashMap<u32, u64> = HashMap::new();
-    if let Some(table) = crate::kernel::conntrack::open_table(pins)? {
-        for (_, e) in table.iter().filter_map(|e| e.ok()) {
-            if e.kind == CT_SERVICE && e.tcp_state == TCP_CLOSING {
-                *closing.entry(e.backend_id).or_default() += 1;
-            }
-        }
-    }
-    let mut rows = Vec::new();
-    for (key, (svc, region)) in &current.frontends {
-        let mut backends = Vec::new();
-        let mut ours: Vec<(&u32, &netbpf_common::service::Backend)> = current
-            .backends
-            .iter()
-            .filter(|(_, b)| b.service_id == svc.id)
-            .collect();
-        ours.sort_by_key(|(_, b)| (addr_of(b.addr), u16::from_be(b.port)));
-        for (id, b) in ours {
-            let c = maps.counts(*id)?;
-            backends.push(BackendRow {
-                address: addr_of(b.addr).to_string(),
-                port: u16::from_be(b.port),
-                weight: b.weight,
-                active: c
-                    .conns
-                    .opened
-                    .saturating_sub(c.conns.closed)
-                    .saturating_sub(c.expired),
-                inactive: closing.get(id).copied().unwrap_or(0),
-                opened: c.conns.opened,
-                in_packets: c.traffic.in_packets,
-                out_packets: c.traffic.out_packets,
-                in_bytes: c.traffic.in_bytes,
-                out_bytes: c.traffic.out_bytes,
-                container: names.get(&b.addr).cloned(),
-            });
-        }
-        rows.push(ServiceRow {
-            name: region
-                .as_ref()
-                .map(|(t, _)| t.name.clone())
-                .unwrap_or_default(),
-            vip: addr_of(key.vip).to_string(),
-            port: u16::from_be(key.port),
-            protocol: Proto::from_number(key.proto)
-                .map_or_else(|| key.proto.to_string(), |p| p.to_string()),
-            scheduler: Scheduler::from_u8(svc.scheduler)
-                .map_or_else(|| format!("#{}", svc.scheduler), |s| s.name().to_owned()),
-            persistence_secs: svc.persistence_secs,
-            persistence_netmask: addr_of(svc.persistence_mask).to_string(),
-            external: svc.flags & SVC_EXTERNAL != 0,
-            backends,
-        });
-    }
-    rows.sort_by_key(|r| {
-        (
-            r.vip.parse::<std::net::Ipv4Addr>().ok(),
-            r.port,
-            r.protocol.clone(),
-        )
-    });
-    Ok(rows)
 }

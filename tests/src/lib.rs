@@ -5,6 +5,7 @@
 //! Everything a test makes is named with a prefix unique to the run (`<base>-<pid>-<n>`), so
 //! tests run in parallel, and is removed on drop, also when the test panics.
 
+pub mod bpfmap;
 pub mod cgroup;
 pub mod lab;
 pub mod netns;

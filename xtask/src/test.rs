@@ -20,6 +20,8 @@ const NAMESPACE_TESTS: &[&str] = &[
     "explain",
     "monitor",
     "metrics",
+    "show",
+    "conntrack_scale",
 ];
 
 pub fn run() -> anyhow::Result<()> {

@@ -1,6 +1,10 @@
 //! Command-line interface: what the user said ([`Args`]), then what it means here ([`run`]).
 
 mod render;
+mod show;
+mod table;
+
+pub use show::ShowWhat;
 
 use std::path::PathBuf;
 
@@ -10,8 +14,8 @@ use netbpf_common::stats::Hook;
 use crate::{
     Result,
     agent::{self, reconcile},
-    config, inspect,
-    kernel::{self, datapath, netns, pins::PinDir, stats},
+    config,
+    kernel::{self, datapath, netns, pins::PinDir},
     logging, monitor, plan,
 };
 
@@ -111,46 +115,6 @@ pub enum Command {
     Down,
 }
 
-#[derive(Debug, Subcommand)]
-pub enum ShowWhat {
-    /// Networks, with their subnet, gateway, policy and container count.
-    Networks {
-        #[arg(short, long, value_enum, default_value_t = Output::Table)]
-        output: Output,
-    },
-    /// Wired containers: address, MAC, network, host-side interface.
-    Containers {
-        #[arg(short, long, value_enum, default_value_t = Output::Table)]
-        output: Output,
-    },
-    /// Published ports, as `docker port` shows them.
-    Ports {
-        #[arg(short, long, value_enum, default_value_t = Output::Table)]
-        output: Output,
-    },
-    /// Translated flows (both directions of each), without refreshing them.
-    Conntrack {
-        #[arg(short, long, value_enum, default_value_t = Output::Table)]
-        output: Output,
-    },
-    /// Virtual services and their backends, as `ipvsadm -Ln` shows them.
-    Services {
-        #[arg(short, long, value_enum, default_value_t = Output::Table)]
-        output: Output,
-        /// Connections scheduled, packets and bytes, per service and backend.
-        #[arg(long)]
-        stats: bool,
-    },
-    /// Packets and bytes per hook and outcome.
-    Stats {
-        #[arg(short, long, value_enum, default_value_t = Output::Table)]
-        output: Output,
-        /// Also list counters that are zero in the table (JSON always lists every one).
-        #[arg(long)]
-        all: bool,
-    },
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Output {
     Table,
@@ -212,42 +176,7 @@ pub fn run(args: Args) -> Result<()> {
             let attached = datapath::attach(&pins, &iface, &netns_label, &hooks)?;
             print!("{}", render::attached(&attached));
         }
-        Command::Show {
-            what: ShowWhat::Networks { output },
-        } => show(output, &inspect::networks(&pins)?, render::networks_table),
-        Command::Show {
-            what: ShowWhat::Containers { output },
-        } => show(
-            output,
-            &inspect::containers(&pins)?,
-            render::containers_table,
-        ),
-        Command::Show {
-            what: ShowWhat::Ports { output },
-        } => show(output, &inspect::ports(&pins)?, render::ports_table),
-        Command::Show {
-            what: ShowWhat::Conntrack { output },
-        } => show(output, &inspect::conntrack(&pins)?, render::conntrack_table),
-        Command::Show {
-            what: ShowWhat::Services { output, stats },
-        } => {
-            let table = if stats {
-                render::services_stats_table
-            } else {
-                render::services_table
-            };
-            show(output, &inspect::services(&pins)?, table);
-        }
-        Command::Show {
-            what: ShowWhat::Stats { output, all },
-        } => {
-            let mut rows = stats::read_pinned(&pins)?;
-            // The table hides zero counters unless asked; JSON always has every one.
-            if output == Output::Table && !all {
-                rows.retain(|r| r.packets > 0);
-            }
-            show(output, &rows, render::stats_table);
-        }
+        Command::Show { what } => show::run(what, &pins)?,
         Command::Monitor { all, output, count } => {
             let options = monitor::Options {
                 flows: all,
@@ -276,14 +205,6 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Prints a view as a table or as a JSON array.
-fn show<T: serde::Serialize>(output: Output, rows: &[T], table: fn(&[T]) -> String) {
-    match output {
-        Output::Table => print!("{}", table(rows)),
-        Output::Json => println!("{}", render::json(rows)),
-    }
 }
 
 /// The pin directory: `--pin-dir`, else the definitions file's `[host] pin_dir`, else the

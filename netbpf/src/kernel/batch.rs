@@ -1,7 +1,8 @@
 //! Batched reads and writes of array maps (BPF_MAP_LOOKUP_BATCH and BPF_MAP_UPDATE_BATCH,
 //! Linux 5.6), which aya 0.16 does not wrap: one system call for a whole `NB_TABLES`
-//! region or the whole backend array instead of one per entry. Callers fall back to single
-//! entries when the kernel refuses ([`unsupported`]).
+//! region or the whole backend array instead of one per entry; and whole hash maps
+//! ([`lookup_hash`]: `show conntrack` reads 100,000 flows in a few dozen calls). Callers
+//! fall back to single entries when the kernel refuses ([`unsupported`]).
 
 use std::{
     io,
@@ -117,4 +118,61 @@ pub fn lookup<V: Pod + Default + Clone>(
         }
     }
     Ok(out)
+}
+
+/// Every entry of a hash map (plain or LRU), read bucket by bucket with
+/// BPF_MAP_LOOKUP_BATCH, `chunk` entries a call (grown when one bucket holds more).
+///
+/// Reading an LRU map this way does not refresh its entries: the kernel's batch lookup
+/// (`__htab_map_lookup_and_delete_batch` in kernel/bpf/hashtab.c) copies keys and values
+/// under the bucket lock and never calls `bpf_lru_node_set_ref`, as single lookups from
+/// user space do not either (`map_lookup_elem_sys_only`, Linux 5.1: "bpf, lru: avoid
+/// messing with eviction heuristics upon syscall lookup"). A bucket's lock is held only
+/// while its few entries are copied.
+pub fn lookup_hash<K, V>(fd: BorrowedFd<'_>, chunk: u32) -> io::Result<Vec<(K, V)>>
+where
+    K: Pod + Default + Clone,
+    V: Pod + Default + Clone,
+{
+    let mut out = Vec::new();
+    let mut chunk = chunk.max(1);
+    // The kernel's cursor is a bucket index (u32); none: from the first bucket.
+    let mut previous: u32 = 0;
+    let mut next: u32 = 0;
+    let mut first = true;
+    loop {
+        let mut keys = vec![K::default(); chunk as usize];
+        let mut values = vec![V::default(); chunk as usize];
+        let mut attr = BatchAttr {
+            in_batch: if first {
+                0
+            } else {
+                (&raw const previous) as u64
+            },
+            out_batch: (&raw mut next) as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: chunk,
+            map_fd: fd.as_raw_fd() as u32,
+            ..BatchAttr::default()
+        };
+        let result = bpf(BPF_MAP_LOOKUP_BATCH, &mut attr);
+        let got = attr.count.min(chunk) as usize;
+        keys.truncate(got);
+        values.truncate(got);
+        out.extend(keys.into_iter().zip(values));
+        match result {
+            Ok(()) => {
+                previous = next;
+                first = false;
+            }
+            // ENOENT: the last bucket was read.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(out),
+            // ENOSPC: the next bucket holds more than `chunk` entries.
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && got == 0 => {
+                chunk = chunk.saturating_mul(2);
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }

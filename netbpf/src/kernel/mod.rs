@@ -5,6 +5,7 @@ pub mod batch;
 pub mod clock;
 pub mod conntrack;
 pub mod datapath;
+pub mod dump;
 pub mod ifaces;
 pub mod maps;
 pub mod netns;

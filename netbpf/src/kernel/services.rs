@@ -14,7 +14,7 @@ use netbpf_common::{
 
 use super::{
     batch,
-    maps::{collect, map_err, open, typed},
+    maps::{map_err, open, typed},
     pins::PinDir,
 };
 use crate::{Error, Result, plan::services::Trailer};
@@ -51,7 +51,7 @@ impl ServiceMaps {
 
     /// Every frontend.
     pub fn frontends(&self) -> Result<Vec<(ServiceKey, Service)>> {
-        collect(self.services.iter(), maps::SERVICES)
+        super::dump::hash_entries(&self.services, maps::SERVICES)
     }
 
     pub fn set_frontend(&mut self, key: &ServiceKey, frontend: &Service) -> Result<()> {
@@ -108,6 +108,24 @@ impl ServiceMaps {
                 .get(&id, 0)
                 .map_err(map_err(maps::BE_TRAFFIC))?,
         })
+    }
+
+    /// The counts of backend ids `0..upto`, indexed by id: three batch reads instead of
+    /// three lookups per backend (`show services` of 10,000 services).
+    pub fn counts_upto(&self, upto: u32) -> Result<Vec<BackendCounts>> {
+        let conns = read_array(&self.conns, upto, maps::BE_CONNS)?;
+        let gc = read_array(&self.gc, upto, maps::BE_GC)?;
+        let traffic = read_array(&self.traffic, upto, maps::BE_TRAFFIC)?;
+        Ok(conns
+            .into_iter()
+            .zip(gc)
+            .zip(traffic)
+            .map(|((conns, expired), traffic)| BackendCounts {
+                conns,
+                expired,
+                traffic,
+            })
+            .collect())
     }
 
     /// Zeroes the counts of an id about to be given to a new backend.
@@ -170,5 +188,22 @@ impl ServiceMaps {
         };
         let words = self.words(at, len as u32)?;
         Ok(Trailer::decode(&words).map(|t| (t, body + len as u32)))
+    }
+}
+
+/// Entries `0..upto` of an array map (fewer if it ends first), in one batch read where the
+/// kernel has it.
+fn read_array<V: aya::Pod + Default + Clone>(
+    array: &Array<MapData, V>,
+    upto: u32,
+    name: &'static str,
+) -> Result<Vec<V>> {
+    let fd = array.map().fd().as_fd();
+    match batch::lookup(fd, 0, upto.min(array.len())) {
+        Ok(values) => Ok(values),
+        Err(e) if batch::unsupported(&e) => (0..upto.min(array.len()))
+            .map(|i| array.get(&i, 0).map_err(map_err(name)))
+            .collect(),
+        Err(e) => Err(Error::io(format!("reading {name}"), e)),
     }
 }
