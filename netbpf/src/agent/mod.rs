@@ -109,10 +109,14 @@ fn apply_checked(
     } else {
         BTreeSet::new()
     };
-    checker.set_targets(health::targets(&model), &down);
+    // Out of the tables: backends the checks hold down now, and those kept down from
+    // before. The checks of new backends start only once the reconcile has wired them,
+    // so none is probed (and failed) before its container exists.
+    let out: BTreeSet<u32> = checker.down().union(&down).copied().collect();
     let mut plan = plan::plan(&model, &previous);
-    plan.services = plan::services::plan(&model, &previous, &checker.down());
+    plan.services = plan::services::plan(&model, &previous, &out);
     let report = reconcile::reconcile(pins, &plan)?;
+    checker.set_targets(health::targets(&model), &down);
     Ok((report, model))
 }
 
