@@ -35,7 +35,8 @@ enum Task {
         /// Fewer, shorter rounds.
         #[arg(long)]
         quick: bool,
-        /// One scenario: east-west, north-south, host-localhost or prog-cost.
+        /// One scenario: east-west, north-south, host-localhost, services, prog-cost or
+        /// inspect.
         #[arg(long, value_name = "SCENARIO")]
         only: Option<String>,
     },

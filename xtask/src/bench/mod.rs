@@ -11,8 +11,10 @@
 //!   proxy against netbpf's socket programs;
 //! - `services`: a container to a VIP at 1, 1,000 and 10,000 services, kube-proxy's
 //!   iptables rules against netbpf's services, and the time to apply and change them;
-//! - `prog-cost`: per-packet cost of the programs' paths under BPF_PROG_TEST_RUN.
+//! - `prog-cost`: per-packet cost of the programs' paths under BPF_PROG_TEST_RUN;
+//! - `inspect`: how long `netbpf show` takes with 10,000 services and 100,000 flows.
 
+mod inspect;
 mod labs;
 mod proxy;
 mod report;
@@ -47,12 +49,13 @@ use crate::{
 const BENCH_PREFIX: &str = "nbbench";
 
 /// What `--only` accepts, in the order a full run measures them.
-pub const SCENARIOS: [&str; 5] = [
+pub const SCENARIOS: [&str; 6] = [
     "east-west",
     "north-south",
     "host-localhost",
     "services",
     "prog-cost",
+    inspect::ID,
 ];
 
 pub struct Options {
@@ -294,7 +297,11 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         );
         prog_cost = tools::prog_cost(5, 1_000_000, 2000)?;
     }
-    report::write(&measured, &prog_cost, rounds, seconds)
+    let mut inspected = Value::Null;
+    if wants(inspect::ID) {
+        inspected = inspect::run(&netbpf_bin, rounds)?;
+    }
+    report::write(&measured, &prog_cost, &inspected, rounds, seconds)
 }
 
 /// Measures every metric on every target of `scenario` (`labs` in the order of its

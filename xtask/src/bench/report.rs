@@ -14,6 +14,7 @@ use crate::cmd::{self, step};
 pub fn write(
     measured: &[Measured],
     prog_cost: &Value,
+    inspected: &Value,
     rounds: usize,
     seconds: u32,
 ) -> anyhow::Result<()> {
@@ -40,9 +41,11 @@ pub fn write(
         json_scenarios.push(scenario_table(&mut md, m));
     }
     let json_cost = prog_cost_table(&mut md, prog_cost)?;
+    super::inspect::report(&mut md, inspected);
     fs::write(out_dir.join("report.md"), &md).context("writing report.md")?;
     let results = json!({
         "rounds": rounds, "seconds": seconds, "scenarios": json_scenarios, "prog_cost": json_cost,
+        "inspect": inspected,
     });
     fs::write(
         out_dir.join("results.json"),
