@@ -126,7 +126,7 @@ pub fn lookup<V: Pod + Default + Clone>(
 /// Reading an LRU map this way does not refresh its entries: the kernel's batch lookup
 /// (`__htab_map_lookup_and_delete_batch` in kernel/bpf/hashtab.c) copies keys and values
 /// under the bucket lock and never calls `bpf_lru_node_set_ref`, as single lookups from
-/// user space do not either (`map_lookup_elem_sys_only`, Linux 5.1: "bpf, lru: avoid
+/// user space do not either (`map_lookup_elem_sys_only`, since 2019: "bpf, lru: avoid
 /// messing with eviction heuristics upon syscall lookup"). A bucket's lock is held only
 /// while its few entries are copied.
 pub fn lookup_hash<K, V>(fd: BorrowedFd<'_>, chunk: u32) -> io::Result<Vec<(K, V)>>
