@@ -227,6 +227,24 @@ fn forward_cross_network_and_spoofed_sources_as_explained() {
     assert_eq!(spoofed["outcome"], "drop_spoofed_ip", "{spoofed:#}");
     assert_eq!(forged["program"], "from_uplink", "{forged:#}");
     assert_eq!(forged["outcome"], "drop_spoofed_ip", "{forged:#}");
+    let text = netbpf_ok(
+        &lab.host,
+        &[
+            "explain",
+            "udp",
+            "198.18.10.2:5000",
+            "198.18.20.2:9",
+            "--from",
+            "client",
+        ],
+    );
+    assert!(text.contains("program: from_container on "), "{text}");
+    assert!(
+        text.contains(
+            "verdict: DROP drop_cross_network: destination is a container of another network"
+        ),
+        "{text}"
+    );
 
     // Forward: the datagram arrives, from the client's own address.
     let server = b1.run(|| UdpSocket::bind("0.0.0.0:9").expect("bind"));

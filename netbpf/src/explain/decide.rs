@@ -830,15 +830,22 @@ impl<M: Maps> Run<'_, M> {
             }
             self.step(
                 "refuse",
-                format!("answered with a TCP reset from {}", ep(t.daddr, t.dport)),
+                format!(
+                    "answered with a TCP reset from {} (a GSO packet or one with IP options \
+                     cannot be: dropped as {})",
+                    ep(t.daddr, t.dport),
+                    Outcome::DropNoBackend.name()
+                ),
             );
             Outcome::ServiceReset
         } else {
             self.step(
                 "refuse",
                 format!(
-                    "answered with ICMP port unreachable from {}",
-                    addr_of(t.daddr)
+                    "answered with ICMP port unreachable from {} (a GSO packet or one with IP \
+                     options cannot be: dropped as {})",
+                    addr_of(t.daddr),
+                    Outcome::DropNoBackend.name()
                 ),
             );
             Outcome::ServiceUnreachable

@@ -317,6 +317,7 @@ pub struct ExplainArgs {
     /// TCP flags of the packet, comma-separated: syn, ack, fin, rst, psh, urg, or none.
     #[arg(long, value_parser = parse_tcp_flags, default_value = "syn", value_name = "FLAGS")]
     pub tcp_flags: u8,
+    /// table: a few lines for people; json: one object with stable keys.
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
 }

@@ -1071,6 +1071,35 @@ fn service_reply_out_of_the_uplink() {
 }
 
 #[test]
+fn icmp_echo_requests_forward_and_masquerade() {
+    let mut s = Snap::lab();
+    s.uplink();
+    let echo = |dst: &str| Packet {
+        proto: Protocol::Icmp,
+        src: SocketAddrV4::new(ip(CLIENT), 77),
+        dst: SocketAddrV4::new(ip(dst), 0),
+        tcp_flags: 0,
+    };
+    let e = run(&s, &echo(BACKENDS[2].0), &from("client", CLIENT_IF));
+    assert_outcome(&e, Outcome::Forward);
+    assert_eq!(e.packet.tcp_flags, None);
+    s.set_flags(CLIENT_IF, NET_ICC | NET_MASQUERADE);
+    let e = run(&s, &echo("198.18.1.9"), &from("client", CLIENT_IF));
+    assert_outcome(&e, Outcome::Masquerade);
+    // The echo identifier is the flow's "port": it is what masquerade replaces.
+    assert_eq!(
+        translation(&e),
+        (format!("{UPLINK}:*"), "198.18.1.9:0".to_owned())
+    );
+    assert!(
+        e.steps
+            .iter()
+            .any(|s| s.detail.contains("icmp 198.18.10.2:77 -> 198.18.1.9:0")),
+        "{e:#?}"
+    );
+}
+
+#[test]
 fn no_uplink_program_means_netbpf_never_sees_it() {
     let s = Snap::lab();
     let e = run(&s, &tcp(OUTSIDE, 1, UPLINK, 2, TCP_SYN), &Origin::NoUplink);
