@@ -58,6 +58,8 @@ pub fn take_port(cfg: &HostConfig, reply_key: &mut CtKey, reply: &CtEntry) -> Op
     let start = unsafe { bpf_get_prandom_u32() };
     let mut entry = *reply;
     entry.last_seen = now();
+    // The reply direction: no packet of it seen yet.
+    entry.packets = 0;
     for i in 0..8u32 {
         let port =
             (u32::from(cfg.masq_port_min) + start.wrapping_add(i.wrapping_mul(7919)) % span) as u16;
@@ -79,11 +81,13 @@ pub fn exists(key: &CtKey) -> bool {
     unsafe { NB_CT.get(key) }.is_some()
 }
 
-/// Records one direction of a flow unless the key is taken already.
+/// Records a flow's reply direction unless the key is taken already (no packet of it
+/// seen yet).
 #[inline(always)]
-pub fn insert_new(key: &CtKey, entry: &CtEntry) -> bool {
+pub fn insert_reply(key: &CtKey, entry: &CtEntry) -> bool {
     let mut e = *entry;
     e.last_seen = now();
+    e.packets = 0;
     NB_CT.insert(key, &e, u64::from(BPF_NOEXIST)).is_ok()
 }
 
@@ -193,7 +197,7 @@ pub fn create(
     // The reply entry first: once the forward one exists, a reply may come back. It must
     // not replace another flow's entry; if it is this very flow's (another CPU creating
     // it at the same time), that CPU's entry is the one to follow.
-    if !insert_new(reply, reply_entry) {
+    if !insert_reply(reply, reply_entry) {
         return get(forward).map(Created::Existing);
     }
     claim(forward, forward_entry, reply)

@@ -321,7 +321,7 @@ fn masquerade_reply_held(
     if conntrack::exists(&reply_key) {
         return true;
     }
-    conntrack::insert_new(&reply_key, &masquerade_reply(ctx, own, l4))
+    conntrack::insert_reply(&reply_key, &masquerade_reply(ctx, own, l4))
 }
 
 /// A container's new flow to a published port of the host. Like
