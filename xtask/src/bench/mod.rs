@@ -287,7 +287,7 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         measured.push(host_localhost(&netbpf_bin, rounds, seconds)?);
     }
     if wants(services::SERVICES.id) {
-        measured.push(services::run(&netbpf_bin, rounds, seconds)?);
+        measured.push(services::run(&netbpf_bin, options.quick, rounds, seconds)?);
     }
     let mut prog_cost = Value::Null;
     if wants("prog-cost") {

@@ -490,7 +490,12 @@ fn build(kind: Kind, count: usize, netbpf_bin: &Path, dir: &Path) -> anyhow::Res
 
 /// The services scenario: labs for every count and target, apply and change times at
 /// the largest count, then the connection rates round by round.
-pub fn run(netbpf_bin: &Path, rounds: usize, seconds: u32) -> anyhow::Result<Measured> {
+pub fn run(
+    netbpf_bin: &Path,
+    quick: bool,
+    rounds: usize,
+    seconds: u32,
+) -> anyhow::Result<Measured> {
     step(
         "services: building kube-proxy's iptables labs and netbpf's, at 1, 1,000 and 10,000 services",
     );
@@ -538,13 +543,16 @@ pub fn run(netbpf_bin: &Path, rounds: usize, seconds: u32) -> anyhow::Result<Mea
         })
         .collect();
 
-    // Applying and changing, at the largest count, the targets taking turns.
+    // Applying and changing, at the largest count, the targets taking turns (a quick run
+    // takes one sample of each: an iptables sample alone takes seconds).
     let most: Vec<&Target> = targets.iter().filter(|t| t.count == MOST).collect();
+    let samples = if quick { 1 } else { rounds };
     let mut apply = Metric::new(
         "apply 10,000 services (3 backends each)",
         "wall time of `netbpf apply -c FILE` of the whole definitions file, the containers \
          already applied and no service yet / of `iptables-restore` of kube-proxy's whole \
-         ruleset into empty tables; one sample per round",
+         ruleset into empty tables; the targets taking turns, one sample each per round (one \
+         round in a quick run)",
         "s",
         false,
         None,
@@ -556,15 +564,16 @@ pub fn run(netbpf_bin: &Path, rounds: usize, seconds: u32) -> anyhow::Result<Mea
          replaced (every service read and compared, only that one written) / of \
          `iptables-restore --noflush` of what kube-proxy's partial sync writes (KUBE-SERVICES \
          rewritten whole with its 10,000 rules, the changed KUBE-SVC chain, the new KUBE-SEP \
-         chain, the old one deleted); there and back each round, both timed",
+         chain, the old one deleted); there and back each round (one in a quick run), both \
+         timed",
         "s",
         false,
         None,
     );
-    for round in 1..=rounds {
+    for round in 1..=samples {
         for t in &most {
             step(&format!(
-                "services: round {round}/{rounds}, {}: applying 10,000 services, changing one",
+                "services: round {round}/{samples}, {}: applying 10,000 services, changing one",
                 t.name()
             ));
             t.remove_services(netbpf_bin)?;
@@ -577,9 +586,13 @@ pub fn run(netbpf_bin: &Path, rounds: usize, seconds: u32) -> anyhow::Result<Mea
         }
     }
 
-    // Connection rates: every count and target in every round.
+    // Connection rates: every count and target in every round, the counts in a rotating
+    // order (each count first in one round, last in another) so that no count always
+    // follows the same neighbour.
     for round in 1..=rounds {
-        for (n, count) in COUNTS.iter().enumerate() {
+        for k in 0..COUNTS.len() {
+            let n = (k + round - 1) % COUNTS.len();
+            let count = &COUNTS[n];
             for t in targets.iter().filter(|t| t.count == *count) {
                 step(&format!(
                     "services: round {round}/{rounds}, {}, {}",
