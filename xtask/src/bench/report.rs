@@ -41,6 +41,12 @@ pub fn write(
         json_scenarios.push(scenario_table(&mut md, m));
     }
     let json_cost = prog_cost_table(&mut md, prog_cost)?;
+    if md.contains(" NO |") || md.contains(": NO") {
+        md.push_str(
+            "\nWhy a target marked NO is missed (profiles and reasoning): README.md, section \
+             Benchmarks.\n",
+        );
+    }
     super::inspect::report(&mut md, inspected);
     fs::write(out_dir.join("report.md"), &md).context("writing report.md")?;
     let results = json!({
