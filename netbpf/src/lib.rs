@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod cli;
 pub mod config;
+pub mod docker;
 pub mod error;
 pub mod explain;
 pub mod inspect;

@@ -36,6 +36,10 @@ pub struct Plan {
     pub containers: Vec<WiredContainer>,
     /// Virtual services, every backend selectable (the agent's health checks replan them).
     pub services: services::ServicePlan,
+    /// Containers whose veth is made in the host namespace and its container end handed
+    /// over (to Docker, which moves and configures it), by name. Not part of a container's
+    /// `spec`: how a veth is made does not change what it is.
+    pub handover: BTreeSet<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -144,6 +148,12 @@ pub fn plan(model: &Model, previous: &Previous) -> Plan {
         cgroup: model.cgroup.clone(),
         containers,
         services: services::plan(model, previous, &BTreeSet::new()),
+        handover: model
+            .containers
+            .iter()
+            .filter(|c| c.handover)
+            .map(|c| c.name.clone())
+            .collect(),
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod bpfmap;
 pub mod cgroup;
+pub mod dockerd;
 pub mod lab;
 pub mod netns;
 pub mod packet;

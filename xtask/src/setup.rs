@@ -34,6 +34,14 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ),
     ("ethtool", "tests turn checksum offload off"),
     ("curl", "tests scrape the agent's metrics"),
+    (
+        "docker.io",
+        "tests: a real dockerd (20.10) using netbpf as its network driver",
+    ),
+    (
+        "busybox-static",
+        "tests: the root filesystem of the busybox image the Docker tests import",
+    ),
     ("bpftool", "map dumps in tests"),
     ("iperf3", "benchmark: single-stream throughput"),
     (

@@ -19,6 +19,7 @@ const NAMESPACE_TESTS: &[&str] = &[
     "services",
     "explain",
     "monitor",
+    "docker",
     "metrics",
     "show",
     "conntrack_scale",

@@ -6,6 +6,7 @@ pub mod metrics;
 pub mod reconcile;
 pub mod regions;
 pub mod services;
+pub mod source;
 pub mod watch;
 
 use std::{
@@ -92,18 +93,18 @@ pub fn apply(file: &Path, pins: &PinDir) -> Result<reconcile::Report> {
     reconcile::reconcile(pins, &plan::plan(&model, &previous))
 }
 
-/// The agent's reconcile from a file: the health checks follow the new definitions, and
+/// The agent's reconcile from its source: the health checks follow the new definitions, and
 /// backends they hold down stay out of the selection. On the agent's first one
 /// (`starting`), backends the kernel holds out stay out until they pass their checks;
 /// later, a backend new to the checks starts up (as keepalived's real servers do).
 fn apply_checked(
-    file: &Path,
+    source: &dyn source::Source,
     pins: &PinDir,
     checker: &mut health::Checker,
     starting: bool,
 ) -> Result<(reconcile::Report, Model)> {
     let previous = previous(pins);
-    let model = config::load(file, &previous)?;
+    let model = source.load(&previous)?;
     let down = if starting {
         held_down(&model, &previous)
     } else {
@@ -163,13 +164,13 @@ fn gc_interval(t: &Timeouts) -> Duration {
     (shortest / 2).clamp(Duration::from_secs(1), Duration::from_secs(10))
 }
 
-/// `netbpf agent`: reconcile, then reload on SIGHUP or when the file changes, until
+/// `netbpf agent`: reconcile, then reload on SIGHUP or when the source changes, until
 /// SIGTERM/SIGINT. The datapath stays in place when it exits. A reload that fails (an
 /// invalid file, say) is logged and leaves the kernel as the last good one made it. With
 /// `metrics`, serves Prometheus metrics there (bound first, in the namespace the agent
 /// manages, so a bad address changes nothing).
-pub fn run(file: &Path, pins: &PinDir, metrics: Option<SocketAddr>) -> Result<()> {
-    let watch = watch::Watch::new(file)?;
+pub fn run(source: &dyn source::Source, pins: &PinDir, metrics: Option<SocketAddr>) -> Result<()> {
+    let watch = watch::Watch::new(source.file())?;
     let waker = watch.waker();
     let status = metrics::Status::new();
     let transitions = status.clone();
@@ -195,7 +196,9 @@ pub fn run(file: &Path, pins: &PinDir, metrics: Option<SocketAddr>) -> Result<()
         );
     }
     let started = Instant::now();
-    let mut model = match apply_checked(file, pins, &mut checker, true) {
+    let first = apply_checked(source, pins, &mut checker, true);
+    source.applied(first.as_ref().map(|(report, _)| report));
+    let mut model = match first {
         Ok((report, model)) => {
             events::reconciled(&status, started.elapsed(), &report);
             model
@@ -205,23 +208,28 @@ pub fn run(file: &Path, pins: &PinDir, metrics: Option<SocketAddr>) -> Result<()
             return Err(e);
         }
     };
+    source.start(watch.reloader())?;
     loop {
         match watch.next(gc_interval(&model.timeouts))? {
-            watch::Event::Tick => match conntrack::clock(pins)
-                .and_then(|clock| conntrack::collect_garbage(pins, &model.timeouts, &clock))
-            {
-                Ok(0) => {}
-                Ok(n) => events::conntrack_cleaned(&status, n),
-                Err(e) => logging::warn(
-                    "conntrack cleanup failed",
-                    &[("error", e.to_string().into())],
-                ),
-            },
+            watch::Event::Tick => {
+                match conntrack::clock(pins)
+                    .and_then(|clock| conntrack::collect_garbage(pins, &model.timeouts, &clock))
+                {
+                    Ok(0) => {}
+                    Ok(n) => events::conntrack_cleaned(&status, n),
+                    Err(e) => logging::warn(
+                        "conntrack cleanup failed",
+                        &[("error", e.to_string().into())],
+                    ),
+                }
+                source.tick();
+            }
             watch::Event::Exit(signal) => {
                 logging::info(
                     "exiting, the datapath stays in place",
                     &[("signal", signal.into())],
                 );
+                source.stop();
                 return Ok(());
             }
             watch::Event::Wake => match health_changed(pins, &model, &checker) {
@@ -239,7 +247,9 @@ pub fn run(file: &Path, pins: &PinDir, metrics: Option<SocketAddr>) -> Result<()
             },
             watch::Event::Reload => {
                 let started = Instant::now();
-                match apply_checked(file, pins, &mut checker, false) {
+                let result = apply_checked(source, pins, &mut checker, false);
+                source.applied(result.as_ref().map(|(report, _)| report));
+                match result {
                     Ok((report, m)) => {
                         model = m;
                         events::reconciled(&status, started.elapsed(), &report);

@@ -363,6 +363,7 @@ fn wire(
         mac: &mac,
         gateway: c.gateway,
         internal: c.internal,
+        handover: plan.handover.contains(&c.name),
     };
     let (ifindex, host_mac) = ifaces::create_veth(&spec)?;
     let result = (|| {

@@ -1,8 +1,9 @@
 //! What wakes the agent: SIGHUP (reload), SIGTERM/SIGINT (exit), changes to the
 //! definitions file (through inotify on its directory, so editors that replace the file are
 //! seen too), the health checker (an eventfd it writes when a backend goes down or comes
-//! back), and a tick for periodic work (conntrack cleanup). One poll(2) over all of them,
-//! with the tick as its timeout; no busy loop.
+//! back), a definitions source that changes by itself (an eventfd the Docker driver writes),
+//! and a tick for periodic work (conntrack cleanup). One poll(2) over all of them, with the
+//! tick as its timeout; no busy loop.
 
 use std::{
     ffi::{CString, OsStr},
@@ -30,6 +31,8 @@ pub struct Watch {
     signals: OwnedFd,
     inotify: OwnedFd,
     wake: Arc<OwnedFd>,
+    /// Written by [`Watch::reloader`]'s wakers: [`Event::Reload`].
+    reload: Arc<OwnedFd>,
     file_name: Vec<u8>,
 }
 
@@ -51,8 +54,9 @@ fn last_os_error(context: &str) -> Error {
 }
 
 impl Watch {
-    /// Blocks the signals (they arrive through the signalfd instead) and watches `file`.
-    pub fn new(file: &Path) -> Result<Watch> {
+    /// Blocks the signals (they arrive through the signalfd instead) and watches `file`,
+    /// if there is one.
+    pub fn new(file: Option<&Path>) -> Result<Watch> {
         // SAFETY: plain libc calls on a zeroed sigset we own.
         let signals = unsafe {
             let mut set: libc::sigset_t = std::mem::zeroed();
@@ -69,12 +73,12 @@ impl Watch {
             }
             OwnedFd::from_raw_fd(fd)
         };
-        let dir = match file.parent() {
+        let dir = match file.and_then(Path::parent) {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
         };
         let file_name = file
-            .file_name()
+            .and_then(Path::file_name)
             .unwrap_or(OsStr::new(""))
             .as_bytes()
             .to_vec();
@@ -92,23 +96,23 @@ impl Watch {
         // would remove every container.
         let mask = libc::IN_CLOSE_WRITE | libc::IN_MOVED_TO;
         // SAFETY: a valid inotify fd and a NUL-terminated path.
-        if unsafe { libc::inotify_add_watch(inotify.as_raw_fd(), c_dir.as_ptr(), mask) } < 0 {
+        if file.is_some()
+            && unsafe { libc::inotify_add_watch(inotify.as_raw_fd(), c_dir.as_ptr(), mask) } < 0
+        {
             return Err(last_os_error(&format!("watching {}", dir.display())));
         }
-        // SAFETY: eventfd returns a new fd or -1.
-        let wake = unsafe {
-            let fd = libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK);
-            if fd < 0 {
-                return Err(last_os_error("eventfd"));
-            }
-            OwnedFd::from_raw_fd(fd)
-        };
         Ok(Watch {
             signals,
             inotify,
-            wake: Arc::new(wake),
+            wake: Arc::new(eventfd()?),
+            reload: Arc::new(eventfd()?),
             file_name,
         })
+    }
+
+    /// A handle that makes [`Watch::next`] return [`Event::Reload`].
+    pub fn reloader(&self) -> Waker {
+        Waker(Arc::clone(&self.reload))
     }
 
     /// A handle that makes [`Watch::next`] return [`Event::Wake`].
@@ -136,8 +140,13 @@ impl Watch {
                     events: libc::POLLIN,
                     revents: 0,
                 },
+                libc::pollfd {
+                    fd: self.reload.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
             ];
-            // SAFETY: three valid pollfds and a timeout in milliseconds.
+            // SAFETY: four valid pollfds and a timeout in milliseconds.
             let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
             if ready == 0 {
                 return Ok(Event::Tick);
@@ -176,6 +185,12 @@ impl Watch {
                 let _ = unsafe { libc::read(self.wake.as_raw_fd(), (&raw mut count).cast(), 8) };
                 return Ok(Event::Wake);
             }
+            if fds[3].revents & libc::POLLIN != 0 {
+                let mut count: u64 = 0;
+                // SAFETY: as above, for the reload eventfd.
+                let _ = unsafe { libc::read(self.reload.as_raw_fd(), (&raw mut count).cast(), 8) };
+                return Ok(Event::Reload);
+            }
         }
     }
 
@@ -203,5 +218,17 @@ impl Watch {
             offset = name_end;
         }
         Ok(changed)
+    }
+}
+
+/// A new non-blocking eventfd.
+fn eventfd() -> Result<OwnedFd> {
+    // SAFETY: eventfd returns a new fd or -1; the fd is ours from here on.
+    unsafe {
+        let fd = libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK);
+        if fd < 0 {
+            return Err(last_os_error("eventfd"));
+        }
+        Ok(OwnedFd::from_raw_fd(fd))
     }
 }

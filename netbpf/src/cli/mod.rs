@@ -73,14 +73,16 @@ pub enum Command {
         config: PathBuf,
     },
     /// Apply, then keep running: reload on SIGHUP and when the file changes; exit on
-    /// SIGTERM, leaving the datapath in place.
+    /// SIGTERM, leaving the datapath in place. With --docker, also Docker's network driver.
     Agent {
-        #[arg(short, long, value_name = "FILE")]
-        config: PathBuf,
+        #[arg(short, long, value_name = "FILE", required_unless_present = "docker")]
+        config: Option<PathBuf>,
         /// Serve Prometheus metrics at http://ADDR:PORT/metrics (bound in the namespace
         /// the agent manages).
         #[arg(long, value_name = "ADDR:PORT")]
         metrics: Option<std::net::SocketAddr>,
+        #[command(flatten)]
+        docker: crate::docker::DockerArgs,
     },
     /// Attach the uplink programs to an interface (again: swap in the new programs).
     Attach {
@@ -164,7 +166,26 @@ pub fn run(args: Args) -> Result<()> {
             let report = agent::apply(&config, &pins)?;
             print!("{}", render::report(&report));
         }
-        Command::Agent { config, metrics } => agent::run(&config, &pins, metrics)?,
+        Command::Agent {
+            config,
+            metrics,
+            docker,
+        } => match (docker.docker, config) {
+            (true, config) => {
+                let options = docker.options(args.netns.as_deref());
+                let driver = crate::docker::Driver::new(config.as_deref(), &pins, options)?;
+                agent::run(&driver, &pins, metrics)?;
+            }
+            (false, Some(config)) => {
+                agent::run(&agent::source::FileSource::new(&config), &pins, metrics)?;
+            }
+            (false, None) => {
+                return Err(crate::Error::BadArgument {
+                    what: "agent".to_owned(),
+                    message: "needs --config FILE or --docker".to_owned(),
+                });
+            }
+        },
         Command::Attach { iface, hooks } => {
             let mut hooks: Vec<Hook> = if hooks.is_empty() {
                 vec![Hook::FromUplink, Hook::XdpUplink]
@@ -211,9 +232,12 @@ pub fn run(args: Args) -> Result<()> {
 /// default for the namespace.
 fn resolve_pins(args: &Args) -> PinDir {
     let from_file = match &args.command {
-        Command::Apply { config } | Command::Check { config } | Command::Agent { config, .. } => {
-            config::file::pin_dir_of(config)
-        }
+        Command::Apply { config }
+        | Command::Check { config }
+        | Command::Agent {
+            config: Some(config),
+            ..
+        } => config::file::pin_dir_of(config),
         _ => None,
     };
     PinDir::resolve(

@@ -80,6 +80,11 @@ pub struct ContainerDef {
     pub publish_all: bool,
     #[serde(default)]
     pub expose: Vec<Expose>,
+    /// Set by a source other than the file (the Docker driver): the veth is made in the
+    /// host namespace and its container end handed to whoever moves it into `netns` and
+    /// configures it there; `netns` is then not checked (it may not exist yet).
+    #[serde(skip)]
+    pub handover: bool,
 }
 
 /// A `[[service]]` entry: a virtual IP and port spread over backends (IPVS's virtual

@@ -57,6 +57,9 @@ pub struct Container {
     pub netns: PathBuf,
     /// `None` for `network = "none"`: loopback only, nothing to wire.
     pub attachment: Option<Attachment>,
+    /// The veth's container end is handed over in the host namespace (named `ifname`)
+    /// instead of being created in `netns` and configured there (the Docker driver).
+    pub handover: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

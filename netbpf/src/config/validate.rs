@@ -345,6 +345,12 @@ fn parse_mac(check: &mut Checker, place: &str, text: &str) -> Option<[u8; 6]> {
 
 /// The namespace a container definition names, checked to exist.
 fn netns_of(check: &mut Checker, place: &str, def: &ContainerDef) -> Option<PathBuf> {
+    if def.handover
+        && let Some(path) = &def.netns
+    {
+        // Whoever takes the container end makes the namespace (maybe later).
+        return Some(path.clone());
+    }
     let path = match (&def.netns, def.pid) {
         (Some(_), Some(_)) => {
             check.problem(place, Some("netns"), "give either netns or pid, not both");
@@ -617,6 +623,7 @@ fn containers(
             name: p.def.name.clone(),
             netns: p.netns,
             attachment,
+            handover: p.def.handover,
         });
     }
     publish(check, defs, networks, &mut out, previous);

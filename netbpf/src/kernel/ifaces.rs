@@ -116,10 +116,14 @@ pub struct VethSpec<'a> {
     pub gateway: Ipv4Addr,
     /// No default route (internal networks).
     pub internal: bool,
+    /// The container end stays in this namespace, named `ifname`, for someone else (the
+    /// Docker engine) to move into `netns` and configure there.
+    pub handover: bool,
 }
 
 /// Creates the veth pair, the container end born in the container's namespace with its
-/// name and MAC; both ends stay down. Returns the host end's ifindex and MAC.
+/// name and MAC (or, handed over, left here); both ends stay down. Returns the host end's
+/// ifindex and MAC.
 pub fn create_veth(spec: &VethSpec<'_>) -> Result<(u32, [u8; 6])> {
     let netns = spec.netns.to_str().ok_or_else(|| {
         Error::io(
@@ -127,23 +131,22 @@ pub fn create_veth(spec: &VethSpec<'_>) -> Result<(u32, [u8; 6])> {
             io::Error::new(io::ErrorKind::InvalidInput, "not UTF-8"),
         )
     })?;
-    ip(
-        None,
-        &[
-            "link",
-            "add",
-            spec.host_ifname,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            spec.ifname,
-            "address",
-            spec.mac,
-            "netns",
-            netns,
-        ],
-    )?;
+    let mut args = vec![
+        "link",
+        "add",
+        spec.host_ifname,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        spec.ifname,
+        "address",
+        spec.mac,
+    ];
+    if !spec.handover {
+        args.extend(["netns", netns]);
+    }
+    ip(None, &args)?;
     let result = alias_and_address(spec);
     if result.is_err() {
         // Without its alias nobody would ever find this veth again.
@@ -213,6 +216,14 @@ pub fn bring_up(spec: &VethSpec<'_>) -> Result<()> {
         ],
     )?;
 
+    if spec.handover {
+        // Its new owner addresses it and brings it up; GRO (see below) stays set when the
+        // device moves.
+        let mut gro = Command::new("ethtool");
+        gro.args(["-K", spec.ifname, "gro", "on"]);
+        let _ = run_in(&mut gro, None);
+        return Ok(());
+    }
     let ns = Some(spec.netns);
     disable_ipv6(ns, spec.ifname)?;
     ip(
