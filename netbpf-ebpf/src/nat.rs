@@ -267,7 +267,11 @@ fn rewrite(
             flags | u64::from(BPF_F_PSEUDO_HDR) | 4,
         )?;
     }
-    ctx.l4_csum_replace(csum, u64::from(old_port), u64::from(port), flags | 2)
+    // Many translations keep the port (-p 80:80, a VIP on its backends' port).
+    if old_port != port {
+        ctx.l4_csum_replace(csum, u64::from(old_port), u64::from(port), flags | 2)?;
+    }
+    Ok(())
 }
 
 /// Rewrites the Ethernet addresses (a frame delivered into a container must be addressed
