@@ -61,9 +61,14 @@ impl Dockerd {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()?;
-        let name = dir
-            .file_name()
-            .map_or_else(|| "nbt-docker".into(), |n| n.to_string_lossy().into_owned());
+        // Unique as the directory is: the containers' cgroups are how they are found (and
+        // killed) on drop.
+        let name: String = dir
+            .to_string_lossy()
+            .trim_matches('/')
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
         let mut d = Dockerd {
             dir: dir.to_owned(),
             netns: netns.name().to_owned(),
@@ -162,6 +167,11 @@ impl Dockerd {
             )));
         }
         Ok(())
+    }
+
+    /// The extra arguments of the next starts.
+    pub fn set_args(&mut self, extra_args: &[&str]) {
+        self.extra_args = extra_args.iter().map(|s| (*s).to_owned()).collect();
     }
 
     /// Sends `signal` to the daemon and reaps it (SIGKILL: as a crash).

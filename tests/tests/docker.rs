@@ -323,6 +323,23 @@ fn docker_network_driver() {
     assert!(!ok, "a container of another network reaches web1");
     let (ok, _) = w.exec("other", "timeout 2 wget -q -O - http://198.18.60.2/");
     assert!(!ok, "a container of another network fetches from web1");
+    // Connected to that network too, web2 reaches it there, under a name of its own.
+    d.docker_ok(&["network", "connect", "back", "web2"]);
+    let (ok, _) = w.exec("web2", "ping -c 2 -W 2 other");
+    assert!(ok, "web2 reaches other once on its network");
+    assert!(
+        w.wired().contains(&"web2.back".to_owned()),
+        "{:?}",
+        w.wired()
+    );
+    d.docker_ok(&["network", "disconnect", "back", "web2"]);
+    assert!(
+        !w.wired().contains(&"web2.back".to_owned()),
+        "{:?}",
+        w.wired()
+    );
+    let (ok, _) = w.exec("web2", "ping -c 2 -W 1 198.18.61.2");
+    assert!(!ok, "web2 still reaches other after leaving its network");
 
     // Published ports, as `docker port` would show them, by container name.
     let ports = w.netbpf_json(&["show", "ports"]);
@@ -559,7 +576,7 @@ fn docker_and_agent_restarts() {
     if !docker_or_skip("docker_and_agent_restarts") {
         return;
     }
-    let mut w = World::new("", &[]);
+    let mut w = World::new("", &["--live-restore"]);
     w.docker.docker_ok(&[
         "network",
         "create",
@@ -611,8 +628,36 @@ fn docker_and_agent_restarts() {
         "web1"
     );
 
-    // dockerd killed with its containers running, then started again: it stops them
-    // without telling the driver (no Leave, no DeleteEndpoint); the agent forgets them.
+    // dockerd killed and started again with live-restore, while web2 pings web1 (from its
+    // namespace, by a ping of the host's: `docker exec` dies with dockerd): the containers
+    // keep running and talking, and stay wired.
+    let mut ping = Command::new("nsenter");
+    ping.arg(format!("--net=/proc/{}/ns/net", w.pid("web2")))
+        .args(["ping", "-q", "-i", "0.01", "-c", "300", "198.18.64.2"])
+        .stdout(Stdio::piped());
+    let mut ping = Background::spawn_reading(ping).expect("ping starts");
+    std::thread::sleep(Duration::from_millis(300));
+    w.docker.stop_daemon(libc::SIGKILL);
+    w.docker.start_daemon().expect("dockerd starts again");
+    let mut summary = String::new();
+    ping.stdout()
+        .expect("ping's stdout")
+        .read_to_string(&mut summary)
+        .expect("ping's summary");
+    assert!(
+        summary.contains("300 packets transmitted, 300 received"),
+        "{summary}"
+    );
+    let mut wired = w.wired();
+    wired.sort();
+    assert_eq!(wired, ["web1", "web2", "web3"]);
+    let (ok, body) = w.exec("web2", "timeout 5 wget -q -O - http://web1/");
+    assert!(ok && body == "web1", "containers work after a live restore");
+
+    // dockerd killed with its containers running, then started again without
+    // live-restore: it stops them without telling the driver (no Leave, no
+    // DeleteEndpoint); the agent forgets them.
+    w.docker.set_args(&[]);
     w.docker.stop_daemon(libc::SIGKILL);
     w.docker.start_daemon().expect("dockerd starts again");
     let forgotten = wait_for(Duration::from_secs(60), || {
