@@ -62,6 +62,9 @@ const APPLY_TIMEOUT: Duration = Duration::from_secs(45);
 const HANDOVER_GRACE: u64 = 60;
 /// An endpoint never joined is forgotten after this long (Docker died between the two).
 const UNJOINED_TTL: u64 = 3600;
+/// A network the Engine API does not know is forgotten only once it is this old (Docker
+/// stores a network after the driver answered CreateNetwork).
+const NETWORK_GRACE: u64 = 60;
 /// Longest name in netbpf's model (maps hold 31 bytes and a NUL).
 const MAX_NAME: usize = 31;
 
@@ -539,6 +542,7 @@ impl Inner {
                 internal: proto::flag(&req.options, proto::OPT_INTERNAL),
                 icc,
                 masquerade,
+                created: now(),
             },
         );
         self.commit("CreateNetwork", next)?;
@@ -995,8 +999,12 @@ impl Inner {
             let ids: Vec<String> = next.networks.keys().cloned().collect();
             for id in ids {
                 let in_use = next.endpoints.values().any(|ep| ep.network == id);
+                let young = next
+                    .networks
+                    .get(&id)
+                    .is_some_and(|n| now.saturating_sub(n.created) < NETWORK_GRACE);
                 match engine.network(&id) {
-                    Ok(None) if !in_use => {
+                    Ok(None) if !in_use && !young => {
                         if let Some(net) = next.networks.remove(&id) {
                             reload = true;
                             logging::info(
@@ -1105,6 +1113,170 @@ mod tests {
             port_specs(&wanted[..1], &taken).expect_err("full"),
             "port 80/tcp: every host port of 8000-8002 is published already"
         );
+    }
+
+    /// A driver with everything under a temporary directory, its loop not running (calls
+    /// that change the kernel save their state and log that nothing applied it).
+    fn driver(tag: &str) -> (Driver, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("netbpf-driver-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let options = Options {
+            socket: dir.join("plugins/netbpf.sock"),
+            spec: Some(dir.join("spec/netbpf.spec")),
+            api: None,
+            state_dir: dir.join("state"),
+        };
+        let driver = Driver::new(None, &PinDir::new(dir.join("pins")), options).expect("driver");
+        (driver, dir)
+    }
+
+    fn call(driver: &Driver, path: &str, body: &str) -> (u16, String) {
+        let response = driver.inner.handle(&Request {
+            method: "POST".into(),
+            path: path.into(),
+            body: body.as_bytes().to_vec(),
+            close: false,
+        });
+        (
+            response.status,
+            String::from_utf8(response.body).expect("UTF-8"),
+        )
+    }
+
+    #[test]
+    fn handshake_and_unknown_calls_answer_as_docker_expects() {
+        let (driver, dir) = driver("handshake");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("spec/netbpf.spec")).expect("spec written"),
+            format!("unix://{}\n", dir.join("plugins/netbpf.sock").display())
+        );
+        assert_eq!(
+            call(&driver, "/Plugin.Activate", ""),
+            (200, r#"{"Implements":["NetworkDriver"]}"#.to_owned())
+        );
+        assert_eq!(
+            call(&driver, "/NetworkDriver.GetCapabilities", ""),
+            (
+                200,
+                r#"{"Scope":"local","ConnectivityScope":"local"}"#.to_owned()
+            )
+        );
+        assert_eq!(
+            call(&driver, "/NetworkDriver.AllocateNetwork", "{}"),
+            (404, "404 page not found\n".to_owned())
+        );
+        assert_eq!(
+            call(&driver, "/NetworkDriver.DiscoverNew", "{}"),
+            (200, "{}".to_owned())
+        );
+        let (status, body) = call(&driver, "/NetworkDriver.CreateNetwork", "{nope");
+        assert_eq!(status, 200);
+        assert!(
+            body.starts_with(r#"{"Err":"netbpf: malformed NetworkDriver.CreateNetwork request"#),
+            "{body}"
+        );
+        driver.stop();
+        assert!(!dir.join("plugins/netbpf.sock").exists());
+        assert!(!dir.join("spec/netbpf.spec").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn networks_and_endpoints_are_checked_and_saved() {
+        let (driver, dir) = driver("calls");
+        let network = |id: &str, options: &str, ipv6: &str| {
+            format!(
+                r#"{{"NetworkID":"{id}","Options":{{{options}}},"IPv4Data":[{{"AddressSpace":"LocalDefault","Gateway":"198.18.50.1/24","Pool":"198.18.50.0/24"}}],"IPv6Data":[{ipv6}]}}"#
+            )
+        };
+        let err = |body: &str| {
+            serde_json::from_str::<Value>(body).expect("JSON")["Err"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        };
+        let (_, body) = call(
+            &driver,
+            "/NetworkDriver.CreateNetwork",
+            &network(
+                "n1",
+                r#""com.docker.network.generic":{"netbpf.icc":"maybe"}"#,
+                "",
+            ),
+        );
+        assert_eq!(
+            err(&body),
+            "netbpf: option netbpf.icc: \"maybe\" is neither true nor false"
+        );
+        let (_, body) = call(
+            &driver,
+            "/NetworkDriver.CreateNetwork",
+            &network("n1", r#""com.docker.network.generic":{"color":"red"}"#, ""),
+        );
+        assert_eq!(
+            err(&body),
+            "netbpf: unknown option \"color\" (netbpf networks take netbpf.icc and netbpf.masquerade)"
+        );
+        let (_, body) = call(
+            &driver,
+            "/NetworkDriver.CreateNetwork",
+            &network("n1", "", r#"{"Pool":"fd00::/64"}"#),
+        );
+        assert!(err(&body).contains("IPv6 is not supported yet"), "{body}");
+        let (_, body) = call(
+            &driver,
+            "/NetworkDriver.CreateNetwork",
+            &network(
+                "n1",
+                r#""com.docker.network.generic":{"netbpf.icc":"false"},"com.docker.network.internal":true"#,
+                "",
+            ),
+        );
+        assert_eq!(body, "{}");
+        let saved = State::load(&dir.join("state/docker.json")).expect("saved");
+        let net = &saved.networks["n1"];
+        assert_eq!((net.icc, net.internal, net.masquerade), (false, true, true));
+        assert_eq!(net.gateway, Ipv4Addr::new(198, 18, 50, 1));
+
+        let endpoint = |network: &str, id: &str, mac: &str| {
+            format!(
+                r#"{{"NetworkID":"{network}","EndpointID":"{id}","Interface":{{"Address":"198.18.50.2/24","AddressIPv6":"","MacAddress":"{mac}"}},"Options":{{}}}}"#
+            )
+        };
+        let (_, body) = call(
+            &driver,
+            "/NetworkDriver.CreateEndpoint",
+            &endpoint("n9", "e1", ""),
+        );
+        assert!(
+            err(&body).contains("network n9 is not one netbpf knows"),
+            "{body}"
+        );
+        // The MAC Docker left empty is answered; an address is never echoed.
+        let (_, body) = call(
+            &driver,
+            "/NetworkDriver.CreateEndpoint",
+            &endpoint("n1", "e1", ""),
+        );
+        assert_eq!(body, r#"{"Interface":{"MacAddress":"02:42:c6:12:32:02"}}"#);
+        // The same address again: the first holder was forgotten by Docker.
+        let (_, body) = call(
+            &driver,
+            "/NetworkDriver.CreateEndpoint",
+            &endpoint("n1", "e2", "02:42:00:00:00:09"),
+        );
+        assert_eq!(body, "{}");
+        let saved = State::load(&dir.join("state/docker.json")).expect("saved");
+        assert_eq!(saved.endpoints.keys().collect::<Vec<_>>(), ["e2"]);
+        assert_eq!(saved.endpoints["e2"].mac, "02:42:00:00:00:09");
+        let (_, body) = call(
+            &driver,
+            "/NetworkDriver.DeleteEndpoint",
+            r#"{"NetworkID":"n1","EndpointID":"nope"}"#,
+        );
+        assert_eq!(body, "{}", "deleting what is not there is done");
+        driver.stop();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

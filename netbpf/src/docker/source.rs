@@ -359,6 +359,7 @@ mod tests {
                 internal: false,
                 icc: true,
                 masquerade: true,
+                created: 0,
             },
         );
         for (i, name) in ["web1", "web2", "web3"].iter().enumerate() {

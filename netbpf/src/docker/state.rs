@@ -46,6 +46,10 @@ pub struct NetworkState {
     pub internal: bool,
     pub icc: bool,
     pub masquerade: bool,
+    /// Seconds since the epoch (Docker stores a network only after the driver made it:
+    /// until a while after this, the Engine API not knowing it means nothing).
+    #[serde(default)]
+    pub created: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -204,6 +208,7 @@ mod tests {
                 internal: false,
                 icc: true,
                 masquerade: true,
+                created: 0,
             },
         );
         state.save(&path).expect("saves");
