@@ -33,6 +33,16 @@ impl Netns {
         Ok(ns)
     }
 
+    /// Names the network namespace of process `pid` (`ip netns attach`, e.g. a Docker
+    /// container's), so that commands run in it as in any other. Dropping the guard removes
+    /// the name; the namespace lives as long as its processes.
+    pub fn attach(name: &str, pid: u32) -> io::Result<Netns> {
+        run_checked(Command::new("ip").args(["netns", "attach", name, &pid.to_string()]))?;
+        Ok(Netns {
+            name: name.to_owned(),
+        })
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

@@ -12,8 +12,11 @@
 //! - `services`: a container to a VIP at 1, 1,000 and 10,000 services, kube-proxy's
 //!   iptables rules against netbpf's services, and the time to apply and change them;
 //! - `prog-cost`: per-packet cost of the programs' paths under BPF_PROG_TEST_RUN;
-//! - `inspect`: how long `netbpf show` takes with 10,000 services and 100,000 flows.
+//! - `inspect`: how long `netbpf show` takes with 10,000 services and 100,000 flows;
+//! - `docker`: through a real Docker Engine, its bridge driver against netbpf's driver
+//!   (when docker.io is installed).
 
+mod docker;
 mod inspect;
 mod labs;
 mod proxy;
@@ -49,13 +52,14 @@ use crate::{
 const BENCH_PREFIX: &str = "nbbench";
 
 /// What `--only` accepts, in the order a full run measures them.
-pub const SCENARIOS: [&str; 6] = [
+pub const SCENARIOS: [&str; 7] = [
     "east-west",
     "north-south",
     "host-localhost",
     "services",
     "prog-cost",
     inspect::ID,
+    docker::DOCKER.id,
 ];
 
 pub struct Options {
@@ -300,6 +304,11 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     let mut inspected = Value::Null;
     if wants(inspect::ID) {
         inspected = inspect::run(&netbpf_bin, rounds)?;
+    }
+    if wants(docker::DOCKER.id)
+        && let Some(m) = docker::run(&netbpf_bin, rounds, seconds)?
+    {
+        measured.push(m);
     }
     report::write(&measured, &prog_cost, &inspected, rounds, seconds)
 }
