@@ -393,6 +393,21 @@ fn docker_network_driver() {
     let from = answer.join().expect("server thread");
     assert_eq!(from.ip().to_string(), OUTSIDE_IP.to_string());
 
+    // Out through the uplink, masqueraded.
+    let (ok, _) = w.exec("web2", "ping -c 2 -W 2 198.18.0.2");
+    assert!(ok, "web2 reaches outside");
+    // -o netbpf.icc=false: containers of the network do not reach each other.
+    d.docker_ok(&[
+        "network", "create", "-d", "netbpf", "--subnet", "198.18.65.0/24", "-o",
+        "netbpf.icc=false", "quiet",
+    ]);
+    w.run("q1", &["--network", "quiet"], &["sleep", "1000000"]);
+    w.run("q2", &["--network", "quiet"], &["sleep", "1000000"]);
+    let (ok, _) = w.exec("q1", "ping -c 2 -W 1 198.18.65.3");
+    assert!(!ok, "icc=false: q1 reaches q2");
+    let (ok, _) = w.exec("q1", "ping -c 1 -W 2 198.18.65.1");
+    assert!(ok, "icc=false: q1 still reaches its gateway");
+
     // An internal network: no default route, no way out, nothing published.
     d.docker_ok(&[
         "network",
@@ -535,7 +550,7 @@ fn docker_network_driver() {
     let mut rm = vec!["rm", "-f"];
     rm.extend(all.lines());
     d.docker_ok(&rm);
-    for net in ["front", "back", "intern"] {
+    for net in ["front", "back", "intern", "quiet"] {
         d.docker_ok(&["network", "rm", net]);
     }
     assert_eq!(w.wired(), Vec::<String>::new());
