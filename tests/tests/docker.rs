@@ -398,8 +398,15 @@ fn docker_network_driver() {
     assert!(ok, "web2 reaches outside");
     // -o netbpf.icc=false: containers of the network do not reach each other.
     d.docker_ok(&[
-        "network", "create", "-d", "netbpf", "--subnet", "198.18.65.0/24", "-o",
-        "netbpf.icc=false", "quiet",
+        "network",
+        "create",
+        "-d",
+        "netbpf",
+        "--subnet",
+        "198.18.65.0/24",
+        "-o",
+        "netbpf.icc=false",
+        "quiet",
     ]);
     w.run("q1", &["--network", "quiet"], &["sleep", "1000000"]);
     w.run("q2", &["--network", "quiet"], &["sleep", "1000000"]);
