@@ -197,6 +197,14 @@ fn port_specs(
     Ok(out)
 }
 
+/// A container as the Engine API knows it.
+#[derive(Debug, Default)]
+struct Identity {
+    id: Option<String>,
+    name: Option<String>,
+    labels: BTreeMap<String, String>,
+}
+
 /// An empty JSON object, Docker's "done".
 #[derive(Serialize)]
 struct Empty {}
@@ -722,71 +730,18 @@ impl Inner {
         }
         let network_id = ep.network.clone();
 
-        // Docker's names: the network's, and the container's (the endpoint is named after
-        // it), then the container's labels.
-        let mut container_name = None;
-        let mut container_id = None;
-        let mut labels = BTreeMap::new();
-        if let Some(engine) = &self.engine {
-            match engine.network(&network_id) {
-                Ok(Some(info)) => {
-                    self.name_network(&mut next, &network_id, &info.name);
-                    container_name = info
-                        .containers
-                        .values()
-                        .find(|c| c.endpoint_id == req.endpoint_id)
-                        .map(|c| c.name.clone());
-                }
-                Ok(None) => {}
-                Err(e) => logging::warn("no names from the Docker API", &[("error", e.into())]),
-            }
-            if let Some(name) = &container_name {
-                match engine.container_named(name) {
-                    Ok(Some(c)) => {
-                        container_id = Some(c.id);
-                        labels = c
-                            .labels
-                            .unwrap_or_default()
-                            .into_iter()
-                            .filter(|(k, _)| source::is_netbpf_label(k))
-                            .collect();
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        logging::warn("no labels from the Docker API", &[("error", e.into())])
-                    }
-                }
-            }
-        }
-        let mut taken: HashSet<String> = next
-            .joined()
-            .filter(|(id, _, _)| **id != req.endpoint_id)
-            .map(|(_, _, j)| j.name.clone())
-            .collect();
-        taken.extend(
-            self.read_file()
-                .map_err(|e| e.to_string())?
-                .container
-                .into_iter()
-                .map(|c| c.name),
-        );
+        let who = self.identify(&mut next, &network_id, &req.endpoint_id);
         let net = next
             .networks
             .get(&network_id)
             .ok_or_else(|| "the network went away".to_owned())?
             .clone();
-        let wanted = container_name
-            .clone()
-            .unwrap_or_else(|| format!("docker-{}", short(&req.endpoint_id)));
-        let mut name = unique_name(&wanted, &net.name, &taken);
-        if taken.contains(&name) {
-            name = unique_name(&wanted, short(&req.endpoint_id), &taken);
-        }
+        let name = self.model_name(&next, &who, &net.name, &req.endpoint_id)?;
         let joined = Joined {
             name: name.clone(),
-            container_id,
-            container_name,
-            labels,
+            container_id: who.id,
+            container_name: who.name,
+            labels: who.labels,
             sandbox: PathBuf::from(&req.sandbox_key),
             ifname: format!("nbc{:08x}", fnv1a(req.endpoint_id.as_bytes())),
             at: now(),
@@ -835,6 +790,72 @@ impl Inner {
             ],
         );
         Ok(response)
+    }
+
+    /// What Docker calls the joining container (the endpoint is named after it) and its
+    /// `netbpf.*` labels, from the Engine API; the network gets Docker's name on the way
+    /// (see [`Inner::name_network`]). Whatever the API cannot tell stays unknown.
+    fn identify(&self, state: &mut State, network_id: &str, endpoint_id: &str) -> Identity {
+        let mut who = Identity::default();
+        let Some(engine) = &self.engine else {
+            return who;
+        };
+        match engine.network(network_id) {
+            Ok(Some(info)) => {
+                self.name_network(state, network_id, &info.name);
+                who.name = info
+                    .containers
+                    .values()
+                    .find(|c| c.endpoint_id == endpoint_id)
+                    .map(|c| c.name.clone());
+            }
+            Ok(None) => {}
+            Err(e) => logging::warn("no names from the Docker API", &[("error", e.into())]),
+        }
+        if let Some(name) = &who.name {
+            match engine.container_named(name) {
+                Ok(Some(c)) => {
+                    who.id = Some(c.id);
+                    who.labels = c
+                        .labels
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|(k, _)| source::is_netbpf_label(k))
+                        .collect();
+                }
+                Ok(None) => {}
+                Err(e) => logging::warn("no labels from the Docker API", &[("error", e.into())]),
+            }
+        }
+        who
+    }
+
+    /// The container's name in netbpf's model: Docker's (or, unknown, `docker-` and the
+    /// endpoint's short id), suffixed with the network's name when another container or
+    /// endpoint has it already (a container on two networks), or with the endpoint's id.
+    fn model_name(
+        &self,
+        state: &State,
+        who: &Identity,
+        network: &str,
+        endpoint_id: &str,
+    ) -> std::result::Result<String, String> {
+        let mut taken: HashSet<String> = state
+            .joined()
+            .filter(|(id, _, _)| *id != endpoint_id)
+            .map(|(_, _, j)| j.name.clone())
+            .collect();
+        let file = self.read_file().map_err(|e| e.to_string())?;
+        taken.extend(file.container.into_iter().map(|c| c.name));
+        let wanted = who
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("docker-{}", short(endpoint_id)));
+        let name = unique_name(&wanted, network, &taken);
+        if taken.contains(&name) {
+            return Ok(unique_name(&wanted, short(endpoint_id), &taken));
+        }
+        Ok(name)
     }
 
     /// Gives a network Docker's name, unless it has one already or containers are wired
