@@ -17,6 +17,7 @@ use std::{
     time::Duration,
 };
 
+use netbpf_common::net::{EndpointInfo, name_str};
 use netbpf_tests::{
     TEST_PREFIX, TempDir,
     dockerd::{self, Dockerd},
@@ -650,6 +651,42 @@ fn docker_and_agent_restarts() {
         "web1"
     );
 
+    // A netbpf that describes web1 differently (as an upgrade might: the hash of its
+    // definition changes) keeps its veth, whose container end only Docker could move in
+    // again: the entry is rewritten in place and web1 keeps talking.
+    let veth_of = |name: &str| {
+        w.netbpf_json(&["show", "containers"])
+            .iter()
+            .find(|c| c["name"] == name)
+            .map(|c| (c["host_interface"].clone(), c["ifindex"].clone()))
+            .unwrap_or_else(|| panic!("{name} is not wired"))
+    };
+    let veth_before = veth_of("web1");
+    let pin = Path::new(netbpf_common::pin_paths::NETNS_PIN_ROOT)
+        .join(w.lab.host.name())
+        .join("maps")
+        .join(netbpf_common::maps::ENDPOINTS);
+    let data = aya::maps::MapData::from_pin(&pin).expect("pinned NB_ENDPOINTS");
+    let map = aya::maps::Map::from_map_data(data).expect("map");
+    let mut endpoints: aya::maps::HashMap<_, u32, EndpointInfo> =
+        aya::maps::HashMap::try_from(map).expect("hash map");
+    let (key, mut web1) = endpoints
+        .iter()
+        .filter_map(Result::ok)
+        .find(|(_, ep)| name_str(&ep.name) == "web1")
+        .expect("web1's endpoint");
+    web1.spec ^= 0x5a5a_5a5a;
+    endpoints.insert(&key, &web1, 0).expect("rewritten");
+    w.run("web4", &["--network", "front"], &["sleep", "1000000"]);
+    assert_eq!(veth_of("web1"), veth_before, "web1's veth was made again");
+    let (ok, body) = w.exec("web4", "timeout 5 wget -q -O - http://web1/");
+    assert!(
+        ok && body == "web1",
+        "web1 answers after its entry was rewritten"
+    );
+    let after = endpoints.get(&key, 0).expect("web1's entry");
+    assert_ne!(after.spec, web1.spec, "the entry was rewritten as planned");
+
     // dockerd killed and started again with live-restore, while web2 pings web1 (from its
     // namespace, by a ping of the host's: `docker exec` dies with dockerd): the containers
     // keep running and talking, and stay wired.
@@ -672,7 +709,7 @@ fn docker_and_agent_restarts() {
     );
     let mut wired = w.wired();
     wired.sort();
-    assert_eq!(wired, ["web1", "web2", "web3"]);
+    assert_eq!(wired, ["web1", "web2", "web3", "web4"]);
     let (ok, body) = w.exec("web2", "timeout 5 wget -q -O - http://web1/");
     assert!(ok && body == "web1", "containers work after a live restore");
 

@@ -80,12 +80,19 @@ pub fn reconcile(pins: &PinDir, plan: &Plan) -> Result<Report> {
         .iter()
         .map(|c| (c.name.as_str(), c))
         .collect();
+    // Whether a wired container stays as it is. A handed-over veth cannot be made again
+    // (its container end is in a namespace only its new owner moves it into): whatever
+    // else changed in how a netbpf describes it, it keeps its veth while it keeps its
+    // address, and its entries are rewritten in place.
+    let unchanged = |c: &WiredContainer, key: u32, ep: &EndpointInfo| {
+        ep.spec == c.spec || (plan.handover.contains(&c.name) && key == addr_key(c.ip))
+    };
 
     // Unwire what is gone or changed, including veths whose endpoint was lost.
     for (name, (key, ep)) in &current {
         let keep = desired
             .get(name.as_str())
-            .is_some_and(|c| c.spec == ep.spec && veths.contains_key(name));
+            .is_some_and(|c| unchanged(c, *key, ep) && veths.contains_key(name));
         if !keep {
             if let Some(net) = old_networks.get(&ep.network_id) {
                 maps.clear_peer(net, addr_of(*key))?;
@@ -219,7 +226,7 @@ pub fn reconcile(pins: &PinDir, plan: &Plan) -> Result<Report> {
     let is_kept = |c: &WiredContainer| {
         current
             .get(&c.name)
-            .is_some_and(|(_, ep)| ep.spec == c.spec)
+            .is_some_and(|(key, ep)| unchanged(c, *key, ep))
             && veths.contains_key(&c.name)
     };
     // Kept containers' peer slots before any sender's entry points at a (new) range.
@@ -232,8 +239,20 @@ pub fn reconcile(pins: &PinDir, plan: &Plan) -> Result<Report> {
             let veth = &veths[&c.name];
             // The network's policy (icc) or range may have changed: rewrite what the
             // program reads, then swap in this binary's program.
-            let (_, ep) = &current[&c.name];
+            let (key, ep) = &current[&c.name];
             maps.set_iface(veth.ifindex, &iface_info(plan, c, ep.host_mac, flagged(c)))?;
+            if ep.spec != c.spec {
+                // Handed over and described anew: the same veth, the entry as planned.
+                let endpoint = EndpointInfo {
+                    mac: c.mac,
+                    network_id: c.network_id,
+                    spec: c.spec,
+                    ..*ep
+                };
+                maps.endpoints
+                    .insert(key, &endpoint, 0)
+                    .map_err(map_err("NB_ENDPOINTS"))?;
+            }
             let attached = loaded.attach(pins, Hook::FromContainer, veth.ifindex, &veth.ifname)?;
             report.swapped += usize::from(attached.replaced);
             report.kept.push(c.name.clone());
