@@ -234,7 +234,7 @@ pub fn run(netbpf_bin: &Path, rounds: usize, seconds: u32) -> anyhow::Result<Opt
             Some(1.0),
         ),
     ];
-    let measured = measure_rounds(&DOCKER, &targets, metrics, rounds, |t| {
+    let measured = measure_rounds(&DOCKER, &targets, metrics, rounds, |_, t| {
         let client = Client::new(&t.client);
         let sockperf = SocketAddrV4::new(labs::SERVER_IP, SOCKPERF_PORT);
         let (lat50, lat99) = tools::latency(&client, &t.server, sockperf, sockperf, seconds)?;

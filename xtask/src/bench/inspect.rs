@@ -26,8 +26,8 @@ use netbpf_tests::{
 };
 use serde_json::{Value, json};
 
-use super::{BENCH_PREFIX, median, min_max};
-use crate::cmd::{self, step};
+use super::{BENCH_PREFIX, median, min_max, progress};
+use crate::cmd;
 
 pub const ID: &str = "inspect";
 const SERVICES: usize = 10_000;
@@ -125,7 +125,7 @@ fn time_view(netbpf_bin: &Path, lab: &Lab, view: &View) -> anyhow::Result<f64> {
 
 /// Times every view `runs` times over a lab it builds; returns the figures as JSON.
 pub fn run(netbpf_bin: &Path, runs: usize) -> anyhow::Result<Value> {
-    step(&format!(
+    progress(&format!(
         "inspect: a lab with {SERVICES} services, then {FLOWS} conntrack flows"
     ));
     let lab = Lab::new(BENCH_PREFIX, 1).context("lab")?;
@@ -265,7 +265,7 @@ fn measure(
         .collect();
     for round in 1..=runs {
         for f in &mut figures {
-            step(&format!(
+            progress(&format!(
                 "inspect: run {round}/{runs}, netbpf show {}",
                 f.view.args.join(" ")
             ));

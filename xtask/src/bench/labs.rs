@@ -29,6 +29,10 @@ pub const PUBLISHED: [(u16, u16); 3] = [
     (IPERF_PORT, IPERF_PORT),
 ];
 
+/// What the server container publishes for UDP: iperf3's port (its UDP test's data; the
+/// control connection is the TCP port of the same number).
+pub const PUBLISHED_UDP: [(u16, u16); 1] = [(IPERF_PORT, IPERF_PORT)];
+
 /// Two containers (client c0, server c1) on one network.
 pub struct EastWest {
     pub lab: Lab,
@@ -69,7 +73,23 @@ pub fn bridge(prefix: &str) -> anyhow::Result<EastWest> {
 /// (filter FORWARD chains with isolation and conntrack, nat MASQUERADE).
 pub fn docker(prefix: &str, dir: &Path) -> anyhow::Result<EastWest> {
     let lab = bridged(prefix, &[CLIENT_IP, SERVER_IP])?;
-    docker_rules(&lab, dir, &[])?;
+    docker_rules(&lab, dir, &[], false)?;
+    Ok(EastWest { lab })
+}
+
+/// Docker's path for a container (c0, the client) reaching another's ports (c1, the
+/// server) published on the host's address (hairpin), as dockerd sets it up with
+/// `userland-proxy: false`: the DNAT rules of [`PUBLISHED`] also match traffic from the
+/// bridge (no `! -i br0`, no `-i br0 -j RETURN`), the bridge's ports in hairpin mode, and
+/// the backend's replies, bridged straight to the client, reverse-translated by conntrack
+/// (br_netfilter).
+pub fn docker_hairpin(prefix: &str, dir: &Path) -> anyhow::Result<EastWest> {
+    let lab = bridged(prefix, &[CLIENT_IP, SERVER_IP])?;
+    for port in ["vb0", "vb1"] {
+        lab.host
+            .exec("bridge", &["link", "set", "dev", port, "hairpin", "on"])?;
+    }
+    docker_rules(&lab, dir, &PUBLISHED, true)?;
     Ok(EastWest { lab })
 }
 
@@ -78,15 +98,26 @@ pub fn docker(prefix: &str, dir: &Path) -> anyhow::Result<EastWest> {
 /// filter DOCKER chain's ACCEPT and the hairpin MASQUERADE of every port.
 pub fn docker_published(prefix: &str, dir: &Path) -> anyhow::Result<Published> {
     let lab = bridged(prefix, &[SERVER_IP])?;
-    docker_rules(&lab, dir, &PUBLISHED)?;
+    docker_rules(&lab, dir, &PUBLISHED, false)?;
     Ok(Published { lab })
 }
 
-fn docker_rules(lab: &Lab, dir: &Path, published: &[(u16, u16)]) -> anyhow::Result<()> {
+fn docker_rules(
+    lab: &Lab,
+    dir: &Path,
+    published: &[(u16, u16)],
+    hairpin: bool,
+) -> anyhow::Result<()> {
     lab.host.sysctl("net.bridge.bridge-nf-call-iptables", "1")?;
     lab.host.sysctl("net.ipv4.ip_forward", "1")?;
     let rules = dir.join("docker.rules");
-    std::fs::write(&rules, iptables_rules(published)).context("writing docker.rules")?;
+    let udp: &[(u16, u16)] = if published.is_empty() {
+        &[]
+    } else {
+        &PUBLISHED_UDP
+    };
+    std::fs::write(&rules, iptables_rules(published, udp, hairpin))
+        .context("writing docker.rules")?;
     let rules = rules.display().to_string();
     // In the lab's host namespace, never the machine's.
     lab.host.exec("iptables-restore", &[&rules])?;
@@ -94,27 +125,38 @@ fn docker_rules(lab: &Lab, dir: &Path, published: &[(u16, u16)]) -> anyhow::Resu
 }
 
 /// What dockerd 20.10 installs for one bridge network (`br0`, 198.18.10.0/24) with the
-/// server container publishing `published` (host port, container port) on every host
-/// address, as `iptables-save` shows it.
-fn iptables_rules(published: &[(u16, u16)]) -> String {
+/// server container publishing `tcp` and `udp` (host port, container port) on every host
+/// address, as `iptables-save` shows it; with `hairpin` (`userland-proxy: false`) the DNAT
+/// rules also take traffic from the bridge.
+pub fn iptables_rules(tcp: &[(u16, u16)], udp: &[(u16, u16)], hairpin: bool) -> String {
     let server = SERVER_IP;
     let mut nat_postrouting = String::new();
     let mut nat_docker = String::new();
     let mut filter_docker = String::new();
-    for (host, container) in published {
+    let from_outside = if hairpin { "" } else { "! -i br0 " };
+    let ports = tcp
+        .iter()
+        .map(|p| ("tcp", p))
+        .chain(udp.iter().map(|p| ("udp", p)));
+    for (proto, (host, container)) in ports {
         let _ = writeln!(
             nat_postrouting,
-            "-A POSTROUTING -s {server}/32 -d {server}/32 -p tcp -m tcp --dport {container} -j MASQUERADE"
+            "-A POSTROUTING -s {server}/32 -d {server}/32 -p {proto} -m {proto} --dport {container} -j MASQUERADE"
         );
         let _ = writeln!(
             nat_docker,
-            "-A DOCKER ! -i br0 -p tcp -m tcp --dport {host} -j DNAT --to-destination {server}:{container}"
+            "-A DOCKER {from_outside}-p {proto} -m {proto} --dport {host} -j DNAT --to-destination {server}:{container}"
         );
         let _ = writeln!(
             filter_docker,
-            "-A DOCKER -d {server}/32 ! -i br0 -o br0 -p tcp -m tcp --dport {container} -j ACCEPT"
+            "-A DOCKER -d {server}/32 ! -i br0 -o br0 -p {proto} -m {proto} --dport {container} -j ACCEPT"
         );
     }
+    let bridge_return = if hairpin {
+        "-A POSTROUTING -o br0 -m addrtype --src-type LOCAL -j MASQUERADE\n"
+    } else {
+        "-A DOCKER -i br0 -j RETURN\n"
+    };
     format!(
         "*nat
 :PREROUTING ACCEPT [0:0]
@@ -125,8 +167,7 @@ fn iptables_rules(published: &[(u16, u16)]) -> String {
 -A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER
 -A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER
 -A POSTROUTING -s {SUBNET} ! -o br0 -j MASQUERADE
-{nat_postrouting}-A DOCKER -i br0 -j RETURN
-{nat_docker}COMMIT
+{nat_postrouting}{bridge_return}{nat_docker}COMMIT
 *filter
 :INPUT ACCEPT [0:0]
 :FORWARD DROP [0:0]
@@ -176,7 +217,7 @@ pub fn bridged(prefix: &str, ips: &[Ipv4Addr]) -> anyhow::Result<Lab> {
 }
 
 /// A container definition for netbpf.
-fn container(name: &str, ns: &Netns, ip: Ipv4Addr, ports: &str) -> String {
+pub fn container(name: &str, ns: &Netns, ip: Ipv4Addr, ports: &str) -> String {
     format!(
         "[[container]]\nname = \"{name}\"\nnetns = \"{}\"\nnetwork = \"front\"\nip = \"{ip}\"\n{ports}\n",
         ns.path().display()
@@ -184,7 +225,7 @@ fn container(name: &str, ns: &Netns, ip: Ipv4Addr, ports: &str) -> String {
 }
 
 /// Writes the definitions and runs `netbpf --netns HOST apply` (the lab's host namespace).
-fn apply(netbpf_bin: &Path, lab: &Lab, dir: &Path, definitions: &str) -> anyhow::Result<()> {
+pub fn apply(netbpf_bin: &Path, lab: &Lab, dir: &Path, definitions: &str) -> anyhow::Result<()> {
     let file = dir.join("netbpf.toml");
     std::fs::write(&file, definitions).context("writing definitions")?;
     cmd::output(
@@ -221,21 +262,41 @@ pub fn netbpf_published(
     host: &str,
 ) -> anyhow::Result<Published> {
     let lab = Lab::new(prefix, 1).context("netbpf lab")?;
-    let ports: Vec<String> = PUBLISHED
-        .iter()
-        .map(|(h, c)| format!("\"{h}:{c}\""))
-        .collect();
     let definitions = format!(
         "[host]\n{host}\n[[network]]\nname = \"front\"\nsubnet = \"{SUBNET}\"\n\n{}",
-        container(
-            "server",
-            &lab.containers[0],
-            SERVER_IP,
-            &format!("ports = [{}]", ports.join(", "))
-        )
+        container("server", &lab.containers[0], SERVER_IP, &published_ports())
     );
     apply(netbpf_bin, &lab, dir, &definitions)?;
     Ok(Published { lab })
+}
+
+/// The `ports` line of the server container: [`PUBLISHED`] and [`PUBLISHED_UDP`].
+fn published_ports() -> String {
+    let ports: Vec<String> = PUBLISHED
+        .iter()
+        .map(|(h, c)| format!("\"{h}:{c}\""))
+        .chain(
+            PUBLISHED_UDP
+                .iter()
+                .map(|(h, c)| format!("\"{h}:{c}/udp\"")),
+        )
+        .collect();
+    format!("ports = [{}]", ports.join(", "))
+}
+
+/// netbpf: a client container (c0) and the server container (c1) publishing [`PUBLISHED`]
+/// on the host, its uplink at tc (its address the host's, reached from the client:
+/// hairpin).
+pub fn netbpf_hairpin(prefix: &str, netbpf_bin: &Path, dir: &Path) -> anyhow::Result<EastWest> {
+    let lab = Lab::new(prefix, 2).context("netbpf lab")?;
+    let definitions = format!(
+        "[host]\n{}\n[[network]]\nname = \"front\"\nsubnet = \"{SUBNET}\"\n\n{}\n{}",
+        uplink("tc"),
+        container("client", &lab.containers[0], CLIENT_IP, ""),
+        container("server", &lab.containers[1], SERVER_IP, &published_ports())
+    );
+    apply(netbpf_bin, &lab, dir, &definitions)?;
+    Ok(EastWest { lab })
 }
 
 /// What netbpf's programs counted in a lab, as `netbpf show stats -o json` reads them.
@@ -309,16 +370,24 @@ mod tests {
 
     #[test]
     fn docker_rules_publish_each_port() {
-        let plain = iptables_rules(&[]);
+        let plain = iptables_rules(&[], &[], false);
         assert!(!plain.contains("DNAT"));
         assert!(plain.contains("-A POSTROUTING -s 198.18.10.0/24 ! -o br0 -j MASQUERADE\n-A DOCKER -i br0 -j RETURN\nCOMMIT"));
-        let published = iptables_rules(&[(8080, 80)]);
+        let published = iptables_rules(&[(8080, 80)], &[(5201, 5201)], false);
         for rule in [
-            "-A DOCKER ! -i br0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 198.18.10.3:80\nCOMMIT",
+            "-A DOCKER ! -i br0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 198.18.10.3:80\n",
             "-A DOCKER -d 198.18.10.3/32 ! -i br0 -o br0 -p tcp -m tcp --dport 80 -j ACCEPT\n",
             "-A POSTROUTING -s 198.18.10.3/32 -d 198.18.10.3/32 -p tcp -m tcp --dport 80 -j MASQUERADE\n",
         ] {
             assert!(published.contains(rule), "{rule}");
         }
+        assert!(published.contains(
+            "-A DOCKER ! -i br0 -p udp -m udp --dport 5201 -j DNAT --to-destination 198.18.10.3:5201\n"
+        ));
+        let hairpin = iptables_rules(&[(8080, 80)], &[], true);
+        assert!(hairpin.contains(
+            "-A DOCKER -p tcp -m tcp --dport 8080 -j DNAT --to-destination 198.18.10.3:80\n"
+        ));
+        assert!(!hairpin.contains("-A DOCKER -i br0 -j RETURN"));
     }
 }

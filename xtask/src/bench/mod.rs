@@ -16,13 +16,17 @@
 //! - `docker`: through a real Docker Engine, its bridge driver against netbpf's driver
 //!   (when docker.io is installed).
 
+mod charts;
 mod docker;
 mod inspect;
 mod labs;
+mod ports;
 mod proxy;
 mod report;
+mod resources;
 mod services;
 mod tools;
+mod vip;
 
 use std::{
     collections::BTreeMap,
@@ -39,7 +43,6 @@ use netbpf_tests::{
     lab::{HOST_UPLINK_IP, Lab, OUTSIDE_IF},
     netns, unique_prefix,
 };
-use serde_json::Value;
 
 pub use proxy::serve as serve_proxy;
 use tools::{Client, HTTP_PORT, IPERF_PORT, SOCKPERF_PORT};
@@ -49,15 +52,33 @@ use crate::{
     setup,
 };
 
+/// The latency figures (p50 with issue 3's and 4's target, p99), measured with `how`.
+fn latency_metrics(how: &'static str) -> [Metric; 2] {
+    [
+        Metric::new(
+            "TCP request/response latency p50",
+            how,
+            "µs",
+            false,
+            Some(0.8),
+        ),
+        Metric::new("TCP request/response latency p99", how, "µs", false, None),
+    ]
+}
+
 const BENCH_PREFIX: &str = "nbbench";
 
 /// What `--only` accepts, in the order a full run measures them.
-pub const SCENARIOS: [&str; 7] = [
+pub const SCENARIOS: [&str; 11] = [
     "east-west",
     "north-south",
+    "hairpin",
     "host-localhost",
+    vip::ID,
     "services",
+    "ports",
     "prog-cost",
+    resources::ID,
     inspect::ID,
     docker::DOCKER.id,
 ];
@@ -116,15 +137,34 @@ const NORTH_SOUTH: Scenario = Scenario {
     floor: None,
 };
 
+const HAIRPIN: Scenario = Scenario {
+    id: "hairpin",
+    title: "Container to host-IP:published port (hairpin)",
+    about: "A client container reaches another container's ports published as `-p 8080:80` \
+            (and the tools' ports, TCP and UDP) at the host's own address (its uplink's). \
+            `docker` is Docker's kernel path for it (dockerd with `userland-proxy: false`): \
+            the bridge in hairpin mode, br_netfilter, the DNAT rules taking traffic from the \
+            bridge too, the server's replies bridged to the client and reverse-translated by \
+            conntrack; `netbpf` is netbpf's hairpin in `from_container` (the server sees the \
+            gateway on a port taken for the flow, like docker-proxy, so that replies return \
+            through the program).",
+    targets: &["docker", "netbpf"],
+    baseline: "docker",
+    contenders: &["netbpf"],
+    floor: None,
+};
+
 const HOST_LOCALHOST: Scenario = Scenario {
     id: "host-localhost",
     title: "Host localhost to a published port",
-    about: "A process of the host namespace (wrk, in a cgroup of its own) to 127.0.0.1:8080, \
-            published from a container's port 80. `proxy` is docker-proxy's way: a userspace TCP \
-            proxy on 127.0.0.1:8080 in the host namespace, one thread per connection and \
-            direction copying bytes to the container (Docker's bridge and iptables rules \
-            beneath); `netbpf` is netbpf's socket programs on the client's cgroup, which \
-            connect the socket straight to the container.",
+    about: "A process of the host namespace (the tools' clients, in a cgroup of their own) \
+            to 127.0.0.1:8080, published from a container's port 80 (and the tools' ports, TCP \
+            and UDP). `proxy` is docker-proxy's way: a userspace proxy per published port on \
+            127.0.0.1 in the host namespace, one thread per TCP connection and direction \
+            copying bytes to the container, and for UDP a socket per client connected to the \
+            container (Docker's bridge and iptables rules beneath); `netbpf` is netbpf's socket \
+            programs on the client's cgroup, which connect a socket straight to the container \
+            (connect4; sendmsg4/recvmsg4 for unconnected UDP).",
     targets: &["proxy", "netbpf"],
     baseline: "proxy",
     contenders: &["netbpf"],
@@ -264,6 +304,7 @@ pub fn run(options: Options) -> anyhow::Result<()> {
             SCENARIOS.join(", ")
         );
     }
+    started();
     setup::run()?;
     if !cmd::is_root() {
         bail!("benchmarks build network namespaces and load BPF programs: run them as root");
@@ -273,44 +314,90 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     if std::thread::available_parallelism().map_or(0, |n| n.get()) < 2 {
         bail!("benchmarks need two CPUs: clients and servers run on CPUs of their own");
     }
-    let (rounds, seconds) = if options.quick { (3, 1) } else { (5, 2) };
+    let timing = Timing::new(options.quick);
     let wants = |scenario: &str| options.only.as_deref().is_none_or(|only| only == scenario);
 
-    step("build netbpf (release)");
-    cmd::run(cmd::cargo().args(["build", "--quiet", "--release", "--package", "netbpf"]))?;
+    progress("build netbpf and the prog_cost example (release)");
+    cmd::run(cmd::cargo().args([
+        "build",
+        "--quiet",
+        "--release",
+        "--package",
+        "netbpf",
+        "--bin",
+        "netbpf",
+        "--example",
+        "prog_cost",
+    ]))?;
     let netbpf_bin = cmd::workspace_root().join("target/release/netbpf");
 
     let mut measured = Vec::new();
+    let mut results = report::Extra::default();
     if wants(EAST_WEST.id) {
-        measured.push(east_west(&netbpf_bin, rounds, seconds)?);
+        measured.push(east_west(&netbpf_bin, &timing)?);
     }
     if wants(NORTH_SOUTH.id) {
-        measured.push(north_south(&netbpf_bin, rounds, seconds)?);
+        measured.push(north_south(&netbpf_bin, &timing)?);
+    }
+    if wants(HAIRPIN.id) {
+        measured.push(hairpin(&netbpf_bin, &timing)?);
     }
     if wants(HOST_LOCALHOST.id) {
-        measured.push(host_localhost(&netbpf_bin, rounds, seconds)?);
+        measured.push(host_localhost(&netbpf_bin, &timing)?);
+    }
+    if wants(vip::ID) {
+        measured.extend(vip::run(&netbpf_bin, &timing)?);
     }
     if wants(services::SERVICES.id) {
-        measured.push(services::run(&netbpf_bin, options.quick, rounds, seconds)?);
+        measured.push(services::run(
+            &netbpf_bin,
+            options.quick,
+            timing.scale_rounds,
+            timing.wrk,
+        )?);
     }
-    let mut prog_cost = Value::Null;
+    if wants(ports::PORTS.id) {
+        measured.push(ports::run(&netbpf_bin, options.quick, &timing)?);
+    }
     if wants("prog-cost") {
-        step(
-            "prog-cost: BPF_PROG_TEST_RUN, 5 runs of 1e6 repeats and of 2,000 new flows, beside \
-             empty tc and XDP programs",
+        progress(
+            "prog-cost: BPF_PROG_TEST_RUN, 5 runs of 1e6 repeats and of 2,000 single runs per \
+             path, beside empty tc and XDP programs; then the same at 1 to 10,000 entries",
         );
-        prog_cost = tools::prog_cost(5, 1_000_000, 2000)?;
+        results.prog_cost = tools::prog_cost(5, 1_000_000, 2000)?;
     }
-    let mut inspected = Value::Null;
+    if wants(resources::ID) {
+        results.resources = resources::run(&netbpf_bin, options.quick)?;
+    }
     if wants(inspect::ID) {
-        inspected = inspect::run(&netbpf_bin, rounds)?;
+        results.inspect = inspect::run(&netbpf_bin, 3)?;
     }
     if wants(docker::DOCKER.id)
-        && let Some(m) = docker::run(&netbpf_bin, rounds, seconds)?
+        && let Some(m) = docker::run(&netbpf_bin, timing.rounds, timing.seconds)?
     {
         measured.push(m);
     }
-    report::write(&measured, &prog_cost, &inspected, rounds, seconds)
+    results.wall_seconds = elapsed();
+    results.quick = options.quick;
+    results.only = options.only.clone();
+    report::write(&measured, &results, &timing)
+}
+
+static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+fn started() {
+    START.get_or_init(std::time::Instant::now);
+}
+
+/// Seconds since the run started.
+fn elapsed() -> f64 {
+    START.get().map_or(0.0, |s| s.elapsed().as_secs_f64())
+}
+
+/// A progress line: the time since the run started, then what it is doing.
+pub fn progress(what: &str) {
+    let secs = elapsed() as u64;
+    step(&format!("[{:02}:{:02}] {what}", secs / 60, secs % 60));
 }
 
 /// Measures every metric on every target of `scenario` (`labs` in the order of its
@@ -321,16 +408,17 @@ fn measure_rounds<L>(
     labs: &[L],
     mut metrics: Vec<Metric>,
     rounds: usize,
-    mut measure: impl FnMut(&L) -> anyhow::Result<Vec<f64>>,
+    mut measure: impl FnMut(usize, &L) -> anyhow::Result<Vec<f64>>,
 ) -> anyhow::Result<Measured> {
     assert_eq!(labs.len(), scenario.targets.len(), "one lab per target");
     for round in 1..=rounds {
-        for (target, lab) in scenario.targets.iter().zip(labs) {
-            step(&format!(
+        for (i, (target, lab)) in scenario.targets.iter().zip(labs).enumerate() {
+            progress(&format!(
                 "{}: round {round}/{rounds}, {target}",
-                scenario.id
+                scenario.title
             ));
-            let values = measure(lab).with_context(|| format!("{}: {target}", scenario.id))?;
+            let values =
+                measure(i, lab).with_context(|| format!("{}: {target}", scenario.title))?;
             assert_eq!(values.len(), metrics.len(), "one value per metric");
             for (metric, value) in metrics.iter_mut().zip(values) {
                 if !value.is_nan() {
@@ -346,26 +434,163 @@ fn measure_rounds<L>(
     })
 }
 
-fn latency_metrics(how: &'static str) -> [Metric; 2] {
-    [
-        Metric::new(
-            "TCP request/response latency p50",
-            how,
-            "µs",
-            false,
-            Some(0.8),
-        ),
-        Metric::new("TCP request/response latency p99", how, "µs", false, None),
-    ]
-}
-
 const SOCKPERF_HOW: &str = "sockperf TCP ping-pong, 64-byte messages, both ends busy-polling";
 const CLOSE_HOW: &str = "wrk -t1 -c16 to nginx, `Connection: close`: one request per connection";
 const KEEPALIVE_HOW: &str = "wrk -t1 -c16 to nginx, keep-alive connections";
 const IPERF_HOW: &str = "iperf3, one TCP stream, the receiver's rate";
 
-fn east_west(netbpf_bin: &Path, rounds: usize, seconds: u32) -> anyhow::Result<Measured> {
-    step("east-west: building the bare bridge, Docker's bridge path and the netbpf lab");
+/// The ratio targets of a scenario's end-to-end figures (contender/baseline), from the
+/// issues.
+#[derive(Default, Clone, Copy)]
+struct E2eTargets {
+    p50: Option<f64>,
+    close: Option<f64>,
+    keep_alive: Option<f64>,
+    throughput: Option<f64>,
+}
+
+/// The end-to-end figures every path scenario measures, in this order (see
+/// [`measure_e2e`]).
+fn e2e_metrics(t: E2eTargets) -> Vec<Metric> {
+    vec![
+        Metric::new(
+            "TCP request/response latency p50",
+            SOCKPERF_HOW,
+            "µs",
+            false,
+            t.p50,
+        ),
+        Metric::new(
+            "TCP request/response latency p99",
+            SOCKPERF_HOW,
+            "µs",
+            false,
+            None,
+        ),
+        Metric::new("new connections (HTTP)", CLOSE_HOW, "conn/s", true, t.close),
+        Metric::new(
+            "HTTP requests (keep-alive)",
+            KEEPALIVE_HOW,
+            "req/s",
+            true,
+            t.keep_alive,
+        ),
+        Metric::new(
+            "single-stream TCP throughput",
+            IPERF_HOW,
+            "Gbit/s",
+            true,
+            t.throughput,
+        ),
+        Metric::new(
+            "UDP packets at < 0.1% loss",
+            tools::UDP_HOW,
+            "packets/s",
+            true,
+            None,
+        ),
+    ]
+}
+
+/// Where a client reaches a target's servers: the sockperf server listens on `listen`
+/// in `server`; the client sends to `sockperf`, `http` (nginx) and `iperf` (iperf3, TCP
+/// and UDP), the same addresses or where they are published or served.
+struct Ends<'a> {
+    server: &'a netns::Netns,
+    listen: SocketAddrV4,
+    sockperf: SocketAddrV4,
+    http: SocketAddrV4,
+    iperf: SocketAddrV4,
+}
+
+impl<'a> Ends<'a> {
+    /// The servers' own addresses, reached directly.
+    fn direct(server: &'a netns::Netns, ip: Ipv4Addr) -> Self {
+        Ends {
+            server,
+            listen: SocketAddrV4::new(ip, SOCKPERF_PORT),
+            sockperf: SocketAddrV4::new(ip, SOCKPERF_PORT),
+            http: SocketAddrV4::new(ip, HTTP_PORT),
+            iperf: SocketAddrV4::new(ip, IPERF_PORT),
+        }
+    }
+
+    /// The servers of the container at [`labs::SERVER_IP`], reached at `ip` on the ports
+    /// [`labs::PUBLISHED`] publishes.
+    fn published(server: &'a netns::Netns, ip: Ipv4Addr) -> Self {
+        let at = |port| SocketAddrV4::new(ip, published_port(port));
+        Ends {
+            server,
+            listen: SocketAddrV4::new(labs::SERVER_IP, SOCKPERF_PORT),
+            sockperf: at(SOCKPERF_PORT),
+            http: at(HTTP_PORT),
+            iperf: at(IPERF_PORT),
+        }
+    }
+}
+
+/// Measures the figures of [`e2e_metrics`] from `client` to `ends`, in order.
+fn measure_e2e(
+    client: &Client,
+    ends: &Ends,
+    timing: &Timing,
+    udp: &mut tools::UdpSearch,
+) -> anyhow::Result<Vec<f64>> {
+    let (p50, p99) = tools::latency(
+        client,
+        ends.server,
+        ends.listen,
+        ends.sockperf,
+        timing.seconds,
+    )
+    .context("latency (sockperf)")?;
+    let close =
+        tools::http_rate(client, ends.http, false, timing.wrk).context("new connections (wrk)")?;
+    let keep = tools::http_rate(client, ends.http, true, timing.wrk)
+        .context("keep-alive requests (wrk)")?;
+    let tput = tools::throughput(client, ends.iperf, timing.seconds).context("iperf3")?;
+    let pps = tools::udp_rate(client, ends.iperf, udp, timing.udp_probe).context("iperf3 -u")?;
+    Ok(vec![p50, p99, close, keep, tput, pps])
+}
+
+/// How long each figure runs.
+pub struct Timing {
+    /// Rounds of the end-to-end scenarios.
+    pub rounds: usize,
+    /// Rounds of the scaling scenarios (services, ports).
+    pub scale_rounds: usize,
+    /// sockperf and iperf3 (whole seconds).
+    pub seconds: u32,
+    /// wrk (whole seconds: it takes no fraction).
+    pub wrk: u32,
+    /// One paced run of the UDP rate search.
+    pub udp_probe: f64,
+}
+
+impl Timing {
+    pub fn new(quick: bool) -> Self {
+        if quick {
+            Timing {
+                rounds: 1,
+                scale_rounds: 3,
+                seconds: 1,
+                wrk: 1,
+                udp_probe: 0.3,
+            }
+        } else {
+            Timing {
+                rounds: 5,
+                scale_rounds: 5,
+                seconds: 2,
+                wrk: 2,
+                udp_probe: 1.0,
+            }
+        }
+    }
+}
+
+fn east_west(netbpf_bin: &Path, timing: &Timing) -> anyhow::Result<Measured> {
+    progress("east-west: building the bare bridge, Docker's bridge path and the netbpf lab");
     let dir = TempDir::new(&unique_prefix(BENCH_PREFIX)).context("bench temp dir")?;
     let dirs = target_dirs(&dir, &EAST_WEST)?;
     let labs = [
@@ -373,55 +598,49 @@ fn east_west(netbpf_bin: &Path, rounds: usize, seconds: u32) -> anyhow::Result<M
         labs::docker(BENCH_PREFIX, &dirs[1])?,
         labs::netbpf(BENCH_PREFIX, netbpf_bin, &dirs[2])?,
     ];
-    let server = SocketAddrV4::new(labs::SERVER_IP, HTTP_PORT);
     let _servers = labs
         .iter()
         .zip(&dirs)
         .map(|(lab, d)| tools::start_servers(lab.server(), labs::SERVER_IP, d))
         .collect::<anyhow::Result<Vec<_>>>()?;
-
-    let [p50, p99] = latency_metrics(SOCKPERF_HOW);
-    let metrics = vec![
-        p50,
-        p99,
-        Metric::new(
-            "new connections (HTTP)",
-            CLOSE_HOW,
-            "conn/s",
-            true,
-            Some(1.15),
-        ),
-        Metric::new(
-            "single-stream TCP throughput",
-            IPERF_HOW,
-            "Gbit/s",
-            true,
-            Some(1.0),
-        ),
-    ];
-    measure_rounds(&EAST_WEST, &labs, metrics, rounds, |lab| {
+    let metrics = e2e_metrics(E2eTargets {
+        p50: Some(0.8),
+        close: Some(1.15),
+        throughput: Some(1.0),
+        ..E2eTargets::default()
+    });
+    let mut udp: Vec<tools::UdpSearch> = labs.iter().map(|_| Default::default()).collect();
+    let measured = measure_rounds(&EAST_WEST, &labs, metrics, timing.rounds, |i, lab| {
         let client = Client::new(lab.client());
-        let sockperf = SocketAddrV4::new(labs::SERVER_IP, SOCKPERF_PORT);
-        let (lat50, lat99) = tools::latency(&client, lab.server(), sockperf, sockperf, seconds)?;
-        let rate = tools::http_rate(&client, server, false, seconds)?;
-        let iperf = SocketAddrV4::new(labs::SERVER_IP, IPERF_PORT);
-        let tput = tools::throughput(&client, iperf, seconds)?;
-        Ok(vec![lat50, lat99, rate, tput])
-    })
+        let ends = Ends::direct(lab.server(), labs::SERVER_IP);
+        measure_e2e(&client, &ends, timing, &mut udp[i])
+    })?;
+    check_counters(
+        netbpf_bin,
+        "netbpf",
+        &labs[2].lab,
+        &[(Hook::FromContainer, Outcome::Forward)],
+        &[],
+    )?;
+    Ok(measured)
+}
+
+/// The host port where the server's `container_port` is published.
+fn published_port(container_port: u16) -> u16 {
+    labs::PUBLISHED
+        .iter()
+        .find(|(_, c)| *c == container_port)
+        .map(|(h, _)| *h)
+        .expect("a published port")
 }
 
 /// Where the outside client reaches a published container port.
 fn published(container_port: u16) -> SocketAddrV4 {
-    let host_port = labs::PUBLISHED
-        .iter()
-        .find(|(_, c)| *c == container_port)
-        .map(|(h, _)| *h)
-        .expect("a published port");
-    SocketAddrV4::new(HOST_UPLINK_IP, host_port)
+    SocketAddrV4::new(HOST_UPLINK_IP, published_port(container_port))
 }
 
-fn north_south(netbpf_bin: &Path, rounds: usize, seconds: u32) -> anyhow::Result<Measured> {
-    step("north-south: building Docker's DNAT path and the netbpf labs (uplink at tc, at XDP)");
+fn north_south(netbpf_bin: &Path, timing: &Timing) -> anyhow::Result<Measured> {
+    progress("north-south: building Docker's DNAT path and the netbpf labs (uplink at tc, at XDP)");
     let dir = TempDir::new(&unique_prefix(BENCH_PREFIX)).context("bench temp dir")?;
     let dirs = target_dirs(&dir, &NORTH_SOUTH)?;
     // Whether the target may also be measured with a sender that offloads checksums.
@@ -439,7 +658,7 @@ fn north_south(netbpf_bin: &Path, rounds: usize, seconds: u32) -> anyhow::Result
     for (lab, _) in &labs {
         // Complete checksums from the sender: XDP on a veth needs them, and every target
         // gets the same sender.
-        tx_offload(lab, false)?;
+        tx_offload(&lab.lab.outside, false)?;
     }
     let _servers = labs
         .iter()
@@ -447,55 +666,42 @@ fn north_south(netbpf_bin: &Path, rounds: usize, seconds: u32) -> anyhow::Result
         .map(|((lab, _), d)| tools::start_servers(lab.server(), labs::SERVER_IP, d))
         .collect::<anyhow::Result<Vec<_>>>()?;
 
-    let [p50, p99] = latency_metrics(SOCKPERF_HOW);
-    let metrics = vec![
-        p50,
-        p99,
-        Metric::new(
-            "new connections (HTTP)",
-            CLOSE_HOW,
-            "conn/s",
-            true,
-            Some(1.25),
-        ),
-        Metric::new(
-            "single-stream TCP throughput",
-            IPERF_HOW,
-            "Gbit/s",
-            true,
-            Some(1.0),
-        ),
-        Metric::new(
-            "single-stream TCP throughput, sender offloading (veth default)",
-            "iperf3 as above, the client's tx checksum offload and TSO on: 64 KB GSO packets \
-             (not measured at XDP, where TCP then fails)",
-            "Gbit/s",
-            true,
-            None,
-        ),
-    ];
-    let measured = measure_rounds(&NORTH_SOUTH, &labs, metrics, rounds, |(lab, offload)| {
-        let client = Client::new(&lab.lab.outside);
-        let listen = SocketAddrV4::new(labs::SERVER_IP, SOCKPERF_PORT);
-        let (lat50, lat99) = tools::latency(
-            &client,
-            lab.server(),
-            listen,
-            published(SOCKPERF_PORT),
-            seconds,
-        )?;
-        let rate = tools::http_rate(&client, published(HTTP_PORT), false, seconds)?;
-        let tput = tools::throughput(&client, published(IPERF_PORT), seconds)?;
-        let offloaded = if *offload {
-            tx_offload(lab, true)?;
-            let tput = tools::throughput(&client, published(IPERF_PORT), seconds);
-            tx_offload(lab, false)?;
-            tput?
-        } else {
-            f64::NAN
-        };
-        Ok(vec![lat50, lat99, rate, tput, offloaded])
-    })?;
+    let mut metrics = e2e_metrics(E2eTargets {
+        p50: Some(0.8),
+        close: Some(1.25),
+        throughput: Some(1.0),
+        ..E2eTargets::default()
+    });
+    metrics.push(Metric::new(
+        "single-stream TCP throughput, sender offloading (veth default)",
+        "iperf3 as above, the client's tx checksum offload and TSO on: 64 KB GSO packets \
+         (not measured at XDP, where TCP then fails)",
+        "Gbit/s",
+        true,
+        None,
+    ));
+    let mut udp: Vec<tools::UdpSearch> = labs.iter().map(|_| Default::default()).collect();
+    let measured = measure_rounds(
+        &NORTH_SOUTH,
+        &labs,
+        metrics,
+        timing.rounds,
+        |i, (lab, offload)| {
+            let client = Client::new(&lab.lab.outside);
+            let ends = Ends::published(lab.server(), HOST_UPLINK_IP);
+            let mut values = measure_e2e(&client, &ends, timing, &mut udp[i])?;
+            let offloaded = if *offload {
+                tx_offload(&lab.lab.outside, true)?;
+                let tput = tools::throughput(&client, published(IPERF_PORT), timing.seconds);
+                tx_offload(&lab.lab.outside, false)?;
+                tput?
+            } else {
+                f64::NAN
+            };
+            values.push(offloaded);
+            Ok(values)
+        },
+    )?;
     // Each netbpf target's traffic took its own hook, and only that one.
     let (tc, xdp) = (
         (Hook::FromUplink, Outcome::Published),
@@ -519,12 +725,10 @@ fn north_south(netbpf_bin: &Path, rounds: usize, seconds: u32) -> anyhow::Result
     Ok(measured)
 }
 
-/// Turns the outside client's tx checksum offload (and with it TSO) on or off.
-fn tx_offload(lab: &labs::Published, on: bool) -> anyhow::Result<()> {
+/// Turns a client's tx checksum offload (and with it TSO) on or off.
+fn tx_offload(ns: &netns::Netns, on: bool) -> anyhow::Result<()> {
     let state = if on { "on" } else { "off" };
-    lab.lab
-        .outside
-        .exec("ethtool", &["-K", OUTSIDE_IF, "tx", state])
+    ns.exec("ethtool", &["-K", OUTSIDE_IF, "tx", state])
         .context("ethtool on the outside client")?;
     Ok(())
 }
@@ -549,24 +753,65 @@ fn check_counters(
     Ok(())
 }
 
+fn hairpin(netbpf_bin: &Path, timing: &Timing) -> anyhow::Result<Measured> {
+    progress("hairpin: building Docker's hairpin NAT path and the netbpf lab");
+    let dir = TempDir::new(&unique_prefix(BENCH_PREFIX)).context("bench temp dir")?;
+    let dirs = target_dirs(&dir, &HAIRPIN)?;
+    let labs = [
+        labs::docker_hairpin(BENCH_PREFIX, &dirs[0])?,
+        labs::netbpf_hairpin(BENCH_PREFIX, netbpf_bin, &dirs[1])?,
+    ];
+    let _servers = labs
+        .iter()
+        .zip(&dirs)
+        .map(|(lab, d)| tools::start_servers(lab.server(), labs::SERVER_IP, d))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let metrics = e2e_metrics(E2eTargets::default());
+    let mut udp: Vec<tools::UdpSearch> = labs.iter().map(|_| Default::default()).collect();
+    let measured = measure_rounds(&HAIRPIN, &labs, metrics, timing.rounds, |i, lab| {
+        let client = Client::new(lab.client());
+        let ends = Ends::published(lab.server(), HOST_UPLINK_IP);
+        measure_e2e(&client, &ends, timing, &mut udp[i])
+    })?;
+    check_counters(
+        netbpf_bin,
+        "netbpf",
+        &labs[1].lab,
+        &[(Hook::FromContainer, Outcome::Hairpin)],
+        &[],
+    )?;
+    Ok(measured)
+}
+
 /// A host-localhost target: the lab, the cgroup its client runs in, and (for `proxy`) the
-/// proxy.
+/// proxies.
 struct LocalTarget {
     lab: labs::Published,
     cgroup: Cgroup,
-    _proxy: Option<netbpf_tests::process::Background>,
+    _proxies: Vec<netbpf_tests::process::Background>,
 }
 
-fn host_localhost(netbpf_bin: &Path, rounds: usize, seconds: u32) -> anyhow::Result<Measured> {
-    step("host-localhost: building Docker's path with a userspace proxy and the netbpf lab");
+fn host_localhost(netbpf_bin: &Path, timing: &Timing) -> anyhow::Result<Measured> {
+    progress("host-localhost: building Docker's path with userspace proxies and the netbpf lab");
     let dir = TempDir::new(&unique_prefix(BENCH_PREFIX)).context("bench temp dir")?;
     let dirs = target_dirs(&dir, &HOST_LOCALHOST)?;
-    let localhost = SocketAddrV4::new(Ipv4Addr::LOCALHOST, labs::PUBLISHED_HTTP);
-    let container = SocketAddrV4::new(labs::SERVER_IP, HTTP_PORT);
 
     let proxy_cgroup = Cgroup::create(&unique_prefix(BENCH_PREFIX)).context("cgroup")?;
     let proxy_lab = labs::docker_published(BENCH_PREFIX, &dirs[0])?;
-    let proxy = proxy::start(&proxy_lab.lab.host, localhost, container, &dirs[0])?;
+    // docker-proxy: one per published port (the iperf3 one also relays its UDP).
+    let proxies = labs::PUBLISHED
+        .iter()
+        .map(|(host, container)| {
+            let d = dirs[0].join(format!("proxy-{host}"));
+            fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+            proxy::start(
+                &proxy_lab.lab.host,
+                SocketAddrV4::new(Ipv4Addr::LOCALHOST, *host),
+                SocketAddrV4::new(labs::SERVER_IP, *container),
+                &d,
+            )
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let netbpf_cgroup = Cgroup::create(&unique_prefix(BENCH_PREFIX)).context("cgroup")?;
     let netbpf_lab = labs::netbpf_published(
         BENCH_PREFIX,
@@ -578,12 +823,12 @@ fn host_localhost(netbpf_bin: &Path, rounds: usize, seconds: u32) -> anyhow::Res
         LocalTarget {
             lab: proxy_lab,
             cgroup: proxy_cgroup,
-            _proxy: Some(proxy),
+            _proxies: proxies,
         },
         LocalTarget {
             lab: netbpf_lab,
             cgroup: netbpf_cgroup,
-            _proxy: None,
+            _proxies: Vec::new(),
         },
     ];
     let _servers = labs
@@ -592,21 +837,15 @@ fn host_localhost(netbpf_bin: &Path, rounds: usize, seconds: u32) -> anyhow::Res
         .map(|(t, d)| tools::start_servers(t.lab.server(), labs::SERVER_IP, d))
         .collect::<anyhow::Result<Vec<_>>>()?;
 
-    let metrics = vec![
-        Metric::new(
-            "HTTP requests (keep-alive)",
-            KEEPALIVE_HOW,
-            "req/s",
-            true,
-            Some(3.0),
-        ),
-        Metric::new("new connections (HTTP)", CLOSE_HOW, "conn/s", true, None),
-    ];
-    let measured = measure_rounds(&HOST_LOCALHOST, &labs, metrics, rounds, |t| {
+    let metrics = e2e_metrics(E2eTargets {
+        keep_alive: Some(3.0),
+        ..E2eTargets::default()
+    });
+    let mut udp: Vec<tools::UdpSearch> = labs.iter().map(|_| Default::default()).collect();
+    let measured = measure_rounds(&HOST_LOCALHOST, &labs, metrics, timing.rounds, |i, t| {
         let client = Client::in_cgroup(&t.lab.lab.host, &t.cgroup);
-        let keep_alive = tools::http_rate(&client, localhost, true, seconds)?;
-        let close = tools::http_rate(&client, localhost, false, seconds)?;
-        Ok(vec![keep_alive, close])
+        let ends = Ends::published(t.lab.server(), Ipv4Addr::LOCALHOST);
+        measure_e2e(&client, &ends, timing, &mut udp[i])
     })?;
     // netbpf's connections went through its socket program.
     check_counters(
@@ -690,8 +929,13 @@ mod tests {
         for s in [
             &EAST_WEST,
             &NORTH_SOUTH,
+            &HAIRPIN,
             &HOST_LOCALHOST,
+            &vip::CONTAINER,
+            &vip::OUTSIDE,
             &services::SERVICES,
+            &ports::PORTS,
+            &docker::DOCKER,
         ] {
             assert!(SCENARIOS.contains(&s.id), "{}", s.id);
             assert!(s.targets.contains(&s.baseline), "{}", s.id);

@@ -3,13 +3,19 @@
 //! per connection and direction (docker-proxy's goroutines). The baseline of host
 //! processes reaching a published port at 127.0.0.1.
 //!
+//! UDP the same way, on the same address and port: docker-proxy's UDP proxy keeps a socket
+//! connected to the container per client address, with a thread copying the container's
+//! datagrams back to that client.
+//!
 //! It runs as `xtask bench-proxy` inside the lab's host namespace (`ip netns exec`), so
 //! that every socket it opens, on every thread, lives there.
 
 use std::{
+    collections::HashMap,
     io,
-    net::{Shutdown, SocketAddrV4, TcpListener, TcpStream},
+    net::{Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
     path::Path,
+    sync::Arc,
     thread,
 };
 
@@ -36,8 +42,14 @@ pub fn start(
     Ok(proxy)
 }
 
-/// Serves until killed.
+/// Serves until killed: TCP, and UDP on the same address and port.
 pub fn serve(listen: SocketAddrV4, to: SocketAddrV4) -> anyhow::Result<()> {
+    let udp = UdpSocket::bind(listen).with_context(|| format!("binding UDP {listen}"))?;
+    thread::spawn(move || {
+        if let Err(e) = serve_udp(udp, to) {
+            eprintln!("proxy: UDP: {e}");
+        }
+    });
     let listener = TcpListener::bind(listen).with_context(|| format!("listening on {listen}"))?;
     for client in listener.incoming() {
         match client {
@@ -72,4 +84,34 @@ fn pipe(mut from: TcpStream, mut to: TcpStream) {
     let _ = io::copy(&mut from, &mut to);
     let _ = from.shutdown(Shutdown::Read);
     let _ = to.shutdown(Shutdown::Write);
+}
+
+/// UDP: one socket connected to `to` per client address, and a thread per client copying
+/// the container's datagrams back through the listening socket.
+fn serve_udp(listen: UdpSocket, to: SocketAddrV4) -> io::Result<()> {
+    let listen = Arc::new(listen);
+    let mut clients: HashMap<SocketAddr, UdpSocket> = HashMap::new();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let (n, from) = listen.recv_from(&mut buf)?;
+        let backend = match clients.get(&from) {
+            Some(b) => b,
+            None => {
+                let b = UdpSocket::bind("0.0.0.0:0")?;
+                b.connect(to)?;
+                let (back, reply_to) = (b.try_clone()?, Arc::clone(&listen));
+                thread::spawn(move || {
+                    let mut buf = vec![0u8; 65536];
+                    while let Ok(n) = back.recv(&mut buf) {
+                        if reply_to.send_to(&buf[..n], from).is_err() {
+                            break;
+                        }
+                    }
+                });
+                clients.entry(from).or_insert(b)
+            }
+        };
+        // A full socket buffer drops the datagram, as a proxy under load does.
+        let _ = backend.send(&buf[..n]);
+    }
 }

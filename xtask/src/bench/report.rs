@@ -1,57 +1,131 @@
-//! target/bench/report.md (one table per scenario, then per-packet costs) and results.json.
+//! target/bench/report.md (the targets of issues 3 to 7 against what was measured, one
+//! table per scenario, per-packet costs, resources), results.json and the SVG charts.
 
-use std::{fmt::Write as _, fs};
+use std::{fmt::Write as _, fs, path::Path};
 
 use anyhow::Context as _;
 use serde_json::{Value, json};
 
 use super::{
-    Measured, Metric, median, min_max,
+    Measured, Metric, Timing, charts, median, min_max,
     tools::{CLIENT_CPU, SERVER_CPU},
 };
 use crate::cmd::{self, step};
 
-pub fn write(
-    measured: &[Measured],
-    prog_cost: &Value,
-    inspected: &Value,
-    rounds: usize,
-    seconds: u32,
-) -> anyhow::Result<()> {
+/// What the scenarios without a [`Measured`] table returned, and how the run went.
+#[derive(Default)]
+pub struct Extra {
+    pub prog_cost: Value,
+    pub resources: Value,
+    pub inspect: Value,
+    pub wall_seconds: f64,
+    pub quick: bool,
+    pub only: Option<String>,
+}
+
+pub fn write(measured: &[Measured], extra: &Extra, timing: &Timing) -> anyhow::Result<()> {
     let out_dir = cmd::workspace_root().join("target/bench");
     fs::create_dir_all(&out_dir).context("creating target/bench")?;
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let mut md = format!(
-        "# netbpf benchmark\n\nKernel {}, {cpus} CPUs.\n",
-        kernel.trim()
+    let cpu_model = fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_default();
+    let command = format!(
+        "cargo xtask bench{}{}",
+        if extra.quick { " --quick" } else { "" },
+        extra
+            .only
+            .as_ref()
+            .map_or(String::new(), |o| format!(" --only {o}"))
     );
-    if !measured.is_empty() {
-        let _ = write!(
-            md,
-            "\nEnd to end: {rounds} rounds of {seconds} s per figure, the targets of a scenario \
-             taking turns within each round. Servers run on CPU {SERVER_CPU}, client tools on CPU \
-             {CLIENT_CPU} (a proxy and the kernel's work where the scheduler puts them). Cells: \
-             median (min-max) over the rounds. Ratio = netbpf's figure / the baseline's in the \
-             same round; the median of the per-round ratios decides.\n"
+    let wall = extra.wall_seconds;
+    let mut md = format!(
+        "# netbpf benchmark\n\n`{command}`: kernel {}, {cpus} CPUs ({cpu_model}); the whole run \
+         took {:.0} s ({}m{:02}s){}.\n",
+        kernel.trim(),
+        wall,
+        wall as u64 / 60,
+        wall as u64 % 60,
+        if extra.quick {
+            if wall < 180.0 {
+                " (a quick run: target under 3 minutes, met)"
+            } else {
+                " (a quick run: target under 3 minutes, NOT met)"
+            }
+        } else {
+            ""
+        },
+    );
+    let _ = write!(
+        md,
+        "\nEnd to end: {} round(s) per path scenario ({} for the scaling scenarios); sockperf and \
+         iperf3 run {} s, wrk {} s, each UDP rate probe {} s. The targets of a scenario take \
+         turns within each round. Servers run on CPU {SERVER_CPU}, client tools on CPU \
+         {CLIENT_CPU} (a proxy and the kernel's work where the scheduler puts them). Cells: \
+         median (min-max) over the rounds. Ratio = netbpf's figure / the baseline's in the same \
+         round; the median of the per-round ratios decides.\n",
+        timing.rounds, timing.scale_rounds, timing.seconds, timing.wrk, timing.udp_probe
+    );
+
+    let summary = targets_summary(measured, extra);
+    if !summary.is_empty() {
+        md.push_str(
+            "\n## Targets (issues 3 to 7)\n\n| issue | target | measured | met | why not, or how |\n\
+             |---|---|---|---|---|\n",
         );
+        for row in &summary {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} |",
+                row.issue,
+                row.target,
+                row.measured,
+                match row.met {
+                    Some(true) => "met",
+                    Some(false) => "**not met**",
+                    None => "-",
+                },
+                if row.met == Some(false) {
+                    row.why.as_str()
+                } else {
+                    row.how.as_str()
+                }
+            );
+        }
     }
+
     let mut json_scenarios = Vec::new();
     for m in measured {
         json_scenarios.push(scenario_table(&mut md, m));
     }
-    let json_cost = prog_cost_table(&mut md, prog_cost)?;
-    if md.contains(" NO |") || md.contains(": NO") {
-        md.push_str(
-            "\nWhy a target marked NO is missed (profiles and reasoning): README.md, section \
-             Benchmarks.\n",
-        );
+    let json_cost = prog_cost_table(&mut md, &extra.prog_cost)?;
+    super::resources::report(&mut md, &extra.resources);
+    super::inspect::report(&mut md, &extra.inspect);
+
+    let charts = draw_charts(&out_dir, measured, &extra.prog_cost)?;
+    if !charts.is_empty() {
+        md.push_str("\n## Charts\n\n");
+        for (file, what) in &charts {
+            let _ = writeln!(md, "- [{file}]({file}): {what}");
+        }
     }
-    super::inspect::report(&mut md, inspected);
     fs::write(out_dir.join("report.md"), &md).context("writing report.md")?;
     let results = json!({
-        "rounds": rounds, "seconds": seconds, "scenarios": json_scenarios, "prog_cost": json_cost,
-        "inspect": inspected,
+        "command": command, "kernel": kernel.trim(), "cpus": cpus, "cpu_model": cpu_model,
+        "wall_seconds": wall, "quick": extra.quick,
+        "rounds": timing.rounds, "scale_rounds": timing.scale_rounds, "seconds": timing.seconds,
+        "wrk_seconds": timing.wrk, "udp_probe_seconds": timing.udp_probe,
+        "targets": summary.iter().map(|r| json!({
+            "issue": r.issue, "target": r.target, "measured": r.measured, "met": r.met,
+            "why_not": r.why, "how": r.how,
+        })).collect::<Vec<_>>(),
+        "scenarios": json_scenarios, "prog_cost": json_cost,
+        "resources": extra.resources, "inspect": extra.inspect,
+        "charts": charts.iter().map(|c| &c.0).collect::<Vec<_>>(),
     });
     fs::write(
         out_dir.join("results.json"),
@@ -61,6 +135,458 @@ pub fn write(
     println!("\n{md}");
     step(&format!("report: {}", out_dir.join("report.md").display()));
     Ok(())
+}
+
+/// One target of an issue, against what was measured.
+struct Row {
+    issue: u8,
+    target: String,
+    measured: String,
+    met: Option<bool>,
+    /// Why it is missed (profile or reasoning), shown when it is.
+    why: String,
+    /// Where the figure comes from, shown when it is met.
+    how: String,
+}
+
+/// Why an end-to-end ratio may miss on this machine.
+const NOISY: &str = "the per-round ratios spread wider than the miss on this shared 2-vCPU \
+    machine (a busy neighbour moves single rounds by more); see the scenario's per-round \
+    column, and a full run (5 rounds) before concluding";
+const CSUM_WHY: &str = "perf of the prog-cost runs: at tc the two `bpf_l4_csum_replace` \
+    helper calls the rewrite needs (kept for CHECKSUM_PARTIAL correctness) are about a fifth \
+    of the samples and the conntrack lookup another fifth; XDP updates the checksum inline \
+    and meets it";
+const NEW_FLOW_WHY: &str = "perf of the prog-cost runs: the two conntrack inserts of a new \
+    flow (both directions into the LRU hash: `bpf_lru_pop_free`, `htab_lru_map_update_elem`, \
+    `lookup_nulls_elem_raw`) are about 70% of its samples; meeting it needs one map write per \
+    new flow (replies found through reverse NAT), a change to the datapath's conntrack";
+const VIP_ONE_WHY: &str = "at one service kube-proxy's path is a single nat rule: the \
+    handshake and nginx's work, the same on both, are most of a connection, and the margin \
+    netbpf has is the bridge, netfilter and conntrack it skips; the per-round ratios spread \
+    across the target";
+
+fn metric<'a>(measured: &'a [Measured], title: &str, name: &str) -> Option<&'a Metric> {
+    measured
+        .iter()
+        .filter(|m| m.scenario.title == title)
+        .flat_map(|m| &m.metrics)
+        .find(|m| m.name == name)
+}
+
+/// A ratio target: contender/baseline of `name` in the scenario titled `title`.
+#[allow(clippy::too_many_arguments)]
+fn ratio_row(
+    rows: &mut Vec<Row>,
+    measured: &[Measured],
+    issue: u8,
+    title: &str,
+    name: &str,
+    contender: &str,
+    baseline: &str,
+    target: f64,
+    why: &str,
+) {
+    let Some(m) = metric(measured, title, name) else {
+        return;
+    };
+    let ratios = m.ratios(contender, baseline);
+    if ratios.is_empty() {
+        return;
+    }
+    let r = median(&ratios);
+    let dir = if m.higher_is_better { ">=" } else { "<=" };
+    let met = if m.higher_is_better {
+        r >= target
+    } else {
+        r <= target
+    };
+    rows.push(Row {
+        issue,
+        target: format!("{title}: {name}, {contender}/{baseline} {dir} {target}"),
+        measured: format!("{r:.2} ({} rounds)", ratios.len()),
+        met: Some(met),
+        why: why.to_owned(),
+        how: m.how.to_owned(),
+    });
+}
+
+/// Per-packet budgets from the prog_cost output: (path, above its empty program).
+fn cost_above(prog_cost: &Value) -> Vec<(String, f64, Option<f64>, String)> {
+    let Some(paths) = prog_cost["paths"].as_array() else {
+        return Vec::new();
+    };
+    let ns_of = |name: &str| {
+        paths
+            .iter()
+            .find(|p| p["name"] == name)
+            .map(|p| median(&values(&p["ns"])))
+    };
+    paths
+        .iter()
+        .filter_map(|p| {
+            let empty = ns_of(p["empty"].as_str()?)?;
+            Some((
+                p["name"].as_str()?.to_owned(),
+                median(&values(&p["ns"])) - empty,
+                p["budget_above_empty"].as_f64(),
+                p["what"].as_str().unwrap_or("").to_owned(),
+            ))
+        })
+        .collect()
+}
+
+fn targets_summary(measured: &[Measured], extra: &Extra) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let p50 = "TCP request/response latency p50";
+    let close = "new connections (HTTP)";
+    let tput = "single-stream TCP throughput";
+    // Issue 3: east-west.
+    let ew = "Container to container";
+    ratio_row(
+        &mut rows, measured, 3, ew, p50, "netbpf", "docker", 0.8, NOISY,
+    );
+    ratio_row(
+        &mut rows, measured, 3, ew, close, "netbpf", "docker", 1.15, NOISY,
+    );
+    ratio_row(
+        &mut rows, measured, 3, ew, tput, "netbpf", "docker", 1.0, NOISY,
+    );
+    // Issue 4: north-south and localhost.
+    let ns = "Outside to a published port";
+    for c in ["netbpf-tc", "netbpf-xdp"] {
+        ratio_row(&mut rows, measured, 4, ns, p50, c, "docker", 0.8, NOISY);
+        ratio_row(&mut rows, measured, 4, ns, close, c, "docker", 1.25, NOISY);
+        ratio_row(&mut rows, measured, 4, ns, tput, c, "docker", 1.0, NOISY);
+    }
+    ratio_row(
+        &mut rows,
+        measured,
+        4,
+        "Host localhost to a published port",
+        "HTTP requests (keep-alive)",
+        "netbpf",
+        "proxy",
+        3.0,
+        NOISY,
+    );
+    // Issue 5: services.
+    let svc = "Container to a virtual service (VIP)";
+    ratio_row(
+        &mut rows,
+        measured,
+        5,
+        svc,
+        "new connections (HTTP) to a VIP, 1 service",
+        "netbpf",
+        "iptables",
+        1.3,
+        VIP_ONE_WHY,
+    );
+    ratio_row(
+        &mut rows,
+        measured,
+        5,
+        svc,
+        "new connections (HTTP) to a VIP, 10,000 services",
+        "netbpf",
+        "iptables",
+        2.0,
+        NOISY,
+    );
+    for m in measured.iter().filter(|m| m.scenario.title == svc) {
+        for d in m.derived.iter().filter(|d| d.target.is_some()) {
+            rows.push(Row {
+                issue: 5,
+                target: format!("{} >= {}", d.name, d.target.unwrap_or(0.0)),
+                measured: format!("{:.2}", median(&d.per_round)),
+                met: d.meets_target(),
+                why: NOISY.to_owned(),
+                how: d.how.to_owned(),
+            });
+        }
+        if let Some(apply) = m.metrics.iter().find(|m| m.limit.is_some()) {
+            let own = median(apply.of("netbpf"));
+            rows.push(Row {
+                issue: 5,
+                target: format!("{}: netbpf <= {} s", apply.name, apply.limit.unwrap_or(0.0)),
+                measured: format!(
+                    "{own:.2} s (iptables-restore: {:.2} s)",
+                    median(apply.of("iptables"))
+                ),
+                met: apply.meets_target("netbpf", "iptables"),
+                why: String::new(),
+                how: apply.how.to_owned(),
+            });
+        }
+    }
+    // Per-packet budgets (issues 3, 4, 5).
+    for (name, above, budget, what) in cost_above(&extra.prog_cost) {
+        let Some(budget) = budget else { continue };
+        let issue = if name == "forward" {
+            3
+        } else if name.starts_with("vip") {
+            5
+        } else {
+            4
+        };
+        let why = if name.contains("new") {
+            NEW_FLOW_WHY
+        } else {
+            CSUM_WHY
+        };
+        rows.push(Row {
+            issue,
+            target: format!("BPF_PROG_TEST_RUN `{name}` <= {budget:+.0} ns above empty"),
+            measured: format!("{above:+.0} ns"),
+            met: Some(above <= budget),
+            why: why.to_owned(),
+            how: what,
+        });
+    }
+    // Issue 6: show, and the monitor's event path.
+    if let Some(figures) = extra.inspect["figures"].as_array() {
+        for f in figures
+            .iter()
+            .filter(|f| f["target_max_seconds"].is_number())
+        {
+            rows.push(Row {
+                issue: 6,
+                target: format!(
+                    "{} <= {} s",
+                    f["figure"].as_str().unwrap_or("?"),
+                    f["target_max_seconds"]
+                ),
+                measured: format!("{:.3} s", f["median"].as_f64().unwrap_or(f64::NAN)),
+                met: f["met"].as_bool(),
+                why: String::new(),
+                how: format!("wall time of `{}`", f["command"].as_str().unwrap_or("?")),
+            });
+        }
+    }
+    if let Some(mon) = monitor_figures(&extra.prog_cost) {
+        rows.push(Row {
+            issue: 6,
+            target: "the datapath's event path costs nothing measurable when no monitor runs"
+                .to_owned(),
+            measured: format!(
+                "a drop: {:+.0} ns above the empty program with no monitor, {:+.0} ns with a \
+                 monitor's lease (each drop's event written: {:+.0} ns); with no monitor the \
+                 drop costs less than forwarding ({:+.0} ns)",
+                mon.off - mon.empty,
+                mon.on - mon.empty,
+                mon.on - mon.off,
+                mon.forward - mon.empty
+            ),
+            met: Some(mon.off <= mon.forward && mon.on > mon.off),
+            why: "with no monitor the drop costs more than forwarding: the lease check is \
+                  measurable"
+                .to_owned(),
+            how: "BPF_PROG_TEST_RUN of the same spoofed-MAC drop, NB_MON_ON empty and holding \
+                  a lease that wants drops, taking turns (see Per-packet cost); the event path \
+                  with no monitor is one array lookup, which a drop's cost (below a forward's) \
+                  leaves no room to measure"
+                .to_owned(),
+        });
+    }
+    // Issue 7: resources and the quick run's time.
+    let r = &extra.resources;
+    if !r.is_null() {
+        let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+        for (what, value, limit) in [
+            (
+                "agent resident memory idle <= 30 MiB",
+                f(&r["idle"]["rss_mib"]),
+                30.0,
+            ),
+            (
+                "agent resident memory with 10,000 services <= 64 MiB",
+                f(&r["with_services"]["rss_mib"]),
+                64.0,
+            ),
+            (
+                "all maps at default sizes <= 256 MiB",
+                f(&r["maps_total_mib"]),
+                256.0,
+            ),
+        ] {
+            rows.push(Row {
+                issue: 7,
+                target: what.to_owned(),
+                measured: format!("{value:.1} MiB"),
+                met: Some(value <= limit),
+                why: "see Resources".to_owned(),
+                how: "see Resources".to_owned(),
+            });
+        }
+        rows.push(Row {
+            issue: 7,
+            target: "agent CPU while idle near zero (< 1% of a CPU)".to_owned(),
+            measured: format!("{:.2}%", f(&r["idle"]["cpu_percent"])),
+            met: Some(f(&r["idle"]["cpu_percent"]) < 1.0),
+            why: "see Resources".to_owned(),
+            how: "utime + stime over the window".to_owned(),
+        });
+    }
+    if extra.quick && extra.only.is_none() {
+        rows.push(Row {
+            issue: 7,
+            target: "`--quick` finishes in under 3 minutes".to_owned(),
+            measured: format!("{:.0} s", extra.wall_seconds),
+            met: Some(extra.wall_seconds < 180.0),
+            why: "the end-to-end figures are each a few seconds of tools (sockperf alone \
+                  sleeps 2 s before it measures)"
+                .to_owned(),
+            how: "wall time of the whole run, setup and builds included".to_owned(),
+        });
+    }
+    rows
+}
+
+/// The monitor figures of the prog_cost output (ns per packet, medians).
+struct Monitor {
+    off: f64,
+    on: f64,
+    empty: f64,
+    forward: f64,
+}
+
+fn monitor_figures(prog_cost: &Value) -> Option<Monitor> {
+    let paths = prog_cost["paths"].as_array()?;
+    let ns = |name: &str| {
+        paths
+            .iter()
+            .find(|p| p["name"] == name)
+            .map(|p| median(&values(&p["ns"])))
+    };
+    Some(Monitor {
+        off: ns("drop_monitor_off")?,
+        on: ns("drop_monitor_on")?,
+        empty: ns("empty_tc")?,
+        forward: ns("forward")?,
+    })
+}
+
+/// The charts: the scaling curves and the per-scenario ratios. Returns (file, what).
+fn draw_charts(
+    out_dir: &Path,
+    measured: &[Measured],
+    prog_cost: &Value,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut charts = Vec::new();
+    for (title, file, what, counts, unit) in [
+        (
+            "Container to a virtual service (VIP)",
+            "scaling-services.svg",
+            "new connections/s through a VIP against the number of services, iptables \
+             (kube-proxy) and netbpf",
+            &[1usize, 1000, 10_000][..],
+            "services",
+        ),
+        (
+            super::ports::PORTS.title,
+            "scaling-ports.svg",
+            "new connections/s to a published port against the number of ports published, \
+             iptables (Docker) and netbpf",
+            &[1usize, 1000, 5000][..],
+            "published ports",
+        ),
+    ] {
+        let Some(m) = measured.iter().find(|m| m.scenario.title == title) else {
+            continue;
+        };
+        let series = m
+            .scenario
+            .targets
+            .iter()
+            .map(|t| charts::Series {
+                name: (*t).to_owned(),
+                points: counts
+                    .iter()
+                    .zip(&m.metrics)
+                    .map(|(c, metric)| (*c as f64, median(metric.of(t))))
+                    .collect(),
+            })
+            .collect::<Vec<_>>();
+        charts::lines(
+            &out_dir.join(file),
+            &format!("New connections/s against {unit}"),
+            unit,
+            "connections/s (median of the rounds)",
+            &series,
+        )?;
+        charts.push((file.to_owned(), what.to_owned()));
+    }
+    // Per-packet cost against the number of entries (netbpf; iptables has no such figure).
+    if let Some(paths) = prog_cost["paths"].as_array() {
+        let mut series: Vec<charts::Series> = Vec::new();
+        for p in paths.iter().filter(|p| p["count"].is_number()) {
+            let name = p["series"].as_str().unwrap_or("?").to_owned();
+            let point = (
+                p["count"].as_f64().unwrap_or(f64::NAN),
+                median(&values(&p["ns"])),
+            );
+            match series.iter_mut().find(|s| s.name == name) {
+                Some(s) => s.points.push(point),
+                None => series.push(charts::Series {
+                    name,
+                    points: vec![point],
+                }),
+            }
+        }
+        if !series.is_empty() {
+            let file = "scaling-prog-cost.svg";
+            charts::lines(
+                &out_dir.join(file),
+                "netbpf per-packet cost of a new flow against the number of entries",
+                "entries (published ports or services)",
+                "ns per packet (BPF_PROG_TEST_RUN, single runs)",
+                &series,
+            )?;
+            charts.push((
+                file.to_owned(),
+                "netbpf's per-packet cost of a new flow (published port, VIP) against the \
+                 number of ports or services in its maps"
+                    .to_owned(),
+            ));
+        }
+    }
+    // Ratios: netbpf against the baseline per scenario and figure, as "times better".
+    let mut bars = Vec::new();
+    for m in measured {
+        let s = m.scenario;
+        for c in s.contenders {
+            for metric in &m.metrics {
+                let ratios = metric.ratios(c, s.baseline);
+                if ratios.is_empty() {
+                    continue;
+                }
+                let r = median(&ratios);
+                let better = if metric.higher_is_better { r } else { 1.0 / r };
+                let who = if s.contenders.len() > 1 {
+                    format!(" ({c})")
+                } else {
+                    String::new()
+                };
+                bars.push((format!("{}{who}: {}", s.title, metric.name), better));
+            }
+        }
+    }
+    if !bars.is_empty() {
+        let file = "ratios.svg";
+        charts::ratio_bars(
+            &out_dir.join(file),
+            "netbpf against the kernel-native path, per scenario and figure",
+            &bars,
+        )?;
+        charts.push((
+            file.to_owned(),
+            "every scenario's figures as netbpf's advantage over the baseline (its ratio, or \
+             the inverse for latency and times: above 1 is better)"
+                .to_owned(),
+        ));
+    }
+    Ok(charts)
 }
 
 /// Writes a scenario's table and returns its figures as JSON.
@@ -244,10 +770,11 @@ fn prog_cost_table(md: &mut String, prog_cost: &Value) -> anyhow::Result<Value> 
          same lookups and checksum helper calls.\n\n{HEADER}",
         prog_cost["repeat"], prog_cost["runs"],
     );
-    let (repeated, single): (Vec<&Value>, Vec<&Value>) =
-        paths.iter().partition(|p| p["method"] != "single");
+    let of =
+        |method: &str| -> Vec<&Value> { paths.iter().filter(|p| p["method"] == method).collect() };
+    let (single, monitor, scale) = (of("single"), of("monitor"), of("scale"));
     let mut rows = Vec::new();
-    for p in repeated {
+    for p in of("repeat") {
         rows.push(cost_row(md, p, &ns_of)?);
     }
     if !single.is_empty() {
@@ -269,6 +796,37 @@ fn prog_cost_table(md: &mut String, prog_cost: &Value) -> anyhow::Result<Value> 
             prog_cost["new_flows"], prog_cost["runs"],
         );
         for p in single {
+            rows.push(cost_row(md, p, &ns_of)?);
+        }
+    }
+    if !monitor.is_empty() {
+        let _ = write!(
+            md,
+            "\nThe monitor's event path (issue 6): the spoofed-MAC drop with NB_MON_ON empty (no \
+             monitor: the event path is the lease lookup) and with a monitor's lease wanting \
+             drops (every drop writes its event into the NB_MONITOR ring buffer), taking turns \
+             round by round; {} test runs of {} repetitions per round (the ring holds about \
+             5,400 events: it is emptied after each run, and each run must have written exactly \
+             one event per drop with the lease, none without); a round's figure is the median \
+             of its runs.\n\n{HEADER}",
+            prog_cost["monitor_runs"], prog_cost["monitor_repeat"],
+        );
+        for p in monitor {
+            rows.push(cost_row(md, p, &ns_of)?);
+        }
+    }
+    if !scale.is_empty() {
+        let _ = write!(
+            md,
+            "\nScaling (issue 7): a new flow from outside to the last of 1, 1,000 and 5,000 \
+             published ports, and from a container to the last of 1, 1,000 and 10,000 services \
+             (random over 3 backends), the entries added to the same maps count by count; \
+             timed one run at a time as above, beside the empty tc program timed the same way \
+             at each count. iptables has no per-packet figure of this kind: its rules are \
+             walked once per new connection (the conn/s of the ports and services scenarios \
+             show their cost), and established packets never reach the nat table.\n\n{HEADER}",
+        );
+        for p in scale {
             rows.push(cost_row(md, p, &ns_of)?);
         }
     }

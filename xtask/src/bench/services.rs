@@ -27,10 +27,10 @@ use netbpf_common::stats::{Hook, Outcome};
 use netbpf_tests::{TempDir, lab::Lab, netns::Netns, unique_prefix};
 
 use super::{
-    BENCH_PREFIX, Derived, Measured, Metric, Scenario, check_counters, labs,
+    BENCH_PREFIX, Derived, Measured, Metric, Scenario, check_counters, labs, progress,
     tools::{self, Client, HTTP_PORT},
 };
-use crate::cmd::{self, step};
+use crate::cmd;
 
 pub const SERVICES: Scenario = Scenario {
     id: "services",
@@ -494,9 +494,9 @@ pub fn run(
     netbpf_bin: &Path,
     quick: bool,
     rounds: usize,
-    seconds: u32,
+    wrk_seconds: u32,
 ) -> anyhow::Result<Measured> {
-    step(
+    progress(
         "services: building kube-proxy's iptables labs and netbpf's, at 1, 1,000 and 10,000 services",
     );
     let dir = TempDir::new(&unique_prefix(BENCH_PREFIX)).context("bench temp dir")?;
@@ -572,7 +572,7 @@ pub fn run(
     );
     for round in 1..=samples {
         for t in &most {
-            step(&format!(
+            progress(&format!(
                 "services: round {round}/{samples}, {}: applying 10,000 services, changing one",
                 t.name()
             ));
@@ -594,13 +594,13 @@ pub fn run(
             let n = (k + round - 1) % COUNTS.len();
             let count = &COUNTS[n];
             for t in targets.iter().filter(|t| t.count == *count) {
-                step(&format!(
+                progress(&format!(
                     "services: round {round}/{rounds}, {}, {}",
                     label(*count),
                     t.name()
                 ));
                 let client = Client::new(t.client());
-                let rate = tools::http_rate(&client, measured_vip(*count), false, seconds)
+                let rate = tools::http_rate(&client, measured_vip(*count), false, wrk_seconds)
                     .with_context(|| format!("services: {} at {}", t.name(), label(*count)))?;
                 metrics[n].values.entry(t.name()).or_default().push(rate);
             }
@@ -683,7 +683,7 @@ fn check_dnat(t: &Target) -> anyhow::Result<()> {
 }
 
 /// A metric name made at run time (metrics name themselves with `&'static str`).
-fn leak(s: String) -> &'static str {
+pub(super) fn leak(s: String) -> &'static str {
     Box::leak(s.into_boxed_str())
 }
 

@@ -263,6 +263,165 @@ pub fn parse_iperf3(out: &str) -> anyhow::Result<f64> {
         .ok_or_else(|| anyhow!("iperf3 JSON has no end.sum_received.bits_per_second"))
 }
 
+/// The UDP payload of the packet-rate figure (bytes): small packets, so that the figure is
+/// the per-packet cost of the path, not bandwidth.
+pub const UDP_PAYLOAD: u32 = 64;
+/// The loss a rate may have and still count (0.1%).
+pub const UDP_MAX_LOSS: f64 = 0.001;
+
+/// One iperf3 UDP run: what was offered and what arrived.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct UdpProbe {
+    /// Packets per second the sender sent.
+    pub sent_pps: f64,
+    /// Packets per second the receiver got.
+    pub received_pps: f64,
+    /// Lost / sent.
+    pub loss: f64,
+}
+
+/// The state of a target's UDP rate search across rounds: the last rate that passed,
+/// where the next round starts.
+#[derive(Default)]
+pub struct UdpSearch {
+    last_pass: Option<f64>,
+}
+
+/// How the UDP packet rate is found, for the report.
+pub const UDP_HOW: &str = "iperf3 -u, 64-byte datagrams, one stream; the highest received rate \
+    whose loss (iperf3's lost/sent, reported by the receiver) stays below 0.1%, found by a \
+    short search each round: one run at the sender's full speed (-b 0), which passes when its \
+    loss is below 0.1%; else runs paced at that run's received rate x 1, 0.7, 0.49, ... until \
+    one passes (at most 8), then one bisection step between it and the last that failed; \
+    later rounds start from the previous round's passing rate (x 1.05 first, then down by \
+    0.9). Paced runs send a fixed count of packets (-k) for `probe` seconds.";
+
+/// The highest UDP packet rate (packets/s received) from `client` to the iperf3 server at
+/// `server` with less than 0.1% loss (see [`UDP_HOW`]); each paced run lasts `probe` s.
+pub fn udp_rate(
+    client: &Client,
+    server: SocketAddrV4,
+    search: &mut UdpSearch,
+    probe: f64,
+) -> anyhow::Result<f64> {
+    let passes = |p: &UdpProbe| p.loss < UDP_MAX_LOSS;
+    let run = |pps: Option<f64>| udp_probe(client, server, pps, probe);
+    if let Some(last) = search.last_pass {
+        let up = run(Some(last * 1.05))?;
+        if passes(&up) {
+            search.last_pass = Some(last * 1.05);
+            return Ok(up.received_pps);
+        }
+        let mut rate = last;
+        for _ in 0..5 {
+            let p = run(Some(rate))?;
+            if passes(&p) {
+                search.last_pass = Some(rate);
+                return Ok(p.received_pps);
+            }
+            rate *= 0.9;
+        }
+        search.last_pass = None;
+    }
+    let full = run(None)?;
+    if passes(&full) {
+        search.last_pass = Some(full.sent_pps);
+        return Ok(full.received_pps);
+    }
+    let ceiling = full.received_pps;
+    let mut failed = ceiling;
+    let mut tried = vec![(None, full)];
+    let mut rate = ceiling;
+    for step in 0..8 {
+        let p = run(Some(rate))?;
+        tried.push((Some(rate), p));
+        if passes(&p) {
+            if step > 0 {
+                let mid = (rate + failed) / 2.0;
+                let q = run(Some(mid))?;
+                if passes(&q) {
+                    search.last_pass = Some(mid);
+                    return Ok(q.received_pps);
+                }
+            }
+            search.last_pass = Some(rate);
+            return Ok(p.received_pps);
+        }
+        failed = rate;
+        rate *= 0.7;
+    }
+    let probes: Vec<String> = tried
+        .iter()
+        .map(|(rate, p)| {
+            format!(
+                "{}: sent {:.0}/s, received {:.0}/s, loss {:.3}%",
+                rate.map_or("full speed".to_owned(), |r| format!("paced at {r:.0}/s")),
+                p.sent_pps,
+                p.received_pps,
+                100.0 * p.loss
+            )
+        })
+        .collect();
+    anyhow::bail!(
+        "UDP to {server}: no rate stayed below 0.1% loss:\n{}",
+        probes.join("\n")
+    )
+}
+
+/// One iperf3 UDP run to `server`: at the sender's full speed for 1 s (`pps` None), or
+/// paced at `pps` for `seconds`.
+fn udp_probe(
+    client: &Client,
+    server: SocketAddrV4,
+    pps: Option<f64>,
+    seconds: f64,
+) -> anyhow::Result<UdpProbe> {
+    let (ip, port) = (server.ip().to_string(), server.port().to_string());
+    let len = UDP_PAYLOAD.to_string();
+    let (bits, count) = match pps {
+        None => ("0".to_owned(), None),
+        Some(pps) => (
+            format!("{:.0}", pps * f64::from(UDP_PAYLOAD * 8)),
+            Some(format!("{:.0}", (pps * seconds).max(1000.0))),
+        ),
+    };
+    let mut args = vec!["-c", &ip, "-p", &port, "-u", "-l", &len, "-b", &bits, "-J"];
+    match &count {
+        Some(k) => args.extend(["-k", k.as_str()]),
+        None => args.extend(["-t", "1"]),
+    }
+    // The server takes a moment after a test before it takes the next one.
+    for _ in 0..50 {
+        let out = client.run("iperf3", &args)?;
+        if out.contains("the server is busy") {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        }
+        return parse_iperf3_udp(&out);
+    }
+    Err(anyhow!("the iperf3 server at {server} stayed busy"))
+}
+
+pub fn parse_iperf3_udp(out: &str) -> anyhow::Result<UdpProbe> {
+    let json: serde_json::Value = serde_json::from_str(out).context("iperf3 JSON")?;
+    let sum = &json["end"]["sum"];
+    let field = |k: &str| {
+        sum[k]
+            .as_f64()
+            .ok_or_else(|| anyhow!("iperf3 UDP JSON has no end.sum.{k}:\n{out}"))
+    };
+    let (packets, lost, seconds) = (field("packets")?, field("lost_packets")?, field("seconds")?);
+    anyhow::ensure!(
+        packets > 0.0 && seconds > 0.0,
+        "iperf3 sent nothing:\n{out}"
+    );
+    Ok(UdpProbe {
+        sent_pps: packets / seconds,
+        received_pps: (packets - lost.max(0.0)) / seconds,
+        loss: lost.max(0.0) / packets,
+    })
+}
+
 /// Per-packet cost of the datapath's paths and of empty programs (the prog_cost example):
 /// `runs` rounds of `repeat` repetitions per path, and of `new_flows` single runs per
 /// new-flow path.
@@ -306,6 +465,16 @@ mod tests {
             (3, 7)
         );
         assert_eq!(wrk_errors(out), (0, 0));
+    }
+
+    #[test]
+    fn reads_iperf3_udp_json() {
+        let out = r#"{"end": {"sum": {"packets": 100000, "lost_packets": 50, "seconds": 0.5}}}"#;
+        let p = parse_iperf3_udp(out).expect("parses");
+        assert_eq!(p.sent_pps, 200_000.0);
+        assert_eq!(p.received_pps, 199_900.0);
+        assert!((p.loss - 0.0005).abs() < 1e-12);
+        assert!(parse_iperf3_udp(r#"{"end": {"sum": {}}}"#).is_err());
     }
 
     #[test]
