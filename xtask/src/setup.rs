@@ -83,6 +83,10 @@ fn apt_packages() -> anyhow::Result<()> {
     }
     require_root("install Debian packages")?;
     step(&format!("setup: installing {}", missing.join(" ")));
+    // Packages with services (docker.io, nginx) must not start them: a dockerd in the
+    // machine's own namespace would rewrite its firewall. Debian's maintainer scripts ask
+    // policy-rc.d; without one, a refusing one stands for the install.
+    let _no_services = NoServiceStarts::install()?;
     cmd::run(Command::new("apt-get").args(["update", "-qq"]))?;
     cmd::run(
         Command::new("apt-get")
@@ -90,6 +94,39 @@ fn apt_packages() -> anyhow::Result<()> {
             .args(["install", "-y", "-qq", "--no-install-recommends"])
             .args(&missing),
     )
+}
+
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
+
+/// A policy-rc.d that refuses every service start (exit 101), in place while it lives,
+/// unless the machine has one of its own.
+struct NoServiceStarts {
+    ours: bool,
+}
+
+impl NoServiceStarts {
+    fn install() -> anyhow::Result<NoServiceStarts> {
+        if std::path::Path::new(POLICY_RC_D).exists() {
+            return Ok(NoServiceStarts { ours: false });
+        }
+        fs::write(
+            POLICY_RC_D,
+            "#!/bin/sh\n# netbpf setup: no service starts while packages install\nexit 101\n",
+        )
+        .with_context(|| format!("writing {POLICY_RC_D}"))?;
+        let mut perms = fs::metadata(POLICY_RC_D)?.permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+        fs::set_permissions(POLICY_RC_D, perms).with_context(|| format!("chmod {POLICY_RC_D}"))?;
+        Ok(NoServiceStarts { ours: true })
+    }
+}
+
+impl Drop for NoServiceStarts {
+    fn drop(&mut self) {
+        if self.ours {
+            let _ = fs::remove_file(POLICY_RC_D);
+        }
+    }
 }
 
 fn deb_installed(name: &str) -> bool {
