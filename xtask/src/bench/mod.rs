@@ -372,9 +372,13 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     if wants(inspect::ID) {
         results.inspect = inspect::run(&netbpf_bin, 3)?;
     }
-    if wants(docker::DOCKER.id)
-        && let Some(m) = docker::run(&netbpf_bin, timing.rounds, timing.seconds)?
-    {
+    // A quick run of the whole suite leaves out the real Docker Engines (starting and
+    // stopping two dockerds takes half a minute): `--quick --only docker` runs them.
+    let docker_wanted = match options.only.as_deref() {
+        Some(only) => only == docker::DOCKER.id,
+        None => !options.quick,
+    };
+    if docker_wanted && let Some(m) = docker::run(&netbpf_bin, timing.rounds, timing.seconds)? {
         measured.push(m);
     }
     results.wall_seconds = elapsed();
@@ -536,20 +540,46 @@ fn measure_e2e(
     timing: &Timing,
     udp: &mut tools::UdpSearch,
 ) -> anyhow::Result<Vec<f64>> {
-    let (p50, p99) = tools::latency(
-        client,
-        ends.server,
-        ends.listen,
-        ends.sockperf,
-        timing.seconds,
-    )
-    .context("latency (sockperf)")?;
-    let close =
-        tools::http_rate(client, ends.http, false, timing.wrk).context("new connections (wrk)")?;
+    let full_speed = udp.needs_full_speed();
+    let during = || -> anyhow::Result<(f64, Option<tools::UdpProbe>)> {
+        let close = tools::http_rate(client, ends.http, false, timing.wrk)
+            .context("new connections (wrk)")?;
+        let full = if full_speed {
+            Some(
+                tools::udp_full_speed(client, ends.iperf, timing.udp_probe)
+                    .context("iperf3 -u at full speed")?,
+            )
+        } else {
+            None
+        };
+        Ok((close, full))
+    };
+    let ((p50, p99), (close, full)) = if timing.overlap {
+        tools::latency_overlapped(
+            client,
+            ends.server,
+            ends.listen,
+            ends.sockperf,
+            timing.seconds,
+            during,
+        )
+        .context("latency (sockperf)")?
+    } else {
+        let latency = tools::latency(
+            client,
+            ends.server,
+            ends.listen,
+            ends.sockperf,
+            timing.seconds,
+        )
+        .context("latency (sockperf)")?;
+        (latency, during()?)
+    };
     let keep = tools::http_rate(client, ends.http, true, timing.wrk)
         .context("keep-alive requests (wrk)")?;
     let tput = tools::throughput(client, ends.iperf, timing.seconds).context("iperf3")?;
-    let pps = tools::udp_rate(client, ends.iperf, udp, timing.udp_probe).context("iperf3 -u")?;
+    let pps = tools::udp_rate_from(client, ends.iperf, udp, timing.udp_probe, full)
+        .context("iperf3 -u")?;
     Ok(vec![p50, p99, close, keep, tput, pps])
 }
 
@@ -565,6 +595,9 @@ pub struct Timing {
     pub wrk: u32,
     /// One paced run of the UDP rate search.
     pub udp_probe: f64,
+    /// Whether the figures that fit run inside sockperf's idle start (see
+    /// [`tools::latency_overlapped`]).
+    pub overlap: bool,
 }
 
 impl Timing {
@@ -572,10 +605,11 @@ impl Timing {
         if quick {
             Timing {
                 rounds: 1,
-                scale_rounds: 3,
+                scale_rounds: 2,
                 seconds: 1,
                 wrk: 1,
-                udp_probe: 0.3,
+                udp_probe: 0.2,
+                overlap: true,
             }
         } else {
             Timing {
@@ -584,6 +618,7 @@ impl Timing {
                 seconds: 2,
                 wrk: 2,
                 udp_probe: 1.0,
+                overlap: false,
             }
         }
     }

@@ -193,7 +193,7 @@ fn maps(lab: &Lab) -> anyhow::Result<Vec<Value>> {
 }
 
 pub fn run(netbpf_bin: &Path, quick: bool) -> anyhow::Result<Value> {
-    let window = Duration::from_secs(if quick { 3 } else { 10 });
+    let window = Duration::from_secs(if quick { 2 } else { 10 });
     progress("resources: netbpf agent idle (one container) in a bench namespace");
     let lab = Lab::new(BENCH_PREFIX, 1).context("lab")?;
     let dir = TempDir::new(&unique_prefix(BENCH_PREFIX)).context("bench temp dir")?;

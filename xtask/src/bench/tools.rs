@@ -4,7 +4,7 @@ use std::{
     net::{Ipv4Addr, SocketAddrV4, TcpStream},
     path::Path,
     process::Command,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, anyhow};
@@ -52,7 +52,7 @@ impl<'a> Client<'a> {
         }
     }
 
-    fn command(&self, program: &str, args: &[&str]) -> Command {
+    pub fn command(&self, program: &str, args: &[&str]) -> Command {
         match self.cgroup {
             Some(cgroup) => cgroup.command(self.ns, program, args),
             None => self.ns.command(program, args),
@@ -166,6 +166,77 @@ pub fn latency(
         ],
     )?;
     parse_sockperf(&out)
+}
+
+/// The sockperf client sleeps 2 s after it connects, then measures. [`latency_overlapped`]
+/// runs other figures in that sleep, which must end before this much of it has passed.
+const SOCKPERF_IDLE: Duration = Duration::from_millis(1800);
+
+/// [`latency`], with `during` run in the sockperf client's idle start (its fixed 2 s sleep
+/// after connecting), the sockperf server stopped (SIGSTOP: it busy-polls) meanwhile and
+/// continued before the client measures. If `during` runs past [`SOCKPERF_IDLE`], the
+/// latency is measured again on its own. Returns the latency and what `during` returned.
+pub fn latency_overlapped<T>(
+    client: &Client,
+    server_ns: &Netns,
+    listen: SocketAddrV4,
+    to: SocketAddrV4,
+    seconds: u32,
+    during: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<((f64, f64), T)> {
+    let (ip, port) = (listen.ip().to_string(), listen.port().to_string());
+    let server = Background::spawn(server_ns.command(
+        "taskset",
+        &pinned(
+            SERVER_CPU,
+            "sockperf",
+            &["server", "--tcp", "--nonblocked", "-i", &ip, "-p", &port],
+        ),
+    ))?;
+    wait_listening(server_ns, listen)?;
+    let signal = |sig: &str| {
+        cmd::output(Command::new("kill").args([sig, &server.pid().to_string()])).map(drop)
+    };
+    signal("-STOP")?;
+    let (to_ip, to_port, secs) = (
+        to.ip().to_string(),
+        to.port().to_string(),
+        seconds.to_string(),
+    );
+    let args = [
+        "ping-pong",
+        "--tcp",
+        "--nonblocked",
+        "-i",
+        &to_ip,
+        "-p",
+        &to_port,
+        "-t",
+        &secs,
+        "-m",
+        "64",
+    ];
+    let started = Instant::now();
+    let mut sockperf = Background::spawn_reading(
+        client.command("taskset", &pinned(CLIENT_CPU, "sockperf", &args)),
+    )?;
+    let result = during();
+    let overran = started.elapsed() > SOCKPERF_IDLE;
+    signal("-CONT")?;
+    let mut out = String::new();
+    if let Some(mut stdout) = sockperf.stdout() {
+        std::io::Read::read_to_string(&mut stdout, &mut out).context("sockperf's output")?;
+    }
+    let status = sockperf.wait().context("waiting for sockperf")?;
+    let value = result?;
+    if overran || !status.success() {
+        drop(server);
+        if !status.success() {
+            eprintln!("warning: sockperf to {to} ({status}) measured again on its own");
+        }
+        return Ok((latency(client, server_ns, listen, to, seconds)?, value));
+    }
+    Ok((parse_sockperf(&out)?, value))
 }
 
 pub fn parse_sockperf(out: &str) -> anyhow::Result<(f64, f64)> {
@@ -296,13 +367,32 @@ pub const UDP_HOW: &str = "iperf3 -u, 64-byte datagrams, one stream; the highest
     later rounds start from the previous round's passing rate (x 1.05 first, then down by \
     0.9). Paced runs send a fixed count of packets (-k) for `probe` seconds.";
 
+impl UdpSearch {
+    /// Whether the next search starts with a run at full speed (no earlier passing rate).
+    pub fn needs_full_speed(&self) -> bool {
+        self.last_pass.is_none()
+    }
+}
+
+/// A run at the sender's full speed, as [`udp_rate_from`] starts with (a fixed count of
+/// packets: about `probe` seconds at 250,000 packets/s).
+pub fn udp_full_speed(
+    client: &Client,
+    server: SocketAddrV4,
+    probe: f64,
+) -> anyhow::Result<UdpProbe> {
+    udp_probe(client, server, None, probe)
+}
+
 /// The highest UDP packet rate (packets/s received) from `client` to the iperf3 server at
-/// `server` with less than 0.1% loss (see [`UDP_HOW`]); each paced run lasts `probe` s.
-pub fn udp_rate(
+/// `server` with less than 0.1% loss (see [`UDP_HOW`]); each run lasts about `probe` s.
+/// `full`: the search's full-speed run, when the caller made it already.
+pub fn udp_rate_from(
     client: &Client,
     server: SocketAddrV4,
     search: &mut UdpSearch,
     probe: f64,
+    full: Option<UdpProbe>,
 ) -> anyhow::Result<f64> {
     let passes = |p: &UdpProbe| p.loss < UDP_MAX_LOSS;
     let run = |pps: Option<f64>| udp_probe(client, server, pps, probe);
@@ -323,7 +413,10 @@ pub fn udp_rate(
         }
         search.last_pass = None;
     }
-    let full = run(None)?;
+    let full = match full {
+        Some(f) => f,
+        None => run(None)?,
+    };
     if passes(&full) {
         search.last_pass = Some(full.sent_pps);
         return Ok(full.received_pps);
@@ -368,8 +461,8 @@ pub fn udp_rate(
     )
 }
 
-/// One iperf3 UDP run to `server`: at the sender's full speed for 1 s (`pps` None), or
-/// paced at `pps` for `seconds`.
+/// One iperf3 UDP run to `server`: at the sender's full speed (`pps` None; 250,000
+/// packets per second of `seconds`), or paced at `pps` for `seconds`.
 fn udp_probe(
     client: &Client,
     server: SocketAddrV4,
@@ -379,17 +472,15 @@ fn udp_probe(
     let (ip, port) = (server.ip().to_string(), server.port().to_string());
     let len = UDP_PAYLOAD.to_string();
     let (bits, count) = match pps {
-        None => ("0".to_owned(), None),
+        None => ("0".to_owned(), format!("{:.0}", 250_000.0 * seconds)),
         Some(pps) => (
             format!("{:.0}", pps * f64::from(UDP_PAYLOAD * 8)),
-            Some(format!("{:.0}", (pps * seconds).max(1000.0))),
+            format!("{:.0}", (pps * seconds).max(1000.0)),
         ),
     };
-    let mut args = vec!["-c", &ip, "-p", &port, "-u", "-l", &len, "-b", &bits, "-J"];
-    match &count {
-        Some(k) => args.extend(["-k", k.as_str()]),
-        None => args.extend(["-t", "1"]),
-    }
+    let args = [
+        "-c", &ip, "-p", &port, "-u", "-l", &len, "-b", &bits, "-k", &count, "-J",
+    ];
     // The server takes a moment after a test before it takes the next one.
     for _ in 0..50 {
         let out = client.run("iperf3", &args)?;
