@@ -108,7 +108,7 @@ pub fn ratio_bars(path: &Path, title: &str, bars: &[(String, f64)]) -> anyhow::R
         .caption(title, ("sans-serif", 18))
         .margin(12)
         .x_label_area_size(40)
-        .y_label_area_size(430)
+        .y_label_area_size(380)
         .build_cartesian_2d(0f64..x_max, (0..n).into_segmented())
         .map_err(err)?;
     chart

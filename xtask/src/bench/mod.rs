@@ -7,14 +7,31 @@
 //! - `east-west`: container to container, on a bare bridge, on Docker's path, and netbpf;
 //! - `north-south`: an outside client to a published port, Docker's DNAT against netbpf's
 //!   uplink program at tc and at XDP;
-//! - `host-localhost`: a host process to 127.0.0.1:PORT, a docker-proxy-like userspace
-//!   proxy against netbpf's socket programs;
-//! - `services`: a container to a VIP at 1, 1,000 and 10,000 services, kube-proxy's
+//! - `hairpin`: a container to another's port published on the host's address, Docker's
+//!   hairpin NAT against netbpf;
+//! - `host-localhost`: a host process to 127.0.0.1:PORT, docker-proxy-like userspace
+//!   proxies against netbpf's socket programs;
+//! - `vip`: a container, and an outside client, to a VIP: kube-proxy's iptables rules
+//!   against netbpf (its uplink at tc and at XDP);
+//!
+//! each of those with TCP latency p50/p99 (sockperf), new connections/s and keep-alive
+//! requests/s (wrk to nginx), single-stream throughput (iperf3) and UDP packets/s at <0.1%
+//! loss (iperf3 -u and a short rate search); then
+//! - `services`: a container to a VIP at 1, 100, 1,000 and 10,000 services, kube-proxy's
 //!   iptables rules against netbpf's services, and the time to apply and change them;
-//! - `prog-cost`: per-packet cost of the programs' paths under BPF_PROG_TEST_RUN;
+//! - `ports`: outside to a published port at 1, 1,000 and 5,000 ports, Docker's rules against
+//!   netbpf, and the time to publish them and to change one;
+//! - `prog-cost`: per-packet cost of the programs' paths under BPF_PROG_TEST_RUN (and of
+//!   new flows at 1 to 10,000 ports and services, and of the monitor's event path);
+//! - `resources`: the agent's memory idle and with 10,000 services, its idle CPU time, the
+//!   maps' memory;
 //! - `inspect`: how long `netbpf show` takes with 10,000 services and 100,000 flows;
 //! - `docker`: through a real Docker Engine, its bridge driver against netbpf's driver
-//!   (when docker.io is installed).
+//!   (when docker.io is installed; left out of `--quick` unless asked for by name).
+//!
+//! Progress lines name the scenario, round and target with the time since the start; the
+//! report (target/bench/report.md, results.json, SVG charts) sets every target of issues
+//! 3 to 7 beside its measured value.
 
 mod charts;
 mod docker;

@@ -478,6 +478,20 @@ fn monitor_figures(prog_cost: &Value) -> Option<Monitor> {
     })
 }
 
+/// A figure's name as a chart's label.
+fn short_name(name: &str) -> String {
+    [
+        ("TCP request/response latency", "latency"),
+        ("new connections (HTTP)", "new conn/s"),
+        ("HTTP requests (keep-alive)", "keep-alive req/s"),
+        ("single-stream TCP throughput", "throughput"),
+        ("UDP packets at < 0.1% loss", "UDP packets/s"),
+        ("sender offloading (veth default)", "sender offloading"),
+    ]
+    .iter()
+    .fold(name.to_owned(), |n, (long, short)| n.replace(long, short))
+}
+
 /// The charts: the scaling curves and the per-scenario ratios. Returns (file, what).
 fn draw_charts(
     out_dir: &Path,
@@ -491,7 +505,7 @@ fn draw_charts(
             "scaling-services.svg",
             "new connections/s through a VIP against the number of services, iptables \
              (kube-proxy) and netbpf",
-            &[1usize, 1000, 10_000][..],
+            &[1usize, 100, 1000, 10_000][..],
             "services",
         ),
         (
@@ -579,7 +593,15 @@ fn draw_charts(
                 } else {
                     String::new()
                 };
-                bars.push((format!("{}{who}: {}", s.title, metric.name), better));
+                let scenario = match s.id {
+                    "vip" if s.title.starts_with("Outside") => "vip from outside",
+                    "vip" => "vip from a container",
+                    id => id,
+                };
+                bars.push((
+                    format!("{scenario}{who}: {}", short_name(metric.name)),
+                    better,
+                ));
             }
         }
     }

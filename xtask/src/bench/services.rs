@@ -1,4 +1,4 @@
-//! The `services` scenario: a container to a virtual IP, at 1, 1,000 and 10,000 services of
+//! The `services` scenario: a container to a virtual IP, at 1, 100, 1,000 and 10,000 services of
 //! three backends each. The baseline is kube-proxy's iptables mode on the Linux-bridge lab
 //! (its nat chains: KUBE-SERVICES matching each VIP and port, a KUBE-SVC chain per service
 //! choosing an endpoint with `statistic --mode random`, a KUBE-SEP chain per endpoint with
@@ -36,7 +36,7 @@ pub const SERVICES: Scenario = Scenario {
     id: "services",
     title: "Container to a virtual service (VIP)",
     about: "A client container opens connections to a VIP:80 spread over three server \
-            containers (nginx on port 80), with 1, 1,000 or 10,000 services defined (each over \
+            containers (nginx on port 80), with 1, 100, 1,000 or 10,000 services defined (each over \
             the same three servers; the VIP measured is the last one added). `iptables` is \
             kube-proxy's iptables mode on a Linux bridge: nat PREROUTING -> KUBE-SERVICES \
             (one rule per service matching its VIP and port) -> KUBE-SVC-<hash> (`-m statistic \
@@ -54,9 +54,9 @@ pub const SERVICES: Scenario = Scenario {
 };
 
 /// The service counts measured.
-pub const COUNTS: [usize; 3] = [1, 1000, 10_000];
+pub const COUNTS: [usize; 4] = [1, 100, 1000, 10_000];
 /// The largest, where applying and changing are timed.
-const MOST: usize = COUNTS[2];
+const MOST: usize = COUNTS[3];
 
 const SERVERS: [Ipv4Addr; 3] = [
     Ipv4Addr::new(198, 18, 10, 3),
@@ -502,7 +502,7 @@ pub fn run(
     wrk_seconds: u32,
 ) -> anyhow::Result<Measured> {
     progress(
-        "services: building kube-proxy's iptables labs and netbpf's, at 1, 1,000 and 10,000 services",
+        "services: building kube-proxy's iptables labs and netbpf's, at 1, 100, 1,000 and 10,000 services",
     );
     let dir = TempDir::new(&unique_prefix(BENCH_PREFIX)).context("bench temp dir")?;
     let mut targets = Vec::new();
@@ -640,7 +640,7 @@ pub fn run(
     }
 
     let flat = |target: &'static str| {
-        let at_most = metrics[2].of(target);
+        let at_most = metrics[COUNTS.len() - 1].of(target);
         let at_one = metrics[0].of(target);
         at_most
             .iter()
