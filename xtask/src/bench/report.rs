@@ -150,9 +150,9 @@ struct Row {
 }
 
 /// Why an end-to-end ratio may miss on this machine.
-const NOISY: &str = "the per-round ratios spread wider than the miss on this shared 2-vCPU \
-    machine (a busy neighbour moves single rounds by more); see the scenario's per-round \
-    column, and a full run (5 rounds) before concluding";
+const NOISY: &str = "no profile points at netbpf here: the per-round ratios spread wider \
+    than the miss on this shared 2-vCPU machine (a busy neighbour moves single rounds by \
+    more; a quick run has one round): see the scenario's per-round column";
 const CSUM_WHY: &str = "perf of the prog-cost runs: at tc the two `bpf_l4_csum_replace` \
     helper calls the rewrite needs (kept for CHECKSUM_PARTIAL correctness) are about a fifth \
     of the samples and the conntrack lookup another fifth; XDP updates the checksum inline \
@@ -162,11 +162,10 @@ const NEW_FLOW_WHY: &str = "perf of the prog-cost runs: the two conntrack insert
     `lookup_nulls_elem_raw`) are about 70% of its samples; meeting it needs one map write per \
     new flow (replies found through reverse NAT), a change to the datapath's conntrack";
 const RSS_WHY: &str = "heaptrack of the agent over the same file: the heap's peak (about \
-    85 MB) is parsing the 1.3 MB definitions file, toml's document with a span on every value \
+    80 MB) is parsing the 1.3 MB definitions file, toml's document with a span on every value \
     (about 43 MB of BTreeMap entries for the 40,000 tables and inline tables, and two growing \
-    vectors of 22 and 15 MB); the agent keeps much less afterwards, but glibc keeps the freed \
-    heap resident, so VmRSS stays at the peak. Deserializing without the spanned document (or \
-    a malloc_trim after a reconcile) would bring it down: a change to netbpf's config loading";
+    vectors of 22 and 15 MB); what stays resident after that is what the allocator keeps of \
+    the freed heap (the agent hands it back with malloc_trim after a reconcile)";
 const VIP_ONE_WHY: &str = "at one service kube-proxy's path is a single nat rule: the \
     handshake and nginx's work, the same on both, are most of a connection, and the margin \
     netbpf has is the bridge, netfilter and conntrack it skips; the per-round ratios spread \
@@ -905,4 +904,67 @@ fn values(v: &Value) -> Vec<f64> {
     v.as_array()
         .map(|a| a.iter().filter_map(Value::as_f64).collect())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::{E2eTargets, EAST_WEST, e2e_metrics};
+
+    #[test]
+    fn targets_name_their_measure_and_reason() {
+        let mut metrics = e2e_metrics(E2eTargets {
+            p50: Some(0.8),
+            close: Some(1.15),
+            throughput: Some(1.0),
+            ..E2eTargets::default()
+        });
+        for (m, (docker, netbpf)) in metrics.iter_mut().zip([
+            (10.0, 7.0),
+            (20.0, 10.0),
+            (10_000.0, 11_000.0),
+            (1.0, 1.0),
+            (10.0, 12.0),
+            (1.0, 1.0),
+        ]) {
+            m.values.insert("docker", vec![docker]);
+            m.values.insert("netbpf", vec![netbpf]);
+        }
+        let measured = [Measured {
+            scenario: &EAST_WEST,
+            metrics,
+            derived: Vec::new(),
+        }];
+        let extra = Extra {
+            prog_cost: json!({"paths": [
+                {"name": "empty_tc", "empty": "empty_tc", "ns": [30.0], "what": "empty"},
+                {"name": "forward", "empty": "empty_tc", "ns": [60.0], "what": "fwd",
+                 "budget_above_empty": 40.0},
+                {"name": "drop_monitor_off", "empty": "empty_tc", "ns": [45.0], "what": "off"},
+                {"name": "drop_monitor_on", "empty": "empty_tc", "ns": [95.0], "what": "on"},
+            ]}),
+            quick: true,
+            wall_seconds: 200.0,
+            ..Extra::default()
+        };
+        let rows = targets_summary(&measured, &extra);
+        let find = |s: &str| {
+            rows.iter()
+                .find(|r| r.target.contains(s))
+                .unwrap_or_else(|| panic!("no row for {s}"))
+        };
+        assert_eq!(find("latency p50").met, Some(true));
+        let close = find("new connections");
+        assert_eq!(close.met, Some(false));
+        assert_eq!(close.measured, "1.10 (1 rounds)");
+        assert_eq!(close.why, NOISY);
+        assert_eq!(find("`forward`").measured, "+30 ns");
+        assert_eq!(find("event path").met, Some(true));
+        let quick = find("under 3 minutes");
+        assert_eq!(quick.met, Some(false));
+        assert_eq!(
+            short_name("TCP request/response latency p50"),
+            "latency p50"
+        );
+    }
 }
