@@ -445,8 +445,9 @@ fn targets_summary(measured: &[Measured], extra: &Extra) -> Vec<Row> {
             why: "the end-to-end figures are each a few seconds of tools (sockperf alone \
                   sleeps 2 s before it measures; wrk and iperf3 take whole seconds)"
                 .to_owned(),
-            how: "wall time of the whole run from its start (setup and build checks \
-                  included; the real-Docker scenario left out of quick runs)"
+            how: "wall time of the whole run from its start (setup and the build check \
+                  included, a build that compiles adding its time; the real-Docker scenario \
+                  left out of quick runs)"
                 .to_owned(),
         });
     }

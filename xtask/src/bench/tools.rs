@@ -517,15 +517,10 @@ pub fn parse_iperf3_udp(out: &str) -> anyhow::Result<UdpProbe> {
 /// `runs` rounds of `repeat` repetitions per path, and of `new_flows` single runs per
 /// new-flow path.
 pub fn prog_cost(runs: usize, repeat: u32, new_flows: usize) -> anyhow::Result<serde_json::Value> {
-    let out = cmd::output(cmd::cargo().args([
-        "run",
-        "--quiet",
-        "--release",
-        "--package",
-        "netbpf",
-        "--example",
-        "prog_cost",
-        "--",
+    // The example as the run's start built it (`cargo run` would rebuild it if the tree
+    // changed since, and time that too).
+    let example = cmd::workspace_root().join("target/release/examples/prog_cost");
+    let out = cmd::output(Command::new(&example).args([
         &runs.to_string(),
         &repeat.to_string(),
         &new_flows.to_string(),
