@@ -551,24 +551,12 @@ impl<'a> Ends<'a> {
 }
 
 /// Measures the figures of [`e2e_metrics`] from `client` to `ends`, in order.
-fn measure_e2e(
-    client: &Client,
-    ends: &Ends,
-    timing: &Timing,
-    udp: &mut tools::UdpSearch,
-) -> anyhow::Result<Vec<f64>> {
-    let full_speed = udp.needs_full_speed();
-    let during = || -> anyhow::Result<(f64, Option<tools::UdpProbe>)> {
+fn measure_e2e(client: &Client, ends: &Ends, timing: &Timing) -> anyhow::Result<Vec<f64>> {
+    let during = || -> anyhow::Result<(f64, tools::UdpProbe)> {
         let close = tools::http_rate(client, ends.http, false, timing.wrk)
             .context("new connections (wrk)")?;
-        let full = if full_speed {
-            Some(
-                tools::udp_full_speed(client, ends.iperf, timing.udp_probe)
-                    .context("iperf3 -u at full speed")?,
-            )
-        } else {
-            None
-        };
+        let full = tools::udp_full_speed(client, ends.iperf, timing.udp_probe)
+            .context("iperf3 -u at full speed")?;
         Ok((close, full))
     };
     let ((p50, p99), (close, full)) = if timing.overlap {
@@ -595,8 +583,14 @@ fn measure_e2e(
     let keep = tools::http_rate(client, ends.http, true, timing.wrk)
         .context("keep-alive requests (wrk)")?;
     let tput = tools::throughput(client, ends.iperf, timing.seconds).context("iperf3")?;
-    let pps = tools::udp_rate_from(client, ends.iperf, udp, timing.udp_probe, full)
-        .context("iperf3 -u")?;
+    let pps = tools::udp_rate(
+        client,
+        ends.iperf,
+        timing.udp_probe,
+        timing.udp_bisections,
+        full,
+    )
+    .context("iperf3 -u")?;
     Ok(vec![p50, p99, close, keep, tput, pps])
 }
 
@@ -612,6 +606,8 @@ pub struct Timing {
     pub wrk: u32,
     /// One paced run of the UDP rate search.
     pub udp_probe: f64,
+    /// Bisection steps of the UDP rate search.
+    pub udp_bisections: u32,
     /// Whether the figures that fit run inside sockperf's idle start (see
     /// [`tools::latency_overlapped`]).
     pub overlap: bool,
@@ -626,6 +622,7 @@ impl Timing {
                 seconds: 1,
                 wrk: 1,
                 udp_probe: 0.2,
+                udp_bisections: 1,
                 overlap: true,
             }
         } else {
@@ -635,6 +632,7 @@ impl Timing {
                 seconds: 2,
                 wrk: 2,
                 udp_probe: 1.0,
+                udp_bisections: 2,
                 overlap: false,
             }
         }
@@ -661,11 +659,10 @@ fn east_west(netbpf_bin: &Path, timing: &Timing) -> anyhow::Result<Measured> {
         throughput: Some(1.0),
         ..E2eTargets::default()
     });
-    let mut udp: Vec<tools::UdpSearch> = labs.iter().map(|_| Default::default()).collect();
-    let measured = measure_rounds(&EAST_WEST, &labs, metrics, timing.rounds, |i, lab| {
+    let measured = measure_rounds(&EAST_WEST, &labs, metrics, timing.rounds, |_, lab| {
         let client = Client::new(lab.client());
         let ends = Ends::direct(lab.server(), labs::SERVER_IP);
-        measure_e2e(&client, &ends, timing, &mut udp[i])
+        measure_e2e(&client, &ends, timing)
     })?;
     check_counters(
         netbpf_bin,
@@ -732,16 +729,15 @@ fn north_south(netbpf_bin: &Path, timing: &Timing) -> anyhow::Result<Measured> {
         true,
         None,
     ));
-    let mut udp: Vec<tools::UdpSearch> = labs.iter().map(|_| Default::default()).collect();
     let measured = measure_rounds(
         &NORTH_SOUTH,
         &labs,
         metrics,
         timing.rounds,
-        |i, (lab, offload)| {
+        |_, (lab, offload)| {
             let client = Client::new(&lab.lab.outside);
             let ends = Ends::published(lab.server(), HOST_UPLINK_IP);
-            let mut values = measure_e2e(&client, &ends, timing, &mut udp[i])?;
+            let mut values = measure_e2e(&client, &ends, timing)?;
             let offloaded = if *offload {
                 tx_offload(&lab.lab.outside, true)?;
                 let tput = tools::throughput(&client, published(IPERF_PORT), timing.seconds);
@@ -819,11 +815,10 @@ fn hairpin(netbpf_bin: &Path, timing: &Timing) -> anyhow::Result<Measured> {
         .map(|(lab, d)| tools::start_servers(lab.server(), labs::SERVER_IP, d))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let metrics = e2e_metrics(E2eTargets::default());
-    let mut udp: Vec<tools::UdpSearch> = labs.iter().map(|_| Default::default()).collect();
-    let measured = measure_rounds(&HAIRPIN, &labs, metrics, timing.rounds, |i, lab| {
+    let measured = measure_rounds(&HAIRPIN, &labs, metrics, timing.rounds, |_, lab| {
         let client = Client::new(lab.client());
         let ends = Ends::published(lab.server(), HOST_UPLINK_IP);
-        measure_e2e(&client, &ends, timing, &mut udp[i])
+        measure_e2e(&client, &ends, timing)
     })?;
     check_counters(
         netbpf_bin,
@@ -893,11 +888,10 @@ fn host_localhost(netbpf_bin: &Path, timing: &Timing) -> anyhow::Result<Measured
         keep_alive: Some(3.0),
         ..E2eTargets::default()
     });
-    let mut udp: Vec<tools::UdpSearch> = labs.iter().map(|_| Default::default()).collect();
-    let measured = measure_rounds(&HOST_LOCALHOST, &labs, metrics, timing.rounds, |i, t| {
+    let measured = measure_rounds(&HOST_LOCALHOST, &labs, metrics, timing.rounds, |_, t| {
         let client = Client::in_cgroup(&t.lab.lab.host, &t.cgroup);
         let ends = Ends::published(t.lab.server(), Ipv4Addr::LOCALHOST);
-        measure_e2e(&client, &ends, timing, &mut udp[i])
+        measure_e2e(&client, &ends, timing)
     })?;
     // netbpf's connections went through its socket program.
     check_counters(

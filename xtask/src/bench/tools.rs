@@ -351,30 +351,16 @@ pub struct UdpProbe {
     pub loss: f64,
 }
 
-/// The state of a target's UDP rate search across rounds: the last rate that passed,
-/// where the next round starts.
-#[derive(Default)]
-pub struct UdpSearch {
-    last_pass: Option<f64>,
-}
-
 /// How the UDP packet rate is found, for the report.
 pub const UDP_HOW: &str = "iperf3 -u, 64-byte datagrams, one stream; the highest received rate \
     whose loss (iperf3's lost/sent, reported by the receiver) stays below 0.1%, found by a \
-    short search each round: one run at the sender's full speed (-b 0), which passes when its \
-    loss is below 0.1%; else runs paced at that run's received rate x 1, 0.7, 0.49, ... until \
-    one passes (at most 8), then one bisection step between it and the last that failed; \
-    later rounds start from the previous round's passing rate (x 1.05 first, then down by \
-    0.9). Paced runs send a fixed count of packets (-k) for `probe` seconds.";
+    short search each round, on its own: one run at the sender's full speed (-b 0), which \
+    counts if its loss is below 0.1%; else runs paced at that run's received rate x 1, 0.7, \
+    0.49, ... until one passes (at most 8), then bisection steps (two; one in a quick run) \
+    between it and the rate above it that failed; each run a fixed count of packets (-k) lasting about `probe` \
+    seconds (the report's header).";
 
-impl UdpSearch {
-    /// Whether the next search starts with a run at full speed (no earlier passing rate).
-    pub fn needs_full_speed(&self) -> bool {
-        self.last_pass.is_none()
-    }
-}
-
-/// A run at the sender's full speed, as [`udp_rate_from`] starts with (a fixed count of
+/// A run at the sender's full speed, as [`udp_rate`] starts from (a fixed count of
 /// packets: about `probe` seconds at 250,000 packets/s).
 pub fn udp_full_speed(
     client: &Client,
@@ -385,60 +371,44 @@ pub fn udp_full_speed(
 }
 
 /// The highest UDP packet rate (packets/s received) from `client` to the iperf3 server at
-/// `server` with less than 0.1% loss (see [`UDP_HOW`]); each run lasts about `probe` s.
-/// `full`: the search's full-speed run, when the caller made it already.
-pub fn udp_rate_from(
+/// `server` with less than 0.1% loss (see [`UDP_HOW`]), starting from `full`, a run at
+/// the sender's full speed; each paced run lasts about `probe` s.
+pub fn udp_rate(
     client: &Client,
     server: SocketAddrV4,
-    search: &mut UdpSearch,
     probe: f64,
-    full: Option<UdpProbe>,
+    bisections: u32,
+    full: UdpProbe,
 ) -> anyhow::Result<f64> {
     let passes = |p: &UdpProbe| p.loss < UDP_MAX_LOSS;
-    let run = |pps: Option<f64>| udp_probe(client, server, pps, probe);
-    if let Some(last) = search.last_pass {
-        let up = run(Some(last * 1.05))?;
-        if passes(&up) {
-            search.last_pass = Some(last * 1.05);
-            return Ok(up.received_pps);
-        }
-        let mut rate = last;
-        for _ in 0..5 {
-            let p = run(Some(rate))?;
-            if passes(&p) {
-                search.last_pass = Some(rate);
-                return Ok(p.received_pps);
-            }
-            rate *= 0.9;
-        }
-        search.last_pass = None;
-    }
-    let full = match full {
-        Some(f) => f,
-        None => run(None)?,
-    };
+    let run = |pps: f64| udp_probe(client, server, Some(pps), probe);
     if passes(&full) {
-        search.last_pass = Some(full.sent_pps);
         return Ok(full.received_pps);
     }
-    let ceiling = full.received_pps;
-    let mut failed = ceiling;
     let mut tried = vec![(None, full)];
-    let mut rate = ceiling;
-    for step in 0..8 {
-        let p = run(Some(rate))?;
+    let mut failed = full.received_pps;
+    let mut rate = failed;
+    for _ in 0..8 {
+        let p = run(rate)?;
         tried.push((Some(rate), p));
         if passes(&p) {
-            if step > 0 {
-                let mid = (rate + failed) / 2.0;
-                let q = run(Some(mid))?;
+            // Bisect between the rate that passed and the one above it that failed.
+            let mut best = p.received_pps;
+            let (mut lo, mut hi) = (rate, failed);
+            for _ in 0..bisections {
+                if hi <= lo * 1.01 {
+                    break;
+                }
+                let mid = (lo + hi) / 2.0;
+                let q = run(mid)?;
                 if passes(&q) {
-                    search.last_pass = Some(mid);
-                    return Ok(q.received_pps);
+                    best = best.max(q.received_pps);
+                    lo = mid;
+                } else {
+                    hi = mid;
                 }
             }
-            search.last_pass = Some(rate);
-            return Ok(p.received_pps);
+            return Ok(best);
         }
         failed = rate;
         rate *= 0.7;

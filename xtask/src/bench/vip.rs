@@ -238,30 +238,28 @@ pub fn run(netbpf_bin: &Path, timing: &Timing) -> anyhow::Result<Vec<Measured>> 
         .collect::<anyhow::Result<Vec<_>>>()?;
 
     let from_containers = [&labs[0], &labs[1]];
-    let mut udp: Vec<tools::UdpSearch> = labs.iter().map(|_| Default::default()).collect();
     let container = measure_rounds(
         &CONTAINER,
         &from_containers,
         e2e_metrics(E2eTargets::default()),
         timing.rounds,
-        |i, lab| {
+        |_, lab| {
             let client = Client::new(lab.client());
-            measure_e2e(&client, &lab.ends(VIP), timing, &mut udp[i])
+            measure_e2e(&client, &lab.ends(VIP), timing)
         },
     )?;
 
     for lab in &labs {
         tx_offload(&lab.lab.outside, false)?;
     }
-    let mut udp: Vec<tools::UdpSearch> = labs.iter().map(|_| Default::default()).collect();
     let outside = measure_rounds(
         &OUTSIDE,
         &labs,
         e2e_metrics(E2eTargets::default()),
         timing.rounds,
-        |i, lab| {
+        |_, lab| {
             let client = Client::new(&lab.lab.outside);
-            measure_e2e(&client, &lab.ends(lab.external), timing, &mut udp[i])
+            measure_e2e(&client, &lab.ends(lab.external), timing)
         },
     )?;
 
