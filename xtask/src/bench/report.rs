@@ -50,7 +50,7 @@ pub fn write(measured: &[Measured], extra: &Extra, timing: &Timing) -> anyhow::R
         wall,
         wall as u64 / 60,
         wall as u64 % 60,
-        if extra.quick {
+        if extra.quick && extra.only.is_none() {
             if wall < 180.0 {
                 " (a quick run: target under 3 minutes, met)"
             } else {
@@ -209,7 +209,11 @@ fn ratio_row(
     rows.push(Row {
         issue,
         target: format!("{title}: {name}, {contender}/{baseline} {dir} {target}"),
-        measured: format!("{r:.2} ({} rounds)", ratios.len()),
+        measured: format!(
+            "{r:.2} ({} round{})",
+            ratios.len(),
+            if ratios.len() == 1 { "" } else { "s" }
+        ),
         met: Some(met),
         why: why.to_owned(),
         how: m.how.to_owned(),
@@ -957,7 +961,7 @@ mod tests {
         assert_eq!(find("latency p50").met, Some(true));
         let close = find("new connections");
         assert_eq!(close.met, Some(false));
-        assert_eq!(close.measured, "1.10 (1 rounds)");
+        assert_eq!(close.measured, "1.10 (1 round)");
         assert_eq!(close.why, NOISY);
         assert_eq!(find("`forward`").measured, "+30 ns");
         assert_eq!(find("event path").met, Some(true));
