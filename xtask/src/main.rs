@@ -35,8 +35,8 @@ enum Task {
         /// Fewer, shorter rounds.
         #[arg(long)]
         quick: bool,
-        /// One scenario: east-west, north-south, host-localhost, services, prog-cost or
-        /// inspect.
+        /// One scenario: east-west, north-south, hairpin, host-localhost, vip, services,
+        /// ports, prog-cost, resources, inspect or docker.
         #[arg(long, value_name = "SCENARIO")]
         only: Option<String>,
     },
