@@ -80,39 +80,23 @@ fn ipv4(ctx: &TcContext, data: usize, data_end: usize, own: &IfaceInfo) -> Decis
         return drop(Outcome::DropSpoofedIp);
     }
     let dst = u32::from_ne_bytes(ip.dst_addr);
-    // A service backend's replies carry the backend's address: restore the VIP first.
-    if own.net_flags & IFACE_SERVICE_BACKEND != 0
-        && let Some(l4) = nat::l4(data, data_end, ip)
-        && let Some(decision) = service_reply(ctx, &l4, own, dst)
-    {
-        return decision;
-    }
-    if dst & own.mask == own.subnet && dst != own.gateway {
-        // A neighbour (the fast path, first): its slot in the network's range, or the
-        // endpoint hash.
-        let peer = match endpoints::peer_in_subnet(own, dst) {
-            Peer::Found(peer) => Some((peer.ifindex, peer.network_id)),
-            Peer::Nobody => None,
-            Peer::NoRange => endpoints::endpoint(dst).map(|ep| (ep.ifindex, ep.network_id)),
-        };
-        return match peer {
-            Some((ifindex, network_id)) => deliver(own, ifindex, network_id),
-            None if dst == own.subnet | !own.mask => drop(Outcome::DropNotUnicast),
-            None => drop(Outcome::DropNoEndpoint),
-        };
+    let in_subnet = dst & own.mask == own.subnet && dst != own.gateway;
+    // A service backend's replies carry its own address, maybe to a peer of its subnet:
+    // its recorded flows come before the same-subnet fast path (the VIP restored first).
+    let backend = own.net_flags & IFACE_SERVICE_BACKEND != 0;
+    if in_subnet && !backend {
+        return to_peer(own, dst);
     }
     let l4 = nat::l4(data, data_end, ip);
     // A translated flow already recorded: its entry says everything (the common case of
     // translated traffic, so it comes first).
-    if let Some(l4) = &l4 {
-        let key = conntrack::key(own.addr, dst, l4);
-        if let Some(entry) = conntrack::lookup(&key, l4) {
-            // SAFETY: a pointer into the map's value, valid for this run.
-            let e = unsafe { &*entry };
-            if let Some(decision) = established(ctx, l4, own, dst, &key, e) {
-                return decision;
-            }
-        }
+    if let Some(l4) = &l4
+        && let Some(decision) = recorded(ctx, l4, own, dst)
+    {
+        return decision;
+    }
+    if in_subnet {
+        return to_peer(own, dst);
     }
     // A new flow to a service's VIP (never the gateway).
     if let Some(l4) = &l4
@@ -162,6 +146,32 @@ fn ipv4(ctx: &TcContext, data: usize, data_end: usize, own: &IfaceInfo) -> Decis
     (Outcome::Pass, TC_ACT_OK)
 }
 
+/// To a neighbour of the sender's subnet (the fast path): its slot in the network's
+/// range, or the endpoint hash.
+#[inline(always)]
+fn to_peer(own: &IfaceInfo, dst: u32) -> Decision {
+    let peer = match endpoints::peer_in_subnet(own, dst) {
+        Peer::Found(peer) => Some((peer.ifindex, peer.network_id)),
+        Peer::Nobody => None,
+        Peer::NoRange => endpoints::endpoint(dst).map(|ep| (ep.ifindex, ep.network_id)),
+    };
+    match peer {
+        Some((ifindex, network_id)) => deliver(own, ifindex, network_id),
+        None if dst == own.subnet | !own.mask => drop(Outcome::DropNotUnicast),
+        None => drop(Outcome::DropNoEndpoint),
+    }
+}
+
+/// A packet of a translated flow recorded in conntrack, sent on as its entry says.
+/// `None`: no such flow.
+#[inline(always)]
+fn recorded(ctx: &TcContext, l4: &L4, own: &IfaceInfo, dst: u32) -> Option<Decision> {
+    let key = conntrack::key(own.addr, dst, l4);
+    let entry = conntrack::lookup(&key, l4)?;
+    // SAFETY: a pointer into the map's value, valid for this run.
+    established(ctx, l4, own, dst, &key, unsafe { &*entry })
+}
+
 /// A packet of a recorded translated flow (`key`, its entry `e`), sent on as the entry
 /// says. `None`: an entry of another direction's kind (left to the paths below).
 #[inline(always)]
@@ -193,6 +203,7 @@ fn established(
             conntrack::forget(key, e);
             refuse(ctx, l4)
         }
+        CT_SERVICE_REPLY | CT_SERVICE_REPLY_OUT => service_reply(ctx, l4, own, e),
         _ => return None,
     })
 }
@@ -260,30 +271,22 @@ fn to_backend(ctx: &TcContext, l4: &L4, vip: u32, e: &CtEntry) -> Decision {
     (Outcome::Service, verdict)
 }
 
-/// A backend's reply to a client of its service: the source becomes the VIP again; into
-/// the client's container, or out of the uplink to a client outside. `None`: not a
-/// service flow's reply.
+/// A backend's reply to a client of its service (entry `e`): the source becomes the VIP
+/// again; into the client's container, or out of the uplink to a client outside.
 #[inline(always)]
-fn service_reply(ctx: &TcContext, l4: &L4, own: &IfaceInfo, dst: u32) -> Option<Decision> {
-    let key = conntrack::key(own.addr, dst, l4);
-    // SAFETY: the value is copied out at once (the kinds below are refreshed by lookup).
-    let e = conntrack::get(&key)?;
-    if e.kind != CT_SERVICE_REPLY && e.kind != CT_SERVICE_REPLY_OUT {
-        return None;
-    }
-    conntrack::lookup(&key, l4)?;
+fn service_reply(ctx: &TcContext, l4: &L4, own: &IfaceInfo, e: &CtEntry) -> Decision {
     service::traffic(e.backend_id, false, ctx.len());
     if e.kind == CT_SERVICE_REPLY_OUT {
-        return Some(send_out(ctx, l4, own.addr, &e, Outcome::ServiceReply));
+        return send_out(ctx, l4, own.addr, e, Outcome::ServiceReply);
     }
     if nat::rewrite_src(ctx, l4, own.addr, e.nat_addr, e.nat_port).is_err()
         || nat::set_macs(ctx, &e.dst_mac, &e.src_mac).is_err()
     {
-        return Some(drop(Outcome::DropNatFailed));
+        return drop(Outcome::DropNatFailed);
     }
     // SAFETY: a helper call with plain integer arguments.
     let verdict = unsafe { bpf_redirect_peer(e.ifindex, 0) } as i32;
-    Some((Outcome::ServiceReply, verdict))
+    (Outcome::ServiceReply, verdict)
 }
 
 /// Refuses a packet to a VIP that has no backend for it: a TCP reset, or an ICMP port
