@@ -11,7 +11,7 @@ use netbpf_common::{
     conntrack::{
         CT_HAIRPIN, CT_HAIRPIN_REPLY, CT_MASQ_OUT, CT_MASQ_REPLY, CT_PUBLISHED_IN,
         CT_PUBLISHED_REPLY, CT_SERVICE, CT_SERVICE_REPLY, CT_SERVICE_REPLY_OUT, CtEntry, CtKey,
-        HostConfig, TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN_SENT, partner,
+        HostConfig, TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN_SENT, kind_name, partner,
     },
     net::{
         IFACE_SERVICE_BACKEND, IFACE_SLOTS, IfaceInfo, NET_ICC, NET_INTERNAL, NET_MASQUERADE,
@@ -125,21 +125,6 @@ impl Tuple {
 /// `ADDR:PORT` of a map's address and port.
 fn ep(addr: u32, port: u16) -> String {
     format!("{}:{}", addr_of(addr), u16::from_be(port))
-}
-
-fn kind_name(kind: u8) -> &'static str {
-    match kind {
-        CT_PUBLISHED_IN => "published",
-        CT_PUBLISHED_REPLY => "published_reply",
-        CT_MASQ_OUT => "masquerade",
-        CT_MASQ_REPLY => "masquerade_reply",
-        CT_HAIRPIN => "hairpin",
-        CT_HAIRPIN_REPLY => "hairpin_reply",
-        CT_SERVICE => "service",
-        CT_SERVICE_REPLY => "service_reply",
-        CT_SERVICE_REPLY_OUT => "service_reply_out",
-        _ => "unknown",
-    }
 }
 
 fn tcp_state_name(state: u8) -> &'static str {

@@ -6,9 +6,8 @@ use std::{fmt, net::Ipv4Addr, str::FromStr};
 
 use netbpf_common::{
     conntrack::{
-        CT_HAIRPIN, CT_HAIRPIN_REPLY, CT_MASQ_OUT, CT_MASQ_REPLY, CT_PUBLISHED_IN,
-        CT_PUBLISHED_REPLY, CT_SERVICE, CT_SERVICE_REPLY, CT_SERVICE_REPLY_OUT, CtEntry, CtKey,
-        TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN_SENT,
+        CT_SERVICE, CT_SERVICE_REPLY, CT_SERVICE_REPLY_OUT, CtEntry, CtKey, TCP_CLOSING,
+        TCP_ESTABLISHED, TCP_SYN_SENT, kind_name,
     },
     maps,
     service::ServiceKey,
@@ -103,22 +102,6 @@ fn of_service(svc: &ServiceKey, k: &CtKey, e: &CtEntry) -> bool {
     }
 }
 
-/// The stable name of a `CtEntry::kind`.
-pub fn kind_name(kind: u8) -> &'static str {
-    match kind {
-        CT_PUBLISHED_IN => "published",
-        CT_PUBLISHED_REPLY => "published_reply",
-        CT_MASQ_OUT => "masquerade",
-        CT_MASQ_REPLY => "masquerade_reply",
-        CT_HAIRPIN => "hairpin",
-        CT_HAIRPIN_REPLY => "hairpin_reply",
-        CT_SERVICE => "service",
-        CT_SERVICE_REPLY => "service_reply",
-        CT_SERVICE_REPLY_OUT => "service_reply_out",
-        _ => "unknown",
-    }
-}
-
 fn tcp_state_name(state: u8) -> &'static str {
     match state {
         TCP_SYN_SENT => "syn_sent",
@@ -168,6 +151,8 @@ pub fn conntrack(pins: &PinDir, filter: &Filter) -> Result<Vec<ConntrackRow>> {
 
 #[cfg(test)]
 mod tests {
+    use netbpf_common::conntrack::CT_PUBLISHED_IN;
+
     use super::*;
 
     fn key(s: [u8; 4], sp: u16, d: [u8; 4], dp: u16, proto: u8) -> CtKey {
