@@ -12,6 +12,7 @@ pub mod lab;
 pub mod netns;
 pub mod packet;
 pub mod process;
+pub mod servers;
 pub mod sockets;
 
 use std::{

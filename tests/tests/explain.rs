@@ -9,10 +9,6 @@ mod support;
 use std::{
     io::{BufRead as _, BufReader, Read as _, Write as _},
     net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
     time::Duration,
 };
 
@@ -26,6 +22,7 @@ use netbpf_tests::{
     packet::{self, Mac},
     process::{accept_within, send_frames, wait_for},
     require_root,
+    servers::TcpServer,
     sockets::BoundTcp,
 };
 use serde_json::Value;
@@ -415,56 +412,6 @@ fn published_ports_from_outside_as_explained_at_tc_and_xdp() {
     }
 }
 
-/// A backend's server: each connection gets the backend's name on a line, then an echo.
-struct NameServer {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl NameServer {
-    fn start(ns: &Netns, name: &'static str) -> NameServer {
-        let listener = ns.run(|| TcpListener::bind("0.0.0.0:8080").expect("listen"));
-        listener.set_nonblocking(true).expect("nonblocking");
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((mut conn, _)) => {
-                        std::thread::spawn(move || {
-                            let _ = conn.set_nonblocking(false);
-                            let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
-                            if conn.write_all(format!("{name}\n").as_bytes()).is_err() {
-                                return;
-                            }
-                            let mut buf = [0u8; 64];
-                            while let Ok(n) = conn.read(&mut buf) {
-                                if n == 0 || conn.write_all(&buf[..n]).is_err() {
-                                    return;
-                                }
-                            }
-                        });
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
-                }
-            }
-        });
-        NameServer {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for NameServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 /// A connection to the VIP from `from` (in `ns`): the stream and the backend's name.
 fn connect(ns: &Netns, from: SocketAddrV4) -> (TcpStream, String) {
     ns.run(|| {
@@ -523,10 +470,10 @@ fn chosen(e: &Value) -> (String, String, Option<u64>) {
 fn each_scheduler_picks_the_backend_explain_names() {
     require_root!();
     let (lab, dir) = setup("tc");
-    let _servers: Vec<NameServer> = BACKENDS
+    let _servers: Vec<TcpServer> = BACKENDS
         .iter()
         .enumerate()
-        .map(|(i, name)| NameServer::start(&lab.containers[i + 1], name))
+        .map(|(i, name)| TcpServer::named(&lab.containers[i + 1], name))
         .collect();
     let client = &lab.containers[0];
     let mut port = 41000;
@@ -678,10 +625,10 @@ fn each_scheduler_picks_the_backend_explain_names() {
 fn maglev_from_outside_per_client_address() {
     require_root!();
     let (lab, dir) = setup("tc");
-    let _servers: Vec<NameServer> = BACKENDS
+    let _servers: Vec<TcpServer> = BACKENDS
         .iter()
         .enumerate()
-        .map(|(i, name)| NameServer::start(&lab.containers[i + 1], name))
+        .map(|(i, name)| TcpServer::named(&lab.containers[i + 1], name))
         .collect();
     lab.outside
         .ip(&[

@@ -8,13 +8,9 @@ mod support;
 use std::{
     collections::{BTreeMap, BTreeSet},
     io::{Read as _, Write as _},
-    net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream},
+    net::{Ipv4Addr, SocketAddrV4, TcpStream},
     path::Path,
     process::Command,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
     time::Duration,
 };
 
@@ -26,6 +22,7 @@ use netbpf_tests::{
     netns::Netns,
     process::{Background, wait_for},
     require_root,
+    servers::TcpServer,
 };
 use serde_json::Value;
 use support::{netbpf, netbpf_ok, stderr_of};
@@ -59,54 +56,6 @@ fn definitions(lab: &Lab) -> String {
          health = {{ kind = \"tcp\", interval = \"1s\", timeout = \"500ms\", rise = 1, fall = 2 }}\n\
          backends = [{{ container = \"b1\", port = 8080 }}, {{ container = \"b2\", port = 8080 }}]\n"
     )
-}
-
-/// An echo server on 0.0.0.0:8080 in `ns`, every connection on a thread of its own;
-/// stops when dropped.
-struct EchoServer {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl EchoServer {
-    fn start(ns: &Netns) -> EchoServer {
-        let listener = ns.run(|| TcpListener::bind("0.0.0.0:8080").expect("listen"));
-        listener.set_nonblocking(true).expect("nonblocking");
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((mut conn, _)) => {
-                        std::thread::spawn(move || {
-                            let _ = conn.set_nonblocking(false);
-                            let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
-                            let mut buf = [0u8; 256];
-                            while let Ok(n) = conn.read(&mut buf) {
-                                if n == 0 || conn.write_all(&buf[..n]).is_err() {
-                                    return;
-                                }
-                            }
-                        });
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
-                }
-            }
-        });
-        EchoServer {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for EchoServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
 }
 
 /// A connection from `ns` to the VIP, one exchange done.
@@ -229,7 +178,7 @@ fn metrics_match_show_and_logs_are_json_lines() {
     );
     assert!(!Path::new(NETNS_PIN_ROOT).join(lab.host.name()).exists());
 
-    let _server = EchoServer::start(&lab.containers[1]);
+    let _server = TcpServer::echo(&lab.containers[1]);
     let log = dir.path().join("agent.log");
     let mut cmd = Command::new(netbpf_bin());
     cmd.args(["--netns", lab.host.name(), "--log-format", "json"])

@@ -6,21 +6,18 @@ mod support;
 
 use std::{
     collections::BTreeMap,
-    io::{self, BufRead as _, BufReader, Read as _, Write as _},
-    net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream},
+    io::{self, BufRead as _, BufReader, Write as _},
+    net::{Ipv4Addr, SocketAddrV4, TcpStream},
     path::Path,
     process::Command,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::atomic::{AtomicBool, Ordering},
     time::Duration,
 };
 
 use netbpf_common::stats::{Hook, Outcome};
 use netbpf_tests::{
     TEST_PREFIX, TempDir, lab::Lab, netbpf_bin, netns::Netns, process::Background, require_root,
-    sockets::BoundTcp,
+    servers::TcpServer, sockets::BoundTcp,
 };
 use serde_json::Value;
 use support::{counter, netbpf_ok, stats};
@@ -70,59 +67,6 @@ fn apply_services(lab: &Lab, dir: &TempDir, services: &str) {
 fn apply(lab: &Lab, dir: &TempDir, text: &str) {
     let file = dir.write("netbpf.toml", text).expect("write");
     netbpf_ok(&lab.host, &["apply", "-c", file.to_str().expect("UTF-8")]);
-}
-
-/// A backend's server: every connection first gets the backend's name on a line, then an
-/// echo of whatever it sends, until the client closes. Stops when dropped.
-struct NameServer {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl NameServer {
-    fn start(ns: &Netns, name: &'static str) -> NameServer {
-        let listener = ns.run(|| TcpListener::bind("0.0.0.0:8080").expect("listen"));
-        listener.set_nonblocking(true).expect("nonblocking");
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((conn, _)) => {
-                        std::thread::spawn(move || serve(conn, name));
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
-                }
-            }
-        });
-        NameServer {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for NameServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn serve(mut conn: TcpStream, name: &str) {
-    let _ = conn.set_nonblocking(false);
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
-    if conn.write_all(format!("{name}\n").as_bytes()).is_err() {
-        return;
-    }
-    let mut buf = [0u8; 256];
-    while let Ok(n) = conn.read(&mut buf) {
-        if n == 0 || conn.write_all(&buf[..n]).is_err() {
-            return;
-        }
-    }
 }
 
 /// A connection to the VIP, its backend's name read.
@@ -181,7 +125,7 @@ fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
 struct Setup {
     lab: Lab,
     dir: TempDir,
-    _servers: Vec<NameServer>,
+    _servers: Vec<TcpServer>,
 }
 
 fn setup() -> Setup {
@@ -192,7 +136,7 @@ fn setup() -> Setup {
     let servers = BACKENDS
         .iter()
         .enumerate()
-        .map(|(i, name)| NameServer::start(&lab.containers[i + 1], name))
+        .map(|(i, name)| TcpServer::named(&lab.containers[i + 1], name))
         .collect();
     Setup {
         lab,
@@ -372,10 +316,10 @@ fn health_checks_take_backends_out_and_back() {
         &service("rr", health, &[("b1", 1), ("b2", 1), ("b3", 1)]),
     );
     apply_services(&lab, &dir, "");
-    let mut servers: Vec<Option<NameServer>> = BACKENDS
+    let mut servers: Vec<Option<TcpServer>> = BACKENDS
         .iter()
         .enumerate()
-        .map(|(i, name)| Some(NameServer::start(&lab.containers[i + 1], name)))
+        .map(|(i, name)| Some(TcpServer::named(&lab.containers[i + 1], name)))
         .collect();
     let file = dir.write("netbpf.toml", &text).expect("write");
     let log = dir.path().join("agent.log");
@@ -409,7 +353,7 @@ fn health_checks_take_backends_out_and_back() {
     assert_eq!(spread.get("b2"), None, "{spread:?}");
     assert_eq!(spread.values().sum::<usize>(), 100);
 
-    servers[1] = Some(NameServer::start(&lab.containers[2], "b2"));
+    servers[1] = Some(TcpServer::named(&lab.containers[2], "b2"));
     healthy(3);
     assert!(tally(client, 6).contains_key("b2"));
 
