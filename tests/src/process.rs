@@ -124,6 +124,53 @@ pub fn send_frames(iface: &str, frames: &[Vec<u8>]) -> io::Result<()> {
     Ok(())
 }
 
+/// A socket that sends whole IPv4 packets, header included, down the stack's output path
+/// (routing, netfilter, the egress device) as if a local process had built them: the way
+/// to open many flows without a socket each. Open it inside the sender's namespace.
+pub struct RawIpv4(std::os::fd::OwnedFd);
+
+impl RawIpv4 {
+    pub fn open() -> io::Result<Self> {
+        // IPPROTO_RAW: send only, header included (IP_HDRINCL is implied).
+        // SAFETY: plain socket(2) call.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a new socket we own; OwnedFd closes it.
+        Ok(RawIpv4(unsafe {
+            <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd)
+        }))
+    }
+
+    /// Sends one IPv4 packet to the destination address its header names.
+    pub fn send(&self, packet: &[u8]) -> io::Result<()> {
+        let dst: [u8; 4] = packet
+            .get(16..20)
+            .and_then(|d| d.try_into().ok())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not an IPv4 packet"))?;
+        // SAFETY: zeroed sockaddr_in is valid; we fill the fields sendto needs.
+        let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        addr.sin_family = libc::AF_INET as u16;
+        addr.sin_addr.s_addr = u32::from_ne_bytes(dst);
+        // SAFETY: valid buffer and address for the lengths given.
+        let sent = unsafe {
+            libc::sendto(
+                std::os::fd::AsRawFd::as_raw_fd(&self.0),
+                packet.as_ptr().cast(),
+                packet.len(),
+                0,
+                (&raw const addr).cast(),
+                size_of::<libc::sockaddr_in>() as u32,
+            )
+        };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
 /// Sets a flag when dropped, also while a panic unwinds: the way to stop a helper thread
 /// of a `thread::scope` whose main body may fail.
 pub struct SetOnDrop<'a>(pub &'a std::sync::atomic::AtomicBool);

@@ -20,7 +20,11 @@ use std::{
 
 use anyhow::Context as _;
 use netbpf_common::stats::{Hook, Outcome};
-use netbpf_tests::{TempDir, lab::HOST_UPLINK_IP, unique_prefix};
+use netbpf_tests::{
+    TempDir,
+    lab::{HOST_UPLINK_IP, OUTSIDE_IP},
+    unique_prefix,
+};
 
 use super::{
     BENCH_PREFIX, Derived, Measured, Metric, Scenario, Timing, check_counters, labs, progress,
@@ -339,6 +343,21 @@ pub fn run(netbpf_bin: &Path, quick: bool, timing: &Timing) -> anyhow::Result<Me
             )
         })
         .collect();
+    let mut flow_cost: Vec<Metric> = COUNTS
+        .iter()
+        .map(|count| {
+            Metric::new(
+                super::services::leak(format!(
+                    "new-flow packets to a published port, {}",
+                    label(*count)
+                )),
+                tools::SYN_COST_HOW,
+                "ns/SYN",
+                false,
+                None,
+            )
+        })
+        .collect();
     let rounds = timing.scale_rounds;
     for round in 1..=rounds {
         for k in 0..COUNTS.len() {
@@ -359,6 +378,14 @@ pub fn run(netbpf_bin: &Path, quick: bool, timing: &Timing) -> anyhow::Result<Me
                 )
                 .with_context(|| format!("ports: {} at {}", t.name(), label(t.count)))?;
                 metrics[n].values.entry(t.name()).or_default().push(rate);
+                let cost = tools::syn_cost(
+                    &t.lab.outside,
+                    OUTSIDE_IP,
+                    SocketAddrV4::new(HOST_UPLINK_IP, port),
+                    tools::syn_ports(round)?,
+                )
+                .with_context(|| format!("ports: {} SYNs at {}", t.name(), label(t.count)))?;
+                flow_cost[n].values.entry(t.name()).or_default().push(cost);
             }
         }
     }
@@ -397,6 +424,7 @@ pub fn run(netbpf_bin: &Path, quick: bool, timing: &Timing) -> anyhow::Result<Me
     ];
     metrics.push(apply);
     metrics.push(change);
+    metrics.extend(flow_cost);
     Ok(Measured {
         scenario: &PORTS,
         metrics,

@@ -546,7 +546,59 @@ fn draw_charts(
         )?;
         charts.push((file.to_owned(), what.to_owned()));
     }
-    // Per-packet cost against the number of entries (netbpf; iptables has no such figure).
+    // A new flow's packets through the whole path against the number of entries, both
+    // targets of both scaling scenarios (the metrics named "new-flow packets ..., N ...").
+    let mut flow_series: Vec<charts::Series> = Vec::new();
+    for m in measured {
+        let what = match m.scenario.id {
+            "services" => "services",
+            "ports" => "ports",
+            _ => continue,
+        };
+        for metric in m
+            .metrics
+            .iter()
+            .filter(|x| x.name.starts_with("new-flow packets"))
+        {
+            let Some(count) = metric
+                .name
+                .rsplit(", ")
+                .next()
+                .and_then(|c| c.split(' ').next())
+                .and_then(|c| c.replace(',', "").parse::<f64>().ok())
+            else {
+                continue;
+            };
+            for t in m.scenario.targets {
+                let name = format!("{t} ({what})");
+                let point = (count, median(metric.of(t)) / 1000.0);
+                match flow_series.iter_mut().find(|s| s.name == name) {
+                    Some(s) => s.points.push(point),
+                    None => flow_series.push(charts::Series {
+                        name,
+                        points: vec![point],
+                    }),
+                }
+            }
+        }
+    }
+    if !flow_series.is_empty() {
+        let file = "scaling-flow-cost.svg";
+        charts::lines(
+            &out_dir.join(file),
+            "A new flow's packets through the whole path against the number of entries",
+            "entries (services or published ports)",
+            "microseconds per SYN (median of the rounds)",
+            &flow_series,
+        )?;
+        charts.push((
+            file.to_owned(),
+            "time per raw SYN of a new flow (its way in, the SYN-ACK, the client's reset) \
+             against the number of services or published ports, iptables and netbpf"
+                .to_owned(),
+        ));
+    }
+    // Per-packet cost against the number of entries (BPF_PROG_TEST_RUN, netbpf alone).
     if let Some(paths) = prog_cost["paths"].as_array() {
         let mut series: Vec<charts::Series> = Vec::new();
         for p in paths.iter().filter(|p| p["count"].is_number()) {
@@ -859,9 +911,10 @@ fn prog_cost_table(md: &mut String, prog_cost: &Value) -> anyhow::Result<Value> 
              published ports, and from a container to the last of 1, 1,000 and 10,000 services \
              (random over 3 backends), the entries added to the same maps count by count; \
              timed one run at a time as above, beside the empty tc program timed the same way \
-             at each count. iptables has no per-packet figure of this kind: its rules are \
-             walked once per new connection (the conn/s of the ports and services scenarios \
-             show their cost), and established packets never reach the nat table.\n\n{HEADER}",
+             at each count. iptables cannot be timed this way (netfilter has no test run): the \
+             ports and services scenarios time a new flow's packets through the whole path \
+             for both (\"new-flow packets\", ns per SYN), and established packets never \
+             reach iptables' nat table.\n\n{HEADER}",
         );
         for p in scale {
             rows.push(cost_row(md, p, &ns_of)?);

@@ -602,7 +602,20 @@ pub fn run(
         }
     }
 
-    // Connection rates: every count and target in every round, the counts in a rotating
+    let mut flow_cost: Vec<Metric> = COUNTS
+        .iter()
+        .map(|count| {
+            Metric::new(
+                leak(format!("new-flow packets to a VIP, {}", label(*count))),
+                tools::SYN_COST_HOW,
+                "ns/SYN",
+                false,
+                None,
+            )
+        })
+        .collect();
+
+    // Connection rates and new-flow costs: every count and target in every round, the counts in a rotating
     // order (each count first in one round, last in another) so that no count always
     // follows the same neighbour.
     for round in 1..=rounds {
@@ -619,6 +632,14 @@ pub fn run(
                 let rate = tools::http_rate(&client, measured_vip(*count), false, wrk_seconds)
                     .with_context(|| format!("services: {} at {}", t.name(), label(*count)))?;
                 metrics[n].values.entry(t.name()).or_default().push(rate);
+                let cost = tools::syn_cost(
+                    t.client(),
+                    labs::CLIENT_IP,
+                    measured_vip(*count),
+                    tools::syn_ports(round)?,
+                )
+                .with_context(|| format!("services: {} SYNs at {}", t.name(), label(*count)))?;
+                flow_cost[n].values.entry(t.name()).or_default().push(cost);
             }
         }
     }
@@ -666,6 +687,7 @@ pub fn run(
     ];
     metrics.push(apply);
     metrics.push(change);
+    metrics.extend(flow_cost);
     Ok(Measured {
         scenario: &SERVICES,
         metrics,

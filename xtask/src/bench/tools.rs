@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, anyhow};
+use anyhow::{Context as _, anyhow, bail};
 use netbpf_tests::{
     cgroup::Cgroup,
     netns::Netns,
@@ -483,6 +483,82 @@ pub fn parse_iperf3_udp(out: &str) -> anyhow::Result<UdpProbe> {
     })
 }
 
+/// SYNs per sample of [`syn_cost`].
+pub const SYNS_PER_SAMPLE: u16 = 2000;
+
+/// The source ports of round `round`'s [`syn_cost`] samples (rounds from 1): each round
+/// its own, so every SYN is a new flow to every table, and all below the ephemeral range,
+/// where wrk's closed connections leave entries.
+pub fn syn_ports(round: usize) -> anyhow::Result<std::ops::Range<u16>> {
+    const FIRST: u32 = 1024;
+    const EPHEMERAL: u32 = 32768;
+    let start = FIRST + (round.saturating_sub(1) as u32) * u32::from(SYNS_PER_SAMPLE);
+    let end = start + u32::from(SYNS_PER_SAMPLE);
+    if end > EPHEMERAL {
+        bail!("round {round}: no fresh source ports left below {EPHEMERAL} for its SYNs");
+    }
+    Ok(start as u16..end as u16)
+}
+
+/// How [`syn_cost`]'s figure is measured, for a metric's `how`.
+pub const SYN_COST_HOW: &str = "2,000 TCP SYNs per round from as many source ports (new \
+     flows, fresh each round), sent one by one through a raw socket in the client's \
+     namespace; wall time per SYN. A veth hands each packet to the sending CPU's softirq \
+     before the send returns, so one SYN's time is its whole way through every hook and \
+     rule, the server's SYN-ACK back and the client's reset";
+
+/// The cost of a new flow through a whole path, kernel to kernel: TCP SYNs from `from`
+/// to `to`, one per source port of `ports` (each a flow no table has seen), sent through
+/// one raw socket by a thread of `ns` pinned to [`CLIENT_CPU`]; returns nanoseconds per
+/// SYN. A veth hands a packet to the peer's backlog and the sending CPU's softirq runs it
+/// before the send returns, so each send carries the SYN through every hook and rule on
+/// the way, the server's SYN-ACK back, and the client stack's reset that ends the flow
+/// (no socket of its own sent the SYN).
+pub fn syn_cost(
+    ns: &Netns,
+    from: Ipv4Addr,
+    to: SocketAddrV4,
+    ports: std::ops::Range<u16>,
+) -> anyhow::Result<f64> {
+    use netbpf_tests::packet::{ipv4, tcp, tcp_flags::SYN};
+    const IPPROTO_TCP: u8 = 6;
+    let syns: Vec<Vec<u8>> = ports
+        .map(|port| {
+            let segment = tcp(SocketAddrV4::new(from, port), to, 1, 0, SYN, b"");
+            ipv4(from, *to.ip(), IPPROTO_TCP, &segment)
+        })
+        .collect();
+    if syns.is_empty() {
+        bail!("syn_cost: no source port to send from");
+    }
+    ns.run(|| -> anyhow::Result<f64> {
+        pin_current_thread(CLIENT_CPU)?;
+        let socket = netbpf_tests::process::RawIpv4::open().context("raw IPv4 socket")?;
+        let start = Instant::now();
+        for syn in &syns {
+            socket.send(syn).context("sending a SYN")?;
+        }
+        Ok(start.elapsed().as_nanos() as f64 / syns.len() as f64)
+    })
+}
+
+/// Pins the calling thread to one CPU (`cpu` as [`CLIENT_CPU`] names it).
+fn pin_current_thread(cpu: &str) -> anyhow::Result<()> {
+    let cpu: usize = cpu.parse().context("CPU number")?;
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET stays within it (cpu < 1024).
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    if cpu >= 8 * size_of::<libc::cpu_set_t>() {
+        bail!("CPU {cpu} out of range");
+    }
+    // SAFETY: as above.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: pid 0 is the calling thread; the set is valid for its size.
+    if unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("sched_setaffinity");
+    }
+    Ok(())
+}
+
 /// Per-packet cost of the datapath's paths and of empty programs (the prog_cost example):
 /// `runs` rounds of `repeat` repetitions per path, and of `new_flows` single runs per
 /// new-flow path.
@@ -501,6 +577,17 @@ pub fn prog_cost(runs: usize, repeat: u32, new_flows: usize) -> anyhow::Result<s
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn syn_rounds_take_fresh_ports_below_the_ephemeral_range() {
+        let first = syn_ports(1).unwrap();
+        let second = syn_ports(2).unwrap();
+        assert_eq!(first, 1024..3024);
+        assert_eq!(second.start, first.end);
+        assert_eq!(syn_ports(15).unwrap().end, 31024);
+        let err = syn_ports(16).unwrap_err().to_string();
+        assert!(err.contains("round 16"), "{err}");
+    }
 
     #[test]
     fn reads_sockperf_percentiles() {
