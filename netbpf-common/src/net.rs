@@ -10,10 +10,11 @@ pub const NET_INTERNAL: u32 = 1 << 1;
 /// `NetworkInfo::flags`: outbound traffic is masqueraded (north-south).
 pub const NET_MASQUERADE: u32 = 1 << 2;
 
-/// `IfaceInfo::net_flags` (never a network's flag): the container is a backend of some
-/// service, so its replies are looked up in conntrack (the VIP restored) before the
-/// same-network fast path.
-pub const IFACE_SERVICE_BACKEND: u32 = 1 << 16;
+/// `IfaceInfo::net_flags` (never a network's flag): translated flows lead to the container
+/// (it is a backend of some service, or publishes ports), so its packets are looked up in
+/// conntrack before the same-network fast path: a reply to a client of its own network
+/// gets its translated source back (the VIP, the host's address and port).
+pub const IFACE_NAT_TARGET: u32 = 1 << 16;
 
 /// Length of the name fields (NUL-padded; user space only reads them).
 pub const NAME_LEN: usize = 32;

@@ -13,7 +13,7 @@ use netbpf_common::{
         CT_HAIRPIN, CT_HAIRPIN_REPLY, CT_MASQ_OUT, CT_MASQ_REPLY, CT_PUBLISHED_REPLY, CT_SERVICE,
         CT_SERVICE_REPLY, CT_SERVICE_REPLY_OUT, CtEntry, CtKey, HostConfig,
     },
-    net::{IFACE_SERVICE_BACKEND, IfaceInfo, NET_ICC, NET_INTERNAL, NET_MASQUERADE},
+    net::{IFACE_NAT_TARGET, IfaceInfo, NET_ICC, NET_INTERNAL, NET_MASQUERADE},
     service::Service,
     stats::Outcome,
 };
@@ -81,10 +81,11 @@ fn ipv4(ctx: &TcContext, data: usize, data_end: usize, own: &IfaceInfo) -> Decis
     }
     let dst = u32::from_ne_bytes(ip.dst_addr);
     let in_subnet = dst & own.mask == own.subnet && dst != own.gateway;
-    // A service backend's replies carry its own address, maybe to a peer of its subnet:
-    // its recorded flows come before the same-subnet fast path (the VIP restored first).
-    let backend = own.net_flags & IFACE_SERVICE_BACKEND != 0;
-    if in_subnet && !backend {
+    // Replies of a service backend or of a container publishing ports carry its own
+    // address, maybe to a peer of its subnet: its recorded flows come before the
+    // same-subnet fast path (the VIP, or the host's address and port, restored first).
+    let nat_target = own.net_flags & IFACE_NAT_TARGET != 0;
+    if in_subnet && !nat_target {
         return to_peer(own, dst);
     }
     let l4 = nat::l4(data, data_end, ip);
@@ -327,10 +328,13 @@ fn masquerade_reply_held(
     conntrack::insert_reply(&reply_key, &masquerade_reply(ctx, own, l4))
 }
 
-/// A container's new flow to a published port of the host. Like
-/// docker-proxy, the server sees the sender's gateway as the client (a port taken for the
-/// flow), so that its reply comes back here to be translated. `None`: not a published
-/// port (the host's own address, handled as such).
+/// A container's new flow to a published port of the host. As Docker without its proxy,
+/// only the destination changes: the server sees the sender, and its replies come back
+/// through its own veth (flagged `IFACE_NAT_TARGET`), where conntrack gives them the
+/// host's address and port as their source. A container reaching its own published port
+/// would see its own address on both ends: its source becomes the gateway with a port
+/// taken for the flow (Docker's masquerade of that case). `None`: not a published port
+/// (the host's own address, handled as such).
 #[inline(always)]
 fn hairpin(ctx: &TcContext, l4: &L4, own: &IfaceInfo, dst: u32) -> Option<Decision> {
     let key = conntrack::key(own.addr, dst, l4);
@@ -342,44 +346,68 @@ fn hairpin(ctx: &TcContext, l4: &L4, own: &IfaceInfo, dst: u32) -> Option<Decisi
     let Some(ep) = endpoints::endpoint(target.addr) else {
         return Some(drop(Outcome::DropNoEndpoint));
     };
-    let Some(cfg) = conntrack::any_host_config() else {
-        return Some(drop(Outcome::DropNoNatPort));
-    };
-    let ifindex = packet::ifindex(ctx);
     let mut reply_key = CtKey {
         saddr: target.addr,
-        daddr: own.gateway,
+        daddr: own.addr,
         sport: target.port,
-        dport: 0,
+        dport: l4.sport,
         proto: l4.proto,
         pad: [0; 3],
     };
-    let mut reply = conntrack::entry(CT_HAIRPIN_REPLY, own.addr, l4.sport, ifindex, l4);
-    reply.rev_addr = dst;
-    reply.rev_port = l4.dport;
-    reply.dst_mac = own.mac;
-    reply.src_mac = own.host_mac;
-    let Some(port) = conntrack::take_port(cfg, &mut reply_key, &reply) else {
-        return Some(drop(Outcome::DropNoNatPort));
+    // One entry on the stack, the reply direction first, then made the forward one in
+    // place (from_container's frame is at the BPF stack limit).
+    let mut e = conntrack::entry(
+        CT_HAIRPIN_REPLY,
+        own.addr,
+        l4.sport,
+        packet::ifindex(ctx),
+        l4,
+    );
+    e.rev_addr = dst;
+    e.rev_port = l4.dport;
+    e.dst_mac = own.mac;
+    e.src_mac = own.host_mac;
+    let source = if target.addr != own.addr {
+        // Taken: a leftover of this tuple's last flow whose forward direction the LRU
+        // evicted. Let it go; the SYN's retransmission starts the flow afresh.
+        if !conntrack::insert_reply(&reply_key, &e) {
+            conntrack::remove(&reply_key);
+            return Some(drop(Outcome::DropNatFailed));
+        }
+        (own.addr, l4.sport)
+    } else {
+        let Some(cfg) = conntrack::any_host_config() else {
+            return Some(drop(Outcome::DropNoNatPort));
+        };
+        reply_key.daddr = own.gateway;
+        let Some(port) = conntrack::take_port(cfg, &mut reply_key, &e) else {
+            return Some(drop(Outcome::DropNoNatPort));
+        };
+        (own.gateway, port)
     };
-    let mut forward = conntrack::entry(CT_HAIRPIN, target.addr, target.port, ep.ifindex, l4);
-    forward.rev_addr = own.gateway;
-    forward.rev_port = port;
-    forward.dst_mac = ep.mac;
-    forward.src_mac = ep.host_mac;
-    let Some(forward) = conntrack::claim(&key, &forward, &reply_key) else {
+    e.kind = CT_HAIRPIN;
+    e.nat_addr = target.addr;
+    e.nat_port = target.port;
+    e.ifindex = ep.ifindex;
+    e.rev_addr = source.0;
+    e.rev_port = source.1;
+    e.dst_mac = ep.mac;
+    e.src_mac = ep.host_mac;
+    let Some(forward) = conntrack::claim(&key, &e, &reply_key) else {
         return Some(drop(Outcome::DropNatFailed));
     };
-    let forward = forward.entry();
-    Some(both_ways(ctx, l4, own.addr, dst, &forward))
+    Some(both_ways(ctx, l4, own.addr, dst, &forward.entry()))
 }
 
 /// Rewrites destination and source as a hairpin entry says and delivers the frame into
 /// the container behind it.
 #[inline(always)]
 fn both_ways(ctx: &TcContext, l4: &L4, old_saddr: u32, old_daddr: u32, e: &CtEntry) -> Decision {
-    if nat::rewrite_dst(ctx, l4, old_daddr, e.nat_addr, e.nat_port).is_err()
-        || nat::rewrite_src(ctx, l4, old_saddr, e.rev_addr, e.rev_port).is_err()
+    // Between two containers one end of the flow keeps its address: no rewrite for it.
+    let dst_changes = e.nat_addr != old_daddr || e.nat_port != l4.dport;
+    let src_changes = e.rev_addr != old_saddr || e.rev_port != l4.sport;
+    if (dst_changes && nat::rewrite_dst(ctx, l4, old_daddr, e.nat_addr, e.nat_port).is_err())
+        || (src_changes && nat::rewrite_src(ctx, l4, old_saddr, e.rev_addr, e.rev_port).is_err())
         || nat::set_macs(ctx, &e.dst_mac, &e.src_mac).is_err()
     {
         return drop(Outcome::DropNatFailed);

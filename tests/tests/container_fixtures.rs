@@ -10,6 +10,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use netbpf_common::{
     conntrack::{CtEntry, CtKey, HostConfig},
+    net::IFACE_NAT_TARGET,
     ports::{PortKey, PortTarget},
     stats::{Hook, Outcome},
 };
@@ -586,8 +587,9 @@ fn published_port_syn_and_reply_translate_exactly() {
     };
     run(&ebpf, &reply).unwrap_or_else(|e| panic!("{}:\n{e}", reply.name));
 
-    // Hairpin: web2 to the published port through the host address; web1 sees web2's
-    // gateway and the one port of the range; its reply goes back to web2 from 8080.
+    // Hairpin: web2 to the published port through the host address. Only the destination
+    // changes (web1 sees web2 itself); web1's veth is flagged as a NAT target, so its
+    // reply is looked up and goes back to web2 from 198.18.0.1:8080.
     let front_gw = Ipv4Addr::new(198, 18, 10, 1);
     maps.local
         .insert(&key(front_gw), &1, 0)
@@ -602,29 +604,29 @@ fn published_port_syn_and_reply_translate_exactly() {
     maps.set_host_config(&one_port).expect("config");
     own(&mut maps, Some(WEB2));
     let hairpin = Fixture {
-        name: "web2 SYN to 198.18.0.1:8080 -> web1:80 from the gateway",
+        name: "web2 SYN to 198.18.0.1:8080 -> web1:80, from web2 itself",
         hook: Hook::FromContainer,
         input: tcp(HOST_MAC, WEB2_MAC, sock(WEB2, 40001), sock(host, 8080), syn),
         verdict: verdict::TC_ACT_REDIRECT,
         output: Some(tcp(
             WEB1_MAC,
             HOST_MAC,
-            sock(front_gw, 61000),
+            sock(WEB2, 40001),
             sock(WEB1, 80),
             syn,
         )),
         outcome: Outcome::Hairpin,
     };
     run(&ebpf, &hairpin).unwrap_or_else(|e| panic!("{}:\n{e}", hairpin.name));
-    own(&mut maps, Some(WEB1));
+    own_with_flags(&mut maps, Some(WEB1), IFACE_NAT_TARGET);
     let hairpin_reply = Fixture {
-        name: "web1 SYN-ACK to the gateway -> web2 from 198.18.0.1:8080",
+        name: "web1 SYN-ACK to web2 (same subnet) -> web2 from 198.18.0.1:8080",
         hook: Hook::FromContainer,
         input: tcp(
             HOST_MAC,
             WEB1_MAC,
             sock(WEB1, 80),
-            sock(front_gw, 61000),
+            sock(WEB2, 40001),
             synack,
         ),
         verdict: verdict::TC_ACT_REDIRECT,
@@ -639,14 +641,53 @@ fn published_port_syn_and_reply_translate_exactly() {
     };
     run(&ebpf, &hairpin_reply).unwrap_or_else(|e| panic!("{}:\n{e}", hairpin_reply.name));
 
+    // web1 to its own published port: it would see its own address on both ends, so the
+    // source becomes its gateway and the one port of the range.
+    let to_itself = Fixture {
+        name: "web1 SYN to 198.18.0.1:8080 -> web1:80 from the gateway",
+        hook: Hook::FromContainer,
+        input: tcp(HOST_MAC, WEB1_MAC, sock(WEB1, 40002), sock(host, 8080), syn),
+        verdict: verdict::TC_ACT_REDIRECT,
+        output: Some(tcp(
+            WEB1_MAC,
+            HOST_MAC,
+            sock(front_gw, 61000),
+            sock(WEB1, 80),
+            syn,
+        )),
+        outcome: Outcome::Hairpin,
+    };
+    run(&ebpf, &to_itself).unwrap_or_else(|e| panic!("{}:\n{e}", to_itself.name));
+    let to_itself_reply = Fixture {
+        name: "web1 SYN-ACK to the gateway -> web1 from 198.18.0.1:8080",
+        hook: Hook::FromContainer,
+        input: tcp(
+            HOST_MAC,
+            WEB1_MAC,
+            sock(WEB1, 80),
+            sock(front_gw, 61000),
+            synack,
+        ),
+        verdict: verdict::TC_ACT_REDIRECT,
+        output: Some(tcp(
+            WEB1_MAC,
+            HOST_MAC,
+            sock(host, 8080),
+            sock(WEB1, 40002),
+            synack,
+        )),
+        outcome: Outcome::Hairpin,
+    };
+    run(&ebpf, &to_itself_reply).unwrap_or_else(|e| panic!("{}:\n{e}", to_itself_reply.name));
+
     // A retransmitted SYN follows the recorded flow.
     run(&ebpf, &inbound).unwrap_or_else(|e| panic!("retransmit:\n{e}"));
     let ct: aya::maps::HashMap<_, CtKey, CtEntry> =
         aya::maps::HashMap::try_from(ebpf.map("NB_CT").expect("NB_CT")).expect("hash");
     assert_eq!(
         ct.iter().count(),
-        4,
-        "two flows (published, hairpin), no new entries for a known one"
+        6,
+        "three flows (published, two hairpins), no new entries for a known one"
     );
 }
 

@@ -447,11 +447,14 @@ fn containers_reach_published_ports_through_the_host_address() {
     let listener = server.run(|| TcpListener::bind("0.0.0.0:80").expect("listen"));
     let published = SocketAddrV4::new(HOST_UPLINK_IP, 8080);
 
-    // From a peer, from another network, and from the server itself.
-    for (client, gateway) in [
-        (&lab.containers[1], Ipv4Addr::new(198, 18, 10, 1)),
-        (&lab.containers[2], Ipv4Addr::new(198, 18, 20, 1)),
-        (&lab.containers[0], Ipv4Addr::new(198, 18, 10, 1)),
+    // From a peer (its reply to a neighbour of its own subnet is translated too), from
+    // another network, and from the server itself. As Docker without its proxy, the
+    // server sees the client itself, or (its own connection, its address on both ends)
+    // the gateway.
+    for (client, seen_as_gateway) in [
+        (&lab.containers[1], None),
+        (&lab.containers[2], None),
+        (&lab.containers[0], Some(Ipv4Addr::new(198, 18, 10, 1))),
     ] {
         let echo = tcp_echo(&listener, client, published, b"pong");
         assert_eq!(&echo.reply, b"pong", "from {}", client.name());
@@ -460,13 +463,33 @@ fn containers_reach_published_ports_through_the_host_address() {
             published.into(),
             "the client sees the published address"
         );
+        match seen_as_gateway {
+            None => assert_eq!(echo.server_saw, echo.client_local, "from {}", client.name()),
+            Some(gateway) => assert_eq!(
+                echo.server_saw.ip(),
+                IpAddr::V4(gateway),
+                "from {}",
+                client.name()
+            ),
+        }
+    }
+
+    // More connections from one client in a row, each closed at once (an HTTP client
+    // with `Connection: close`), than the masquerade range has ports: none of them needs
+    // one, none is dropped.
+    for i in 0..4600 {
+        let echo = tcp_echo(&listener, &lab.containers[1], published, b"ping");
+        assert_eq!(&echo.reply, b"ping", "connection {i}");
+    }
+    let rows = stats(&lab.host);
+    for reason in [Outcome::DropNoNatPort, Outcome::DropNatFailed] {
         assert_eq!(
-            echo.server_saw.ip(),
-            IpAddr::V4(gateway),
-            "from {}",
-            client.name()
+            counter(&rows, Hook::FromContainer, reason).0,
+            0,
+            "{reason:?}"
         );
     }
+    assert!(counter(&rows, Hook::FromContainer, Outcome::Hairpin).0 > 4600 * 3);
 
     // UDP through the host address.
     let udp_server = server.run(|| UdpSocket::bind("0.0.0.0:53").expect("bind"));

@@ -13,7 +13,7 @@ use aya::{
 };
 use netbpf_common::{
     conntrack::{CT_SERVICE, CT_SERVICE_REPLY, CT_SERVICE_REPLY_OUT, CtEntry, CtKey},
-    net::IFACE_SERVICE_BACKEND,
+    net::IFACE_NAT_TARGET,
     service::{
         Backend, BackendConns, BackendTraffic, SVC_EXTERNAL, Scheduler, Service, ServiceKey,
         flow_hash,
@@ -226,7 +226,7 @@ fn round_robin_translates_both_ways_and_counts_connections() {
     );
 
     // web2's reply leaves from the VIP, into web1.
-    own_with_flags(&mut maps, Some(WEB2), IFACE_SERVICE_BACKEND);
+    own_with_flags(&mut maps, Some(WEB2), IFACE_NAT_TARGET);
     let synack = |src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), dst_mac: Mac, src_mac: Mac| {
         packet::tcp4_frame(
             dst_mac,
@@ -648,7 +648,7 @@ fn external_services_from_the_uplink() {
             .expect("reply entry");
         assert_eq!(reply.1.kind, CT_SERVICE_REPLY_OUT);
 
-        own_with_flags(&mut maps, Some(WEB2), IFACE_SERVICE_BACKEND);
+        own_with_flags(&mut maps, Some(WEB2), IFACE_NAT_TARGET);
         let synack = |src: (Ipv4Addr, u16)| {
             packet::tcp4_frame(
                 HOST_MAC,

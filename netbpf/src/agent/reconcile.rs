@@ -2,13 +2,15 @@
 //! containers that went away or changed are unwired, then new ones wired. Programs inside
 //! links that stay are swapped for this binary's (BPF_LINK_UPDATE), without a gap.
 
-use std::{collections::HashMap, net::Ipv4Addr, path::Path};
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::Ipv4Addr,
+    path::Path,
+};
 
 use netbpf_common::{
     conntrack::HostConfig,
-    net::{
-        EndpointInfo, IFACE_SERVICE_BACKEND, IfaceInfo, NetworkInfo, PeerInfo, name_bytes, name_str,
-    },
+    net::{EndpointInfo, IFACE_NAT_TARGET, IfaceInfo, NetworkInfo, PeerInfo, name_bytes, name_str},
     ports::PortKey,
     stats::Hook,
 };
@@ -54,14 +56,18 @@ pub fn reconcile(pins: &PinDir, plan: &Plan) -> Result<Report> {
     let mut service_maps = ServiceMaps::open_pinned(pins)?;
     let services_held = services::Current::read(&service_maps)?;
     let mut report = Report::default();
-    // Containers that are backends get IFACE_SERVICE_BACKEND (their replies go through
-    // conntrack, where the VIP is restored) before any service leads to them, and lose it
-    // only once no service does.
+    // Containers that translated flows lead to get IFACE_NAT_TARGET (their replies go
+    // through conntrack, where the VIP or the host's address and port is restored): a
+    // service's backends before any service leads to them, losing it only once no service
+    // does; containers publishing ports (a hairpin flow keeps its client's address).
     let wanted_backends = plan.services.backend_addrs();
     let held_backends = services_held.backend_addrs();
+    let publishers: BTreeSet<u32> = plan.ports.values().map(|t| t.addr).collect();
     let flagged = |c: &WiredContainer| {
         let addr = addr_key(c.ip);
-        wanted_backends.contains(&addr) || held_backends.contains(&addr)
+        wanted_backends.contains(&addr)
+            || held_backends.contains(&addr)
+            || publishers.contains(&addr)
     };
     // The networks as the kernel has them: where removed containers' peer slots are.
     let old_networks: HashMap<u32, NetworkInfo> = maps.networks()?.into_iter().collect();
@@ -280,6 +286,7 @@ pub fn reconcile(pins: &PinDir, plan: &Plan) -> Result<Report> {
         let addr = addr_key(c.ip);
         if held_backends.contains(&addr)
             && !wanted_backends.contains(&addr)
+            && !publishers.contains(&addr)
             && let Some(ep) = endpoints.get(&addr)
         {
             maps.set_iface(ep.ifindex, &iface_info(plan, c, ep.host_mac, false))?;
@@ -329,18 +336,18 @@ fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> Error {
     move |source| Error::Map { map, source }
 }
 
-/// What the program reads about a container's interface; `backend`: the container is a
-/// backend of some service.
-fn iface_info(plan: &Plan, c: &WiredContainer, host_mac: [u8; 6], backend: bool) -> IfaceInfo {
+/// What the program reads about a container's interface; `nat_target`: translated flows
+/// lead to it (`IFACE_NAT_TARGET`).
+fn iface_info(plan: &Plan, c: &WiredContainer, host_mac: [u8; 6], nat_target: bool) -> IfaceInfo {
     let net = plan.networks.get(&c.network_id);
-    let service_flag = if backend { IFACE_SERVICE_BACKEND } else { 0 };
+    let target_flag = if nat_target { IFACE_NAT_TARGET } else { 0 };
     IfaceInfo {
         addr: addr_key(c.ip),
         network_id: c.network_id,
         subnet: net.map_or(0, |n| n.subnet),
         mask: addr_key(Ipv4Addr::from(crate::config::model::mask(c.prefix_len))),
         gateway: addr_key(c.gateway),
-        net_flags: net.map_or(0, |n| n.flags) | service_flag,
+        net_flags: net.map_or(0, |n| n.flags) | target_flag,
         mac: c.mac,
         host_mac,
         peer_base: c.peer_base,
@@ -369,7 +376,7 @@ fn wire(
     maps: &mut ContainerMaps,
     plan: &Plan,
     c: &WiredContainer,
-    backend: bool,
+    nat_target: bool,
 ) -> Result<()> {
     let mac = c.mac_string();
     let spec = VethSpec {
@@ -390,7 +397,7 @@ fn wire(
         // handled. Then the links go up. Peers find it (slot, endpoint) only once it is
         // up, and the endpoint, which marks the container as wired, comes last: a wiring
         // cut short is redone by the next reconcile.
-        maps.set_iface(ifindex, &iface_info(plan, c, host_mac, backend))?;
+        maps.set_iface(ifindex, &iface_info(plan, c, host_mac, nat_target))?;
         loaded.attach(pins, Hook::FromContainer, ifindex, &c.host_ifname)?;
         ifaces::bring_up(&spec)?;
         set_peer(maps, plan, c, ifindex)?;

@@ -14,7 +14,7 @@ use netbpf_common::{
         HostConfig, TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN_SENT, kind_name, partner,
     },
     net::{
-        IFACE_SERVICE_BACKEND, IFACE_SLOTS, IfaceInfo, NET_ICC, NET_INTERNAL, NET_MASQUERADE,
+        IFACE_NAT_TARGET, IFACE_SLOTS, IfaceInfo, NET_ICC, NET_INTERNAL, NET_MASQUERADE,
         NO_PEER_SLOTS, name_str,
     },
     ports::{PortKey, PortTarget},
@@ -405,7 +405,7 @@ impl<M: Maps> Run<'_, M> {
             (NET_ICC, "icc"),
             (NET_INTERNAL, "internal"),
             (NET_MASQUERADE, "masquerade"),
-            (IFACE_SERVICE_BACKEND, "service backend"),
+            (IFACE_NAT_TARGET, "nat target"),
         ] {
             if own.net_flags & bit != 0 {
                 flags.push(name);
@@ -453,8 +453,9 @@ impl<M: Maps> Run<'_, M> {
             format!("source address {} is the container's own", addr_of(t.saddr)),
         );
         let dst = t.daddr;
-        // A service backend's replies: the VIP restored first.
-        if own.net_flags & IFACE_SERVICE_BACKEND != 0 && self.service_reply(&own, dst)? {
+        // Replies of a container translated flows lead to: the VIP, or the host's address
+        // and port, restored first.
+        if own.net_flags & IFACE_NAT_TARGET != 0 && self.nat_target_reply(&own, dst, ifindex)? {
             return Ok(());
         }
         if dst & own.mask == own.subnet && dst != own.gateway {
@@ -544,15 +545,22 @@ impl<M: Maps> Run<'_, M> {
 
     /// `container::service_reply`: a backend's reply to a client of its service.
     /// `true`: decided.
-    fn service_reply(&mut self, own: &IfaceInfo, dst: u32) -> Result<bool> {
+    fn nat_target_reply(&mut self, own: &IfaceInfo, dst: u32, ifindex: u32) -> Result<bool> {
         let key = self.tuple.key(own.addr, dst);
         let e = match self.ct_get(&key)? {
-            Some(e) if e.kind == CT_SERVICE_REPLY || e.kind == CT_SERVICE_REPLY_OUT => e,
+            Some(e)
+                if matches!(
+                    e.kind,
+                    CT_SERVICE_REPLY | CT_SERVICE_REPLY_OUT | CT_HAIRPIN_REPLY
+                ) =>
+            {
+                e
+            }
             _ => {
                 self.step(
-                    "service_reply",
+                    "nat_target",
                     format!(
-                        "NB_CT {}: no service reply recorded (the container is a backend)",
+                        "NB_CT {}: no reply recorded (translated flows lead to the container)",
                         key_text(key.proto, &key)
                     ),
                 );
@@ -561,6 +569,9 @@ impl<M: Maps> Run<'_, M> {
         };
         if self.ct_lookup(&key)?.is_none() {
             return Ok(false);
+        }
+        if e.kind == CT_HAIRPIN_REPLY {
+            return self.established(own, &key, &e, ifindex);
         }
         self.effect(format!("NB_BE_TRAFFIC[{}]: out packets + 1", e.backend_id));
         self.translate((e.nat_addr, e.nat_port), (dst, self.tuple.dport));
@@ -1357,23 +1368,60 @@ impl<M: Maps> Run<'_, M> {
             self.drop(Outcome::DropNoEndpoint)?;
             return Ok(true);
         };
-        let Some(cfg) = self.maps.host_config()?.filter(|c| c.masq_port_max != 0) else {
-            self.step("hairpin", "no port range in NB_CONFIG");
-            self.drop(Outcome::DropNoNatPort)?;
-            return Ok(true);
-        };
         let container = name_str(&ep_info.name).to_owned();
-        self.step(
-            "hairpin",
-            format!(
-                "to container {container} at {}; the source becomes the gateway {} and a free \
-                 port of {}-{} (docker-proxy's view)",
-                ep(target.addr, target.port),
-                addr_of(own.gateway),
-                cfg.masq_port_min,
-                cfg.masq_port_max
-            ),
-        );
+        // The source the server sees: the sender itself, or (the sender is the server) its
+        // gateway with a port of the range.
+        let source = if target.addr != own.addr {
+            let reply_key = CtKey {
+                saddr: target.addr,
+                daddr: own.addr,
+                sport: target.port,
+                dport: t.sport,
+                proto: t.proto,
+                pad: [0; 3],
+            };
+            if self.ct_get(&reply_key)?.is_some() {
+                self.step(
+                    "hairpin",
+                    format!(
+                        "NB_CT {}: the reply direction is taken (a leftover whose forward \
+                         direction was evicted): removed, the packet dropped (its \
+                         retransmission starts the flow)",
+                        key_text(t.proto, &reply_key)
+                    ),
+                );
+                self.effect(format!("NB_CT: {} removed", key_text(t.proto, &reply_key)));
+                self.drop(Outcome::DropNatFailed)?;
+                return Ok(true);
+            }
+            self.step(
+                "hairpin",
+                format!(
+                    "to container {container} at {}; the source stays the sender's (Docker \
+                     without its proxy)",
+                    ep(target.addr, target.port),
+                ),
+            );
+            ep(own.addr, t.sport)
+        } else {
+            let Some(cfg) = self.maps.host_config()?.filter(|c| c.masq_port_max != 0) else {
+                self.step("hairpin", "no port range in NB_CONFIG");
+                self.drop(Outcome::DropNoNatPort)?;
+                return Ok(true);
+            };
+            self.step(
+                "hairpin",
+                format!(
+                    "to its own container {container} at {}; the source becomes the gateway \
+                     {} and a free port of {}-{} (Docker's masquerade of that case)",
+                    ep(target.addr, target.port),
+                    addr_of(own.gateway),
+                    cfg.masq_port_min,
+                    cfg.masq_port_max
+                ),
+            );
+            format!("{}:*", addr_of(own.gateway))
+        };
         match self.claim(&key)? {
             Created::Existing(e) => {
                 self.translate((e.rev_addr, e.rev_port), (e.nat_addr, e.nat_port));
@@ -1382,14 +1430,14 @@ impl<M: Maps> Run<'_, M> {
             }
             _ => {
                 self.effect(format!(
-                    "NB_CT: {} recorded (hairpin, to {}), and its reply ({} -> {}:*)",
+                    "NB_CT: {} recorded (hairpin, to {}), and its reply ({} -> {})",
                     key_text(t.proto, &key),
                     ep(target.addr, target.port),
                     ep(target.addr, target.port),
-                    addr_of(own.gateway)
+                    source
                 ));
                 self.out.translation = Some(Translation {
-                    src: Some(format!("{}:*", addr_of(own.gateway))),
+                    src: Some(source),
                     dst: Some(ep(target.addr, target.port)),
                 });
                 self.out.delivery =

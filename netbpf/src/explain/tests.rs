@@ -8,11 +8,12 @@ use std::{
 
 use netbpf_common::{
     conntrack::{
-        CT_MASQ_OUT, CT_PUBLISHED_IN, CT_PUBLISHED_REPLY, CT_SERVICE, CT_SERVICE_REPLY,
-        CT_SERVICE_REPLY_OUT, CtEntry, CtKey, HostConfig, TCP_CLOSING, TCP_ESTABLISHED,
+        CT_HAIRPIN_REPLY, CT_MASQ_OUT, CT_PUBLISHED_IN, CT_PUBLISHED_REPLY, CT_SERVICE,
+        CT_SERVICE_REPLY, CT_SERVICE_REPLY_OUT, CtEntry, CtKey, HostConfig, TCP_CLOSING,
+        TCP_ESTABLISHED,
     },
     net::{
-        EndpointInfo, IFACE_SERVICE_BACKEND, IfaceInfo, NET_ICC, NET_INTERNAL, NET_MASQUERADE,
+        EndpointInfo, IFACE_NAT_TARGET, IfaceInfo, NET_ICC, NET_INTERNAL, NET_MASQUERADE,
         NetworkInfo, PeerInfo, name_bytes,
     },
     ports::{PortKey, PortTarget},
@@ -736,7 +737,7 @@ fn recorded_service_flows_follow_their_entry() {
     assert!(!e.effects.iter().any(|x| x.starts_with("NB_SVC_RR")));
 
     // The backend's reply: the VIP restored, into the client.
-    s.set_flags(12, NET_ICC | IFACE_SERVICE_BACKEND);
+    s.set_flags(12, NET_ICC | IFACE_NAT_TARGET);
     let e = run(
         &s,
         &tcp(BACKENDS[1].0, 8080, CLIENT, 40000, TCP_SYN | TCP_ACK),
@@ -953,11 +954,58 @@ fn hairpin_gateway_masquerade_and_internal() {
         &from("client", CLIENT_IF),
     );
     assert_outcome(&e, Outcome::Hairpin);
+    // Only the destination changes: the server sees the client.
+    assert_eq!(
+        translation(&e),
+        (format!("{CLIENT}:40000"), format!("{}:80", BACKENDS[0].0))
+    );
+    assert_eq!(delivered_to(&e), ("redirect_peer", Some(11)));
+
+    // The server's reply (its veth flagged): the host's address and port restored.
+    s.set_flags(BACKENDS[0].1, NET_ICC | IFACE_NAT_TARGET);
+    s.ct.insert(
+        CtKey {
+            saddr: k(BACKENDS[0].0),
+            daddr: k(CLIENT),
+            sport: be(80),
+            dport: be(40000),
+            proto: 6,
+            pad: [0; 3],
+        },
+        CtEntry {
+            nat_addr: k(CLIENT),
+            nat_port: be(40000),
+            rev_addr: k(UPLINK),
+            rev_port: be(8080),
+            kind: CT_HAIRPIN_REPLY,
+            tcp_state: TCP_ESTABLISHED,
+            ifindex: CLIENT_IF,
+            ..CtEntry::default()
+        },
+    );
+    let e = run(
+        &s,
+        &tcp(BACKENDS[0].0, 80, CLIENT, 40000, TCP_SYN | TCP_ACK),
+        &from("b1", BACKENDS[0].1),
+    );
+    assert_outcome(&e, Outcome::Hairpin);
+    assert_eq!(
+        translation(&e),
+        (format!("{UPLINK}:8080"), format!("{CLIENT}:40000"))
+    );
+    assert_eq!(delivered_to(&e), ("redirect_peer", Some(CLIENT_IF)));
+
+    // The server to its own published port: its source becomes the gateway and a port.
+    let e = run(
+        &s,
+        &tcp(BACKENDS[0].0, 41000, UPLINK, 8080, TCP_SYN),
+        &from("b1", BACKENDS[0].1),
+    );
+    assert_outcome(&e, Outcome::Hairpin);
     assert_eq!(
         translation(&e),
         ("198.18.10.1:*".to_owned(), format!("{}:80", BACKENDS[0].0))
     );
-    assert_eq!(delivered_to(&e), ("redirect_peer", Some(11)));
 
     // The gateway itself, a port nobody published: the host's.
     let e = run(
@@ -1042,7 +1090,7 @@ fn hairpin_gateway_masquerade_and_internal() {
 #[test]
 fn service_reply_out_of_the_uplink() {
     let mut s = Snap::lab();
-    s.set_flags(11, NET_ICC | IFACE_SERVICE_BACKEND);
+    s.set_flags(11, NET_ICC | IFACE_NAT_TARGET);
     s.ct.insert(
         CtKey {
             saddr: k(BACKENDS[0].0),

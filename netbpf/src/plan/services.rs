@@ -40,7 +40,7 @@ pub struct ServicePlan {
 
 impl ServicePlan {
     /// The addresses (map keys) of every backend: the containers behind them are flagged
-    /// `IFACE_SERVICE_BACKEND`.
+    /// `IFACE_NAT_TARGET`.
     pub fn backend_addrs(&self) -> BTreeSet<u32> {
         self.backends.values().map(|b| b.addr).collect()
     }

@@ -580,12 +580,12 @@ mod tests {
 
     #[test]
     fn syn_rounds_take_fresh_ports_below_the_ephemeral_range() {
-        let first = syn_ports(1).unwrap();
-        let second = syn_ports(2).unwrap();
+        let first = syn_ports(1).expect("round 1");
+        let second = syn_ports(2).expect("round 2");
         assert_eq!(first, 1024..3024);
         assert_eq!(second.start, first.end);
-        assert_eq!(syn_ports(15).unwrap().end, 31024);
-        let err = syn_ports(16).unwrap_err().to_string();
+        assert_eq!(syn_ports(15).expect("round 15").end, 31024);
+        let err = syn_ports(16).expect_err("round 16").to_string();
         assert!(err.contains("round 16"), "{err}");
     }
 
