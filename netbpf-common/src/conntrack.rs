@@ -31,8 +31,9 @@ pub const CT_MASQ_REPLY: u8 = 4;
 
 /// `CtEntry::kind`: a container to a published port of the host (hairpin); rewrite the
 /// destination to `nat_*` (the container behind the port), the source to `rev_*` (the
-/// sender's gateway and a port taken for the flow, as docker-proxy would show it),
-/// deliver into the container behind `ifindex`.
+/// sender itself, unchanged; or, when a live flow holds that tuple or the sender reaches
+/// its own port, its gateway and a port taken for the flow), deliver into the container
+/// behind `ifindex`.
 pub const CT_HAIRPIN: u8 = 5;
 /// `CtEntry::kind`: the reply of a hairpin flow; rewrite the destination to `nat_*` (the
 /// original sender), the source to `rev_*` (the published address and port), deliver

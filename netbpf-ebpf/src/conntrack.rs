@@ -1,7 +1,7 @@
 //! The connection-tracking table of translated flows and the host's own addresses.
 
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
+    bindings::{BPF_ANY, BPF_NOEXIST},
     helpers::{bpf_get_prandom_u32, bpf_jiffies64},
     macros::map,
     maps::{Array, HashMap, LruHashMap},
@@ -81,14 +81,32 @@ pub fn exists(key: &CtKey) -> bool {
     unsafe { NB_CT.get(key) }.is_some()
 }
 
-/// Records a flow's reply direction unless the key is taken already (no packet of it
-/// seen yet).
+/// Records a flow's reply direction unless the key is taken already.
 #[inline(always)]
 pub fn insert_reply(key: &CtKey, entry: &CtEntry) -> bool {
+    store_reply(key, entry, BPF_NOEXIST)
+}
+
+/// Records a flow's reply direction in place of a leftover entry of its tuple.
+#[inline(always)]
+pub fn replace_reply(key: &CtKey, entry: &CtEntry) -> bool {
+    store_reply(key, entry, BPF_ANY)
+}
+
+/// A reply direction's entry as recorded: no packet of it seen yet.
+#[inline(always)]
+fn store_reply(key: &CtKey, entry: &CtEntry, flags: u32) -> bool {
     let mut e = *entry;
     e.last_seen = now();
     e.packets = 0;
-    NB_CT.insert(key, &e, u64::from(BPF_NOEXIST)).is_ok()
+    NB_CT.insert(key, &e, u64::from(flags)).is_ok()
+}
+
+/// A flow direction's entry where it lies, untouched (no copy: stack space is scarce).
+#[inline(always)]
+pub fn peek(key: &CtKey) -> Option<&'static CtEntry> {
+    // SAFETY: a reference into the map's value, valid for this run.
+    unsafe { NB_CT.get(key) }
 }
 
 /// Forgets a flow: the direction at `key` (whose entry is `e`) and the other.
@@ -124,17 +142,20 @@ pub fn key(saddr: u32, daddr: u32, l4: &L4) -> CtKey {
 }
 
 /// The entry of a packet's tuple, its last-seen time, packet count and TCP state brought
-/// up to date. A TCP SYN on an entry whose connection closed finds nothing: the tuple is
-/// being reused, so the old flow (both directions, freeing its port) is forgotten and the
-/// flow starts anew.
+/// up to date. A TCP SYN (or SYN-ACK) on an entry whose connection closed finds nothing:
+/// the tuple is being reused, so the old flow (both directions, freeing its port) is
+/// forgotten and the flow starts anew. (A reused tuple's SYN renews both directions
+/// before its SYN-ACK comes back: a SYN-ACK meeting a closed entry answers a connection
+/// that never went through the translation, as a direct one to a server that also
+/// received a hairpin flow from the same client port.)
 #[inline(always)]
 pub fn lookup(key: &CtKey, l4: &L4) -> Option<*mut CtEntry> {
     let entry = NB_CT.get_ptr_mut(key)?;
-    let syn_only = l4.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    let opening = l4.tcp_flags & TCP_SYN != 0;
     // SAFETY: a pointer into the map's value, valid for this run; races with other CPUs
     // only blur the statistics fields.
     unsafe {
-        if syn_only && (*entry).tcp_state == TCP_CLOSING {
+        if opening && (*entry).tcp_state == TCP_CLOSING {
             forget(key, &*entry);
             return None;
         }

@@ -332,9 +332,9 @@ fn masquerade_reply_held(
 /// only the destination changes: the server sees the sender, and its replies come back
 /// through its own veth (flagged `IFACE_NAT_TARGET`), where conntrack gives them the
 /// host's address and port as their source. A container reaching its own published port
-/// would see its own address on both ends: its source becomes the gateway with a port
-/// taken for the flow (Docker's masquerade of that case). `None`: not a published port
-/// (the host's own address, handled as such).
+/// (or whose tuple a live flow holds) gets its gateway and a port taken for the flow as
+/// its source (Docker's masquerade of that case). `None`: not a published port (the
+/// host's own address, handled as such).
 #[inline(always)]
 fn hairpin(ctx: &TcContext, l4: &L4, own: &IfaceInfo, dst: u32) -> Option<Decision> {
     let key = conntrack::key(own.addr, dst, l4);
@@ -367,15 +367,32 @@ fn hairpin(ctx: &TcContext, l4: &L4, own: &IfaceInfo, dst: u32) -> Option<Decisi
     e.rev_port = l4.dport;
     e.dst_mac = own.mac;
     e.src_mac = own.host_mac;
-    let source = if target.addr != own.addr {
-        // Taken: a leftover of this tuple's last flow whose forward direction the LRU
-        // evicted. Let it go; the SYN's retransmission starts the flow afresh.
-        if !conntrack::insert_reply(&reply_key, &e) {
-            conntrack::remove(&reply_key);
+    // The sender reaching its own port would see its own address on both ends.
+    let mut pooled = target.addr == own.addr;
+    if !pooled && !conntrack::insert_reply(&reply_key, &e) {
+        // This very flow, recorded by another CPU at the same time: its copy of the
+        // packet goes through; this one is dropped (following the entry here would
+        // overflow the BPF stack).
+        if conntrack::exists(&key) {
             return Some(drop(Outcome::DropNatFailed));
         }
-        (own.addr, l4.sport)
-    } else {
+        match conntrack::peek(&reply_key) {
+            // A leftover of this tuple's last flow, its forward direction gone.
+            Some(old)
+                if old.kind == CT_HAIRPIN_REPLY
+                    && old.rev_addr == dst
+                    && old.rev_port == l4.dport =>
+            {
+                if !conntrack::replace_reply(&reply_key, &e) {
+                    return Some(drop(Outcome::DropNatFailed));
+                }
+            }
+            // A live flow of another way in holds the tuple (a VIP's, another host
+            // address's): this one takes a port of its own, as kernel NAT resolves a clash.
+            _ => pooled = true,
+        }
+    }
+    let source = if pooled {
         let Some(cfg) = conntrack::any_host_config() else {
             return Some(drop(Outcome::DropNoNatPort));
         };
@@ -384,6 +401,8 @@ fn hairpin(ctx: &TcContext, l4: &L4, own: &IfaceInfo, dst: u32) -> Option<Decisi
             return Some(drop(Outcome::DropNoNatPort));
         };
         (own.gateway, port)
+    } else {
+        (own.addr, l4.sport)
     };
     e.kind = CT_HAIRPIN;
     e.nat_addr = target.addr;

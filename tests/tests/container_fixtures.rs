@@ -9,7 +9,10 @@ mod support;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use netbpf_common::{
-    conntrack::{CtEntry, CtKey, HostConfig},
+    conntrack::{
+        CT_HAIRPIN_REPLY, CT_SERVICE_REPLY, CtEntry, CtKey, HostConfig, TCP_CLOSING,
+        TCP_ESTABLISHED,
+    },
     net::IFACE_NAT_TARGET,
     ports::{PortKey, PortTarget},
     stats::{Hook, Outcome},
@@ -688,6 +691,128 @@ fn published_port_syn_and_reply_translate_exactly() {
         ct.iter().count(),
         6,
         "three flows (published, two hairpins), no new entries for a known one"
+    );
+    hairpin_leftovers_and_clashes(&mut ebpf, &mut maps, host, synack);
+}
+
+/// A flow's entry at `key` in NB_CT, if any.
+fn ct_entry(ebpf: &aya::Ebpf, key: &CtKey) -> Option<CtEntry> {
+    let ct: aya::maps::HashMap<_, CtKey, CtEntry> =
+        aya::maps::HashMap::try_from(ebpf.map("NB_CT").expect("NB_CT")).expect("hash");
+    ct.get(key, 0).ok()
+}
+
+fn ct_key(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) -> CtKey {
+    CtKey {
+        saddr: key(src.0),
+        daddr: key(dst.0),
+        sport: src.1.to_be(),
+        dport: dst.1.to_be(),
+        proto: 6,
+        pad: [0; 3],
+    }
+}
+
+/// The hairpin flows' edge cases, after `published_port_syn_and_reply_translate_exactly`
+/// left web2:40001 -> web1:80 (through `host`:8080) and web1's own flow through the
+/// gateway's one port 61000 recorded, web1 flagged as a NAT target.
+fn hairpin_leftovers_and_clashes(
+    ebpf: &mut aya::Ebpf,
+    maps: &mut netbpf::kernel::maps::ContainerMaps,
+    host: Ipv4Addr,
+    synack: u8,
+) {
+    let tcp = |dst_mac: Mac, src_mac: Mac, src, dst, flags| {
+        packet::tcp4_frame(dst_mac, src_mac, src, dst, flags, b"")
+    };
+    let front_gw = Ipv4Addr::new(198, 18, 10, 1);
+    let forward = ct_key((WEB2, 40001), (host, 8080));
+    let reply = ct_key((WEB1, 80), (WEB2, 40001));
+    let set = |ebpf: &mut aya::Ebpf, k: &CtKey, e: Option<CtEntry>| {
+        let mut ct: aya::maps::HashMap<_, CtKey, CtEntry> =
+            aya::maps::HashMap::try_from(ebpf.map_mut("NB_CT").expect("NB_CT")).expect("hash");
+        match e {
+            Some(e) => ct.insert(k, &e, 0).expect("insert"),
+            None => ct.remove(k).expect("remove"),
+        }
+    };
+
+    // The flow closed; web1 answers a later direct connection from the same client port:
+    // its SYN-ACK meets the closed flow's reply entry, which must not translate it.
+    let mut closed = ct_entry(ebpf, &reply).expect("hairpin reply entry");
+    closed.tcp_state = TCP_CLOSING;
+    set(ebpf, &reply, Some(closed));
+    let direct = tcp(
+        WEB2_MAC,
+        WEB1_MAC,
+        sock(WEB1, 80),
+        sock(WEB2, 40001),
+        synack,
+    );
+    let f = Fixture {
+        name: "web1 SYN-ACK of a direct connection, a closed hairpin flow on its tuple",
+        hook: Hook::FromContainer,
+        input: direct,
+        verdict: verdict::TC_ACT_REDIRECT,
+        output: None,
+        outcome: Outcome::Forward,
+    };
+    run(ebpf, &f).unwrap_or_else(|e| panic!("{}:\n{e}", f.name));
+    assert!(
+        ct_entry(ebpf, &reply).is_none(),
+        "the closed flow is forgotten"
+    );
+    assert!(ct_entry(ebpf, &forward).is_none(), "both directions");
+
+    // A leftover reply entry whose forward direction went (evicted): a new SYN on the
+    // tuple replaces it and keeps the client's address.
+    own(maps, Some(WEB2));
+    let syn = packet::tcp_flags::SYN;
+    let hairpin = |sport: u16, seen_from: (Ipv4Addr, u16)| Fixture {
+        name: "web2 SYN to the published port",
+        hook: Hook::FromContainer,
+        input: tcp(HOST_MAC, WEB2_MAC, sock(WEB2, sport), sock(host, 8080), syn),
+        verdict: verdict::TC_ACT_REDIRECT,
+        output: Some(tcp(
+            WEB1_MAC,
+            HOST_MAC,
+            sock(seen_from.0, seen_from.1),
+            sock(WEB1, 80),
+            syn,
+        )),
+        outcome: Outcome::Hairpin,
+    };
+    let f = hairpin(40004, (WEB2, 40004));
+    run(ebpf, &f).unwrap_or_else(|e| panic!("{}:\n{e}", f.name));
+    set(ebpf, &ct_key((WEB2, 40004), (host, 8080)), None);
+    run(ebpf, &f).unwrap_or_else(|e| panic!("leftover, {}:\n{e}", f.name));
+    let renewed = ct_entry(ebpf, &ct_key((WEB1, 80), (WEB2, 40004))).expect("reply entry");
+    assert_eq!(
+        (renewed.kind, renewed.packets),
+        (CT_HAIRPIN_REPLY, 0),
+        "a fresh reply entry"
+    );
+    assert!(ct_entry(ebpf, &ct_key((WEB2, 40004), (host, 8080))).is_some());
+
+    // A live flow of another way in (a VIP's, to the same backend port) holds the reply
+    // tuple: the hairpin flow takes the gateway and a port (the range's one, freed first).
+    set(ebpf, &ct_key((WEB1, 80), (front_gw, 61000)), None);
+    let service_reply = CtEntry {
+        kind: CT_SERVICE_REPLY,
+        tcp_state: TCP_ESTABLISHED,
+        ..CtEntry::default()
+    };
+    set(
+        ebpf,
+        &ct_key((WEB1, 80), (WEB2, 40005)),
+        Some(service_reply),
+    );
+    let f = hairpin(40005, (front_gw, 61000));
+    run(ebpf, &f).unwrap_or_else(|e| panic!("clash, {}:\n{e}", f.name));
+    assert_eq!(
+        ct_entry(ebpf, &ct_key((WEB1, 80), (WEB2, 40005))).map(|e| e.kind),
+        Some(CT_SERVICE_REPLY),
+        "the live flow keeps its entry"
     );
 }
 

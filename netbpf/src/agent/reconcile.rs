@@ -121,6 +121,22 @@ pub fn reconcile(pins: &PinDir, plan: &Plan) -> Result<Report> {
     }
     report.networks = plan.networks.len();
 
+    let is_kept = |c: &WiredContainer| {
+        current
+            .get(&c.name)
+            .is_some_and(|(key, ep)| unchanged(c, *key, ep))
+            && veths.contains_key(&c.name)
+    };
+    // A kept container that starts publishing is flagged before its ports are: the
+    // replies of the first hairpin flow to it must go through conntrack.
+    for c in plan.containers.iter().filter(|c| is_kept(c)) {
+        if publishers.contains(&addr_key(c.ip)) {
+            let (_, ep) = &current[&c.name];
+            let ifindex = veths[&c.name].ifindex;
+            maps.set_iface(ifindex, &iface_info(plan, c, ep.host_mac, true))?;
+        }
+    }
+
     // The north-south state before any container comes up, so that its first packets
     // are already translated as they should be.
     // Published ports: what is wanted, then what is not.
@@ -229,12 +245,6 @@ pub fn reconcile(pins: &PinDir, plan: &Plan) -> Result<Report> {
 
     let mut containers: Vec<&WiredContainer> = plan.containers.iter().collect();
     containers.sort_by(|a, b| a.name.cmp(&b.name));
-    let is_kept = |c: &WiredContainer| {
-        current
-            .get(&c.name)
-            .is_some_and(|(key, ep)| unchanged(c, *key, ep))
-            && veths.contains_key(&c.name)
-    };
     // Kept containers' peer slots before any sender's entry points at a (new) range.
     for c in containers.iter().filter(|c| is_kept(c)) {
         set_peer(&mut maps, plan, c, veths[&c.name].ifindex)?;

@@ -298,12 +298,12 @@ impl<M: Maps> Run<'_, M> {
             );
             return Ok(None);
         };
-        if self.syn_only() && e.tcp_state == TCP_CLOSING {
+        if self.tcp_flags & TCP_SYN != 0 && e.tcp_state == TCP_CLOSING {
             self.step(
                 "conntrack",
                 format!(
-                    "NB_CT {}: a {} flow, closing; a SYN reuses its tuple: the flow is \
-                     forgotten (both directions, its port freed) and starts anew",
+                    "NB_CT {}: a {} flow, closing; a SYN (or SYN-ACK) reuses its tuple: the \
+                     flow is forgotten (both directions, its port freed) and starts anew",
                     key_text(key.proto, key),
                     kind_name(e.kind)
                 ),
@@ -453,12 +453,11 @@ impl<M: Maps> Run<'_, M> {
             format!("source address {} is the container's own", addr_of(t.saddr)),
         );
         let dst = t.daddr;
-        // Replies of a container translated flows lead to: the VIP, or the host's address
-        // and port, restored first.
-        if own.net_flags & IFACE_NAT_TARGET != 0 && self.nat_target_reply(&own, dst, ifindex)? {
-            return Ok(());
-        }
-        if dst & own.mask == own.subnet && dst != own.gateway {
+        let in_subnet = dst & own.mask == own.subnet && dst != own.gateway;
+        // A container translated flows lead to: its recorded flows (its replies to a peer
+        // of its subnet among them) before the same-subnet fast path.
+        let nat_target = own.net_flags & IFACE_NAT_TARGET != 0;
+        if in_subnet && !nat_target {
             return self.same_subnet(&own, dst);
         }
         let key = t.key(own.addr, dst);
@@ -466,6 +465,9 @@ impl<M: Maps> Run<'_, M> {
             && self.established(&own, &key, &e, ifindex)?
         {
             return Ok(());
+        }
+        if in_subnet {
+            return self.same_subnet(&own, dst);
         }
         if dst != own.gateway
             && let Some(svc) = self.lookup_service(dst)?
@@ -543,36 +545,9 @@ impl<M: Maps> Run<'_, M> {
         self.pass()
     }
 
-    /// `container::service_reply`: a backend's reply to a client of its service.
-    /// `true`: decided.
-    fn nat_target_reply(&mut self, own: &IfaceInfo, dst: u32, ifindex: u32) -> Result<bool> {
-        let key = self.tuple.key(own.addr, dst);
-        let e = match self.ct_get(&key)? {
-            Some(e)
-                if matches!(
-                    e.kind,
-                    CT_SERVICE_REPLY | CT_SERVICE_REPLY_OUT | CT_HAIRPIN_REPLY
-                ) =>
-            {
-                e
-            }
-            _ => {
-                self.step(
-                    "nat_target",
-                    format!(
-                        "NB_CT {}: no reply recorded (translated flows lead to the container)",
-                        key_text(key.proto, &key)
-                    ),
-                );
-                return Ok(false);
-            }
-        };
-        if self.ct_lookup(&key)?.is_none() {
-            return Ok(false);
-        }
-        if e.kind == CT_HAIRPIN_REPLY {
-            return self.established(own, &key, &e, ifindex);
-        }
+    /// `container::service_reply`: a backend's reply to a client of its service (entry
+    /// `e`).
+    fn service_reply(&mut self, dst: u32, e: &CtEntry) -> Result<()> {
         self.effect(format!("NB_BE_TRAFFIC[{}]: out packets + 1", e.backend_id));
         self.translate((e.nat_addr, e.nat_port), (dst, self.tuple.dport));
         self.out.backend = self.backend_choice(e.backend_id, "conntrack")?;
@@ -597,7 +572,7 @@ impl<M: Maps> Run<'_, M> {
             self.out.delivery = Some(self.delivery("redirect_peer", e.ifindex, client));
         }
         self.finish(Outcome::ServiceReply);
-        Ok(true)
+        Ok(())
     }
 
     /// The same-subnet fast path: the peer slot, or the endpoint hash.
@@ -746,6 +721,7 @@ impl<M: Maps> Run<'_, M> {
                     self.refuse(Hook::FromContainer, ifindex, Some(own.addr))?;
                 }
             }
+            CT_SERVICE_REPLY | CT_SERVICE_REPLY_OUT => self.service_reply(t.daddr, e)?,
             kind => {
                 self.step(
                     "established",
@@ -1371,7 +1347,11 @@ impl<M: Maps> Run<'_, M> {
         let container = name_str(&ep_info.name).to_owned();
         // The source the server sees: the sender itself, or (the sender is the server) its
         // gateway with a port of the range.
-        let source = if target.addr != own.addr {
+        // The sender keeps its address unless it reaches its own port or a live flow of
+        // another way in holds the reply tuple (a leftover of this tuple's own last flow
+        // is replaced).
+        let mut pooled = target.addr == own.addr;
+        if !pooled {
             let reply_key = CtKey {
                 saddr: target.addr,
                 daddr: own.addr,
@@ -1380,20 +1360,55 @@ impl<M: Maps> Run<'_, M> {
                 proto: t.proto,
                 pad: [0; 3],
             };
-            if self.ct_get(&reply_key)?.is_some() {
-                self.step(
-                    "hairpin",
-                    format!(
-                        "NB_CT {}: the reply direction is taken (a leftover whose forward \
-                         direction was evicted): removed, the packet dropped (its \
-                         retransmission starts the flow)",
-                        key_text(t.proto, &reply_key)
-                    ),
-                );
-                self.effect(format!("NB_CT: {} removed", key_text(t.proto, &reply_key)));
-                self.drop(Outcome::DropNatFailed)?;
-                return Ok(true);
+            match self.ct_get(&reply_key)? {
+                Some(old)
+                    if old.kind == CT_HAIRPIN_REPLY
+                        && old.rev_addr == dst
+                        && old.rev_port == t.dport =>
+                {
+                    self.step(
+                        "hairpin",
+                        format!(
+                            "NB_CT {}: a leftover of this tuple's last flow (its forward \
+                             direction gone): replaced",
+                            key_text(t.proto, &reply_key)
+                        ),
+                    );
+                }
+                Some(old) => {
+                    self.step(
+                        "hairpin",
+                        format!(
+                            "NB_CT {}: a live {} flow holds the reply tuple: this one takes \
+                             a port of its own",
+                            key_text(t.proto, &reply_key),
+                            kind_name(old.kind)
+                        ),
+                    );
+                    pooled = true;
+                }
+                None => {}
             }
+        }
+        let source = if pooled {
+            let Some(cfg) = self.maps.host_config()?.filter(|c| c.masq_port_max != 0) else {
+                self.step("hairpin", "no port range in NB_CONFIG");
+                self.drop(Outcome::DropNoNatPort)?;
+                return Ok(true);
+            };
+            self.step(
+                "hairpin",
+                format!(
+                    "to container {container} at {}; the source becomes the gateway {} and a \
+                     free port of {}-{} (Docker's masquerade when the sender is the server)",
+                    ep(target.addr, target.port),
+                    addr_of(own.gateway),
+                    cfg.masq_port_min,
+                    cfg.masq_port_max
+                ),
+            );
+            format!("{}:*", addr_of(own.gateway))
+        } else {
             self.step(
                 "hairpin",
                 format!(
@@ -1403,24 +1418,6 @@ impl<M: Maps> Run<'_, M> {
                 ),
             );
             ep(own.addr, t.sport)
-        } else {
-            let Some(cfg) = self.maps.host_config()?.filter(|c| c.masq_port_max != 0) else {
-                self.step("hairpin", "no port range in NB_CONFIG");
-                self.drop(Outcome::DropNoNatPort)?;
-                return Ok(true);
-            };
-            self.step(
-                "hairpin",
-                format!(
-                    "to its own container {container} at {}; the source becomes the gateway \
-                     {} and a free port of {}-{} (Docker's masquerade of that case)",
-                    ep(target.addr, target.port),
-                    addr_of(own.gateway),
-                    cfg.masq_port_min,
-                    cfg.masq_port_max
-                ),
-            );
-            format!("{}:*", addr_of(own.gateway))
         };
         match self.claim(&key)? {
             Created::Existing(e) => {

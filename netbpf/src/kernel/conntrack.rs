@@ -230,12 +230,21 @@ mod tests {
                 key(dest, uplink, 443, 61000),
                 entry(CT_MASQ_REPLY, (x, 5555), (0, 0)),
             ),
-            // Hairpin: x:ap -> host:hp becomes gw:np -> t:tp; the reply t:tp -> gw:np becomes host:hp -> x:ap.
+            // Hairpin to its own port: x:ap -> host:hp becomes gw:np -> x:tp; the reply
+            // x:tp -> gw:np becomes host:hp -> x:ap.
             (
                 key(x, host, 40001, 8080),
-                entry(CT_HAIRPIN, (t, 80), (gw, 61000)),
-                key(t, gw, 80, 61000),
+                entry(CT_HAIRPIN, (x, 80), (gw, 61000)),
+                key(x, gw, 80, 61000),
                 entry(CT_HAIRPIN_REPLY, (x, 40001), (host, 8080)),
+            ),
+            // Hairpin to another container: x:ap -> host:hp becomes x:ap -> t:tp (the source
+            // kept); the reply t:tp -> x:ap becomes host:hp -> x:ap.
+            (
+                key(x, host, 40002, 8080),
+                entry(CT_HAIRPIN, (t, 80), (x, 40002)),
+                key(t, x, 80, 40002),
+                entry(CT_HAIRPIN_REPLY, (x, 40002), (host, 8080)),
             ),
         ];
         for (k1, e1, k2, e2) in pairs {

@@ -162,9 +162,9 @@ const HAIRPIN: Scenario = Scenario {
             `docker` is Docker's kernel path for it (dockerd with `userland-proxy: false`): \
             the bridge in hairpin mode, br_netfilter, the DNAT rules taking traffic from the \
             bridge too, the server's replies bridged to the client and reverse-translated by \
-            conntrack; `netbpf` is netbpf's hairpin in `from_container` (the server sees the \
-            gateway on a port taken for the flow, like docker-proxy, so that replies return \
-            through the program).",
+            conntrack; `netbpf` is netbpf's hairpin in `from_container` (only the destination \
+            translated, as Docker's: the server sees the client, and its replies are looked \
+            up in conntrack on its flagged veth).",
     targets: &["docker", "netbpf"],
     baseline: "docker",
     contenders: &["netbpf"],
