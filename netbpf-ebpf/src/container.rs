@@ -96,6 +96,13 @@ fn ipv4(ctx: &TcContext, data: usize, data_end: usize, own: &IfaceInfo) -> Decis
     {
         return decision;
     }
+    // An ICMP error about a packet of a translated flow (the error quotes it as the
+    // container received it): translated back like the flow's own packets.
+    if l4.is_none()
+        && let Some(decision) = icmp_error(ctx, data, data_end, ip, own)
+    {
+        return decision;
+    }
     if in_subnet {
         return to_peer(own, dst);
     }
@@ -124,12 +131,6 @@ fn ipv4(ctx: &TcContext, data: usize, data_end: usize, own: &IfaceInfo) -> Decis
     if let Some(peer) = endpoints::endpoint(dst) {
         // A container of another subnet, reached through the gateway.
         return deliver(own, peer.ifindex, peer.network_id);
-    }
-    if l4.is_none()
-        && !local
-        && let Some(decision) = icmp_error(data, data_end, ip, own)
-    {
-        return decision;
     }
     if own.net_flags & NET_INTERNAL != 0 {
         return drop(Outcome::DropInternal);
@@ -209,35 +210,53 @@ fn established(
     })
 }
 
-/// An ICMP error the container sends about a packet it received through a translation: a
-/// published port's packet (the quote's destination becomes the host's address and
-/// port again) or a masqueraded flow's reply (the uplink's address and the flow's port).
-/// Sent out of the uplink like the flow's own packets. `None`: not such an error.
+/// An ICMP error the container sends about a packet it received through a translation:
+/// - a published port's packet (the quote's destination becomes the host's address and
+///   port again) or a masqueraded flow's reply (the uplink's address and the flow's port),
+///   sent out of the uplink like the flow's own packets;
+/// - a hairpin flow's packet (the quote's destination becomes the host's address and
+///   port, its source the sender's own when the flow took a port), delivered into the
+///   sender's container.
+///
+/// `None`: not such an error.
 #[inline(always)]
-fn icmp_error(data: usize, data_end: usize, ip: &Ipv4Hdr, own: &IfaceInfo) -> Option<Decision> {
+fn icmp_error(
+    ctx: &TcContext,
+    data: usize,
+    data_end: usize,
+    ip: &Ipv4Hdr,
+    own: &IfaceInfo,
+) -> Option<Decision> {
     let err = icmp::parse(data, data_end, ip)?;
     // About a packet the container itself received, not another container's flow.
     if err.addr(End::Destination) != own.addr {
         return None;
     }
     let e = conntrack::get(&err.key())?;
-    if e.kind != CT_PUBLISHED_REPLY && e.kind != CT_MASQ_OUT {
-        return None;
+    let (addr, port) = match e.kind {
+        CT_PUBLISHED_REPLY | CT_MASQ_OUT => (e.nat_addr, e.nat_port),
+        CT_HAIRPIN_REPLY => (e.rev_addr, e.rev_port),
+        _ => return None,
+    };
+    if icmp::translate(data, data_end, &err, End::Destination, addr, port).is_err() {
+        return Some(drop(Outcome::DropNatFailed));
     }
-    if icmp::translate(
-        data,
-        data_end,
-        &err,
-        End::Destination,
-        e.nat_addr,
-        e.nat_port,
-    )
-    .is_err()
+    if e.kind != CT_HAIRPIN_REPLY {
+        // SAFETY: a helper call; no neighbour parameters (the kernel looks the next hop up).
+        let verdict = unsafe { bpf_redirect_neigh(e.ifindex, core::ptr::null_mut(), 0, 0) } as i32;
+        return Some((Outcome::IcmpError, verdict));
+    }
+    // A hairpin flow that took a port: the sender's own address and port back.
+    if (err.addr(End::Source) != e.nat_addr || err.port(End::Source) != e.nat_port)
+        && icmp::translate(data, data_end, &err, End::Source, e.nat_addr, e.nat_port).is_err()
     {
         return Some(drop(Outcome::DropNatFailed));
     }
-    // SAFETY: a helper call; no neighbour parameters (the kernel looks the next hop up).
-    let verdict = unsafe { bpf_redirect_neigh(e.ifindex, core::ptr::null_mut(), 0, 0) } as i32;
+    if nat::set_macs(ctx, &e.dst_mac, &e.src_mac).is_err() {
+        return Some(drop(Outcome::DropNatFailed));
+    }
+    // SAFETY: a helper call with plain integer arguments.
+    let verdict = unsafe { bpf_redirect_peer(e.ifindex, 0) } as i32;
     Some((Outcome::IcmpError, verdict))
 }
 

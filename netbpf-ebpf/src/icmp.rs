@@ -74,6 +74,14 @@ impl IcmpError {
             End::Destination => self.daddr,
         }
     }
+
+    /// The quoted packet's port at `end`.
+    pub fn port(&self, end: End) -> u16 {
+        match end {
+            End::Source => self.sport,
+            End::Destination => self.dport,
+        }
+    }
 }
 
 /// The ICMP error in an IPv4 packet (`ip`, at the usual offset), if it is one this

@@ -1337,6 +1337,58 @@ fn icmp_errors_about_translated_flows_translate_exactly() {
     for f in &untouched {
         run(&ebpf, f).unwrap_or_else(|e| panic!("{}:\n{e}", f.name));
     }
+
+    // A hairpin flow (web2 -> 198.18.0.1:5353 -> web1:53, the source kept): web1's port
+    // unreachable goes back into web2 from 198.18.0.1, quoting 198.18.0.1:5353.
+    own(&mut maps, Some(WEB2));
+    let hairpin = Fixture {
+        name: "UDP web2:40002 -> 198.18.0.1:5353 -> web1:53",
+        hook: Hook::FromContainer,
+        input: packet::udp4_frame(
+            HOST_MAC,
+            WEB2_MAC,
+            sock(WEB2, 40002),
+            sock(host, 5353),
+            b"query",
+        ),
+        verdict: verdict::TC_ACT_REDIRECT,
+        output: Some(packet::udp4_frame(
+            WEB1_MAC,
+            HOST_MAC,
+            sock(WEB2, 40002),
+            sock(WEB1, 53),
+            b"query",
+        )),
+        outcome: Outcome::Hairpin,
+    };
+    run(&ebpf, &hairpin).unwrap_or_else(|e| panic!("{}:\n{e}", hairpin.name));
+    own_with_flags(&mut maps, Some(WEB1), IFACE_NAT_TARGET);
+    let refused = translated(
+        "web1's port unreachable to web2 comes from 198.18.0.1 quoting 198.18.0.1:5353",
+        Hook::FromContainer,
+        error(
+            WEB2_MAC,
+            WEB1_MAC,
+            WEB1,
+            WEB2,
+            unreachable,
+            port_unreachable,
+            0,
+            udp_packet(sock(WEB2, 40002), sock(WEB1, 53), b"query"),
+        ),
+        error(
+            WEB2_MAC,
+            HOST_MAC,
+            host,
+            WEB2,
+            unreachable,
+            port_unreachable,
+            0,
+            udp_packet(sock(WEB2, 40002), sock(host, 5353), b"query"),
+        ),
+        verdict::TC_ACT_REDIRECT,
+    );
+    run(&ebpf, &refused).unwrap_or_else(|e| panic!("{}:\n{e}", refused.name));
 }
 
 /// Every outcome `from_container` can give has a fixture. Not here: `published` (the

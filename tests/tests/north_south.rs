@@ -794,7 +794,7 @@ fn icmp_errors_of_translated_flows_reach_the_sender() {
     use netbpf_tests::lab::{HOST_UPLINK_IF, HOST_UPLINK_IP, OUTSIDE_IF, OUTSIDE_IP};
 
     require_root!();
-    let lab = Lab::new(TEST_PREFIX, 1).expect("lab");
+    let lab = Lab::new(TEST_PREFIX, 2).expect("lab");
     let dir = TempDir::new(&lab.prefix).expect("dir");
     lab.outside
         .exec("ethtool", &["-K", OUTSIDE_IF, "tx", "off"])
@@ -819,8 +819,10 @@ fn icmp_errors_of_translated_flows_reach_the_sender() {
                 &format!(
                     "[host]\nuplink = \"{HOST_UPLINK_IF}\"\nuplink_mode = \"{mode}\"\n\n\
                      [[network]]\nname = \"front\"\nsubnet = \"198.18.10.0/24\"\n\n\
-                     [[container]]\nname = \"web1\"\nnetns = \"{}\"\nnetwork = \"front\"\nports = [\"5353:53/udp\"]\n",
-                    container.path().display()
+                     [[container]]\nname = \"web1\"\nnetns = \"{}\"\nnetwork = \"front\"\nports = [\"5353:53/udp\"]\n\n\
+                     [[container]]\nname = \"peer\"\nnetns = \"{}\"\nnetwork = \"front\"\n",
+                    container.path().display(),
+                    lab.containers[1].path().display()
                 ),
             )
             .expect("write");
@@ -837,6 +839,13 @@ fn icmp_errors_of_translated_flows_reach_the_sender() {
             refused(container, SocketAddrV4::new(OUTSIDE_IP, 9999)),
             Err(ErrorKind::ConnectionRefused),
             "{mode}: the outside's port unreachable reaches the container"
+        );
+        // A peer through the host's address (hairpin): web1's port unreachable comes back
+        // quoting the published address.
+        assert_eq!(
+            refused(&lab.containers[1], SocketAddrV4::new(HOST_UPLINK_IP, 5353)),
+            Err(ErrorKind::ConnectionRefused),
+            "{mode}: the container's port unreachable reaches its peer"
         );
         let rows = stats(&lab.host);
         assert!(
