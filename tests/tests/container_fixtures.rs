@@ -1153,26 +1153,28 @@ fn icmp_errors_about_translated_flows_translate_exactly() {
     };
 
     // The flows: a published UDP port, a masqueraded TCP connection.
-    let query = Fixture {
-        name: "UDP client:40001 -> 198.18.0.1:5353",
-        hook: Hook::FromUplink,
-        input: packet::udp4_frame(
-            uplink_mac,
-            client_mac,
-            sock(client, 40001),
-            sock(host, 5353),
-            b"query",
-        ),
+    // A UDP query to 198.18.0.1:5353, delivered to web1:53 with its source kept.
+    let query_to_web1 = |name, hook, (dst_mac, src_mac), from: SocketAddrV4, outcome| Fixture {
+        name,
+        hook,
+        input: packet::udp4_frame(dst_mac, src_mac, from, sock(host, 5353), b"query"),
         verdict: verdict::TC_ACT_REDIRECT,
         output: Some(packet::udp4_frame(
             WEB1_MAC,
             HOST_MAC,
-            sock(client, 40001),
+            from,
             sock(WEB1, 53),
             b"query",
         )),
-        outcome: Outcome::Published,
+        outcome,
     };
+    let query = query_to_web1(
+        "UDP client:40001 -> 198.18.0.1:5353",
+        Hook::FromUplink,
+        (uplink_mac, client_mac),
+        sock(client, 40001),
+        Outcome::Published,
+    );
     run(&ebpf, &query).unwrap_or_else(|e| panic!("{}:\n{e}", query.name));
     let syn = Fixture {
         name: "web1:5555 -> outside:443 leaves as 198.18.0.1:61000",
@@ -1341,26 +1343,13 @@ fn icmp_errors_about_translated_flows_translate_exactly() {
     // A hairpin flow (web2 -> 198.18.0.1:5353 -> web1:53, the source kept): web1's port
     // unreachable goes back into web2 from 198.18.0.1, quoting 198.18.0.1:5353.
     own(&mut maps, Some(WEB2));
-    let hairpin = Fixture {
-        name: "UDP web2:40002 -> 198.18.0.1:5353 -> web1:53",
-        hook: Hook::FromContainer,
-        input: packet::udp4_frame(
-            HOST_MAC,
-            WEB2_MAC,
-            sock(WEB2, 40002),
-            sock(host, 5353),
-            b"query",
-        ),
-        verdict: verdict::TC_ACT_REDIRECT,
-        output: Some(packet::udp4_frame(
-            WEB1_MAC,
-            HOST_MAC,
-            sock(WEB2, 40002),
-            sock(WEB1, 53),
-            b"query",
-        )),
-        outcome: Outcome::Hairpin,
-    };
+    let hairpin = query_to_web1(
+        "UDP web2:40002 -> 198.18.0.1:5353 -> web1:53",
+        Hook::FromContainer,
+        (HOST_MAC, WEB2_MAC),
+        sock(WEB2, 40002),
+        Outcome::Hairpin,
+    );
     run(&ebpf, &hairpin).unwrap_or_else(|e| panic!("{}:\n{e}", hairpin.name));
     own_with_flags(&mut maps, Some(WEB1), IFACE_NAT_TARGET);
     let refused = translated(
