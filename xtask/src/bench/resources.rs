@@ -13,6 +13,7 @@
 use std::{
     fmt::Write as _,
     fs,
+    net::Ipv4Addr,
     path::Path,
     process::Command,
     time::{Duration, Instant},
@@ -20,7 +21,13 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use netbpf_common::pin_paths::NETNS_PIN_ROOT;
-use netbpf_tests::{TempDir, lab::Lab, process::Background, unique_prefix};
+use netbpf_tests::{
+    TempDir,
+    bpfmap::{FlowTarget, PinnedMap, published_flows},
+    lab::{HOST_UPLINK_IP, Lab, OUTSIDE_IP},
+    process::Background,
+    unique_prefix,
+};
 use serde_json::{Value, json};
 
 use super::{BENCH_PREFIX, progress};
@@ -28,6 +35,8 @@ use crate::cmd;
 
 pub const ID: &str = "resources";
 const SERVICES: usize = 10_000;
+/// Live flows in conntrack for the third sample.
+const FLOWS: u32 = 100_000;
 /// Targets (issue 7).
 const IDLE_RSS_MIB: f64 = 30.0;
 const LOADED_RSS_MIB: f64 = 64.0;
@@ -209,6 +218,14 @@ pub fn run(netbpf_bin: &Path, quick: bool) -> anyhow::Result<Value> {
     )?;
     let idle = sample(&agent, window)?;
     let maps = maps(&lab)?;
+
+    // The same agent with conntrack holding live flows: its garbage collection reads the
+    // whole table every few seconds (half the shortest timeout).
+    progress(&format!(
+        "resources: the same agent with {FLOWS} live flows in conntrack"
+    ));
+    write_live_flows(&lab)?;
+    let with_flows = sample(&agent, window)?;
     drop(agent);
 
     progress(&format!(
@@ -234,10 +251,39 @@ pub fn run(netbpf_bin: &Path, quick: bool) -> anyhow::Result<Value> {
         / (1024.0 * 1024.0);
     Ok(json!({
         "idle": idle, "services": SERVICES, "with_services": loaded, "maps": maps,
+        "flows": FLOWS, "with_flows": with_flows,
         "maps_total_mib": total,
         "targets": {"idle_rss_mib": IDLE_RSS_MIB, "loaded_rss_mib": LOADED_RSS_MIB,
                     "maps_total_mib": MAPS_MIB},
     }))
+}
+
+/// Fills the lab's conntrack table with [`FLOWS`] published-port flows seen just now (the
+/// kernel's current jiffies, as the datapath stamps them): live for UDP's two minutes.
+fn write_live_flows(lab: &Lab) -> anyhow::Result<()> {
+    let timer_list = fs::read_to_string("/proc/timer_list").context("reading /proc/timer_list")?;
+    let now: u64 = timer_list
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("jiffies:"))
+        .and_then(|j| j.trim().parse().ok())
+        .context("no jiffies in /proc/timer_list")?;
+    let target = FlowTarget {
+        addr: Ipv4Addr::new(198, 18, 10, 2),
+        port: 80,
+        ifindex: 1,
+        mac: [0x02, 0x42, 198, 18, 10, 2],
+        gateway_mac: [0x02, 0, 0, 0, 0, 1],
+    };
+    let mut flows = published_flows(OUTSIDE_IP, HOST_UPLINK_IP, 20_000, 0..FLOWS, &target);
+    for (_, e) in &mut flows {
+        e.last_seen = now;
+    }
+    let pin = Path::new(NETNS_PIN_ROOT)
+        .join(lab.host.name())
+        .join("maps/NB_CT");
+    PinnedMap::open(&pin)
+        .and_then(|ct| ct.update_batch(&flows, 4096))
+        .with_context(|| format!("writing {FLOWS} flows into NB_CT"))
 }
 
 /// The scenario's section of report.md.
@@ -247,12 +293,20 @@ pub fn report(md: &mut String, r: &Value) {
     }
     let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
     let met = |ok: bool| if ok { "yes" } else { "NO" };
-    let (idle, loaded) = (&r["idle"], &r["with_services"]);
+    let (idle, loaded, flows) = (&r["idle"], &r["with_services"], &r["with_flows"]);
+    let cpu = |v: &Value| {
+        format!(
+            "{:.2} s in {:.0} s ({:.2}% of a CPU)",
+            f(&v["cpu_seconds"]),
+            f(&v["window_seconds"]),
+            f(&v["cpu_percent"])
+        )
+    };
     let _ = write!(
         md,
         "\n## Resources (`--only {ID}`)\n\n`netbpf agent` in a bench namespace: first with one \
          container (idle), then started anew over a file with {} services of three backends \
-         each. Memory: VmRSS (and the peak, VmHWM) from /proc/PID/status once the agent's maps \
+         each; the first agent also with 100,000 live flows written into conntrack. Memory: VmRSS (and the peak, VmHWM) from /proc/PID/status once the agent's maps \
          hold the file and it has settled 1 s. CPU: utime + stime from /proc/PID/stat over a \
          {:.0} s window after that, nothing changing. Maps: `bpftool map show pinned` of every \
          map the agent pinned, its `bytes_memlock` (the memory the kernel charges for it), at \
@@ -285,25 +339,25 @@ pub fn report(md: &mut String, r: &Value) {
         ),
         (
             "agent CPU time while idle".to_owned(),
-            format!(
-                "{:.2} s in {:.0} s ({:.2}% of a CPU)",
-                f(&idle["cpu_seconds"]),
-                f(&idle["window_seconds"]),
-                f(&idle["cpu_percent"])
-            ),
+            cpu(idle),
             "near zero (< 1% of a CPU)".to_owned(),
             met(f(&idle["cpu_percent"]) < 1.0),
         ),
         (
             "agent CPU time idle with 10,000 services".to_owned(),
-            format!(
-                "{:.2} s in {:.0} s ({:.2}% of a CPU)",
-                f(&loaded["cpu_seconds"]),
-                f(&loaded["window_seconds"]),
-                f(&loaded["cpu_percent"])
-            ),
+            cpu(loaded),
             "near zero (< 1% of a CPU)".to_owned(),
             met(f(&loaded["cpu_percent"]) < 1.0),
+        ),
+        (
+            format!(
+                "agent CPU time with {},{:03} live flows in conntrack (its expiry pass every 5 s)",
+                r["flows"].as_u64().unwrap_or(0) / 1000,
+                r["flows"].as_u64().unwrap_or(0) % 1000
+            ),
+            cpu(flows),
+            "-".to_owned(),
+            "-",
         ),
         (
             "all maps together, default sizes".to_owned(),
