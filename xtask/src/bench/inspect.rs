@@ -123,6 +123,29 @@ fn time_view(netbpf_bin: &Path, lab: &Lab, view: &View) -> anyhow::Result<f64> {
     Ok(took)
 }
 
+/// Writes `count` flows into the lab's conntrack table, as the uplink program records
+/// published-port flows (from outside to the host's port 20000 on, each to one container's
+/// port 80), last seen at `last_seen` (jiffies).
+pub fn write_flows(lab: &Lab, count: u32, last_seen: u64) -> anyhow::Result<()> {
+    let target = FlowTarget {
+        addr: Ipv4Addr::new(198, 18, 10, 2),
+        port: 80,
+        ifindex: 1,
+        mac: [0x02, 0x42, 198, 18, 10, 2],
+        gateway_mac: [0x02, 0, 0, 0, 0, 1],
+    };
+    let mut flows = published_flows(OUTSIDE_IP, HOST_UPLINK_IP, 20_000, 0..count, &target);
+    for (_, e) in &mut flows {
+        e.last_seen = last_seen;
+    }
+    let pin = Path::new(NETNS_PIN_ROOT)
+        .join(lab.host.name())
+        .join("maps/NB_CT");
+    PinnedMap::open(&pin)
+        .and_then(|ct| ct.update_batch(&flows, 4096))
+        .with_context(|| format!("writing {count} flows into NB_CT"))
+}
+
 /// Times every view `runs` times over a lab it builds; returns the figures as JSON.
 pub fn run(netbpf_bin: &Path, runs: usize) -> anyhow::Result<Value> {
     progress(&format!(
@@ -170,25 +193,7 @@ pub fn run(netbpf_bin: &Path, runs: usize) -> anyhow::Result<Value> {
         ],
     )?;
 
-    // 100,000 flows, as the uplink program records published-port flows.
-    let pin = Path::new(NETNS_PIN_ROOT)
-        .join(lab.host.name())
-        .join("maps/NB_CT");
-    let target = FlowTarget {
-        addr: Ipv4Addr::new(198, 18, 10, 2),
-        port: 80,
-        ifindex: 1,
-        mac: [0x02, 0x42, 198, 18, 10, 2],
-        gateway_mac: [0x02, 0, 0, 0, 0, 1],
-    };
-    PinnedMap::open(&pin)
-        .and_then(|ct| {
-            ct.update_batch(
-                &published_flows(OUTSIDE_IP, HOST_UPLINK_IP, 20_000, 0..FLOWS, &target),
-                4096,
-            )
-        })
-        .context("writing 100,000 flows into NB_CT")?;
+    write_flows(&lab, FLOWS, 0)?;
     figures.extend(measure(
         netbpf_bin,
         &lab,

@@ -13,7 +13,6 @@
 use std::{
     fmt::Write as _,
     fs,
-    net::Ipv4Addr,
     path::Path,
     process::Command,
     time::{Duration, Instant},
@@ -21,13 +20,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use netbpf_common::pin_paths::NETNS_PIN_ROOT;
-use netbpf_tests::{
-    TempDir,
-    bpfmap::{FlowTarget, PinnedMap, published_flows},
-    lab::{HOST_UPLINK_IP, Lab, OUTSIDE_IP},
-    process::Background,
-    unique_prefix,
-};
+use netbpf_tests::{TempDir, lab::Lab, process::Background, unique_prefix};
 use serde_json::{Value, json};
 
 use super::{BENCH_PREFIX, progress};
@@ -258,8 +251,8 @@ pub fn run(netbpf_bin: &Path, quick: bool) -> anyhow::Result<Value> {
     }))
 }
 
-/// Fills the lab's conntrack table with [`FLOWS`] published-port flows seen just now (the
-/// kernel's current jiffies, as the datapath stamps them): live for UDP's two minutes.
+/// Fills the lab's conntrack table with [`FLOWS`] flows seen just now (the kernel's current
+/// jiffies, as the datapath stamps them): live for UDP's two minutes.
 fn write_live_flows(lab: &Lab) -> anyhow::Result<()> {
     let timer_list = fs::read_to_string("/proc/timer_list").context("reading /proc/timer_list")?;
     let now: u64 = timer_list
@@ -267,23 +260,7 @@ fn write_live_flows(lab: &Lab) -> anyhow::Result<()> {
         .find_map(|l| l.trim().strip_prefix("jiffies:"))
         .and_then(|j| j.trim().parse().ok())
         .context("no jiffies in /proc/timer_list")?;
-    let target = FlowTarget {
-        addr: Ipv4Addr::new(198, 18, 10, 2),
-        port: 80,
-        ifindex: 1,
-        mac: [0x02, 0x42, 198, 18, 10, 2],
-        gateway_mac: [0x02, 0, 0, 0, 0, 1],
-    };
-    let mut flows = published_flows(OUTSIDE_IP, HOST_UPLINK_IP, 20_000, 0..FLOWS, &target);
-    for (_, e) in &mut flows {
-        e.last_seen = now;
-    }
-    let pin = Path::new(NETNS_PIN_ROOT)
-        .join(lab.host.name())
-        .join("maps/NB_CT");
-    PinnedMap::open(&pin)
-        .and_then(|ct| ct.update_batch(&flows, 4096))
-        .with_context(|| format!("writing {FLOWS} flows into NB_CT"))
+    super::inspect::write_flows(lab, FLOWS, now)
 }
 
 /// The scenario's section of report.md.
