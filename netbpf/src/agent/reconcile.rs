@@ -310,9 +310,11 @@ pub fn reconcile(pins: &PinDir, plan: &Plan) -> Result<Report> {
         }
     }
     // Flows of containers that went (or were wired anew) and of ports no longer published.
-    let gone: Vec<u32> = current
+    // Sets: every recorded flow is checked against them.
+    let kept: BTreeSet<&String> = report.kept.iter().collect();
+    let gone: BTreeSet<u32> = current
         .iter()
-        .filter(|(name, _)| !report.kept.contains(name))
+        .filter(|(name, _)| !kept.contains(name))
         .map(|(_, (key, _))| *key)
         .collect();
     let published = |addr: u32, port: u16, proto: u8| {

@@ -651,8 +651,9 @@ fn publish(
     previous: &Previous,
 ) {
     let mut wanted = Vec::new();
+    let defs: HashMap<&str, &ContainerDef> = defs.iter().map(|d| (d.name.as_str(), d)).collect();
     for (i, c) in containers.iter().enumerate() {
-        let Some(def) = defs.iter().find(|d| d.name == c.name) else {
+        let Some(def) = defs.get(c.name.as_str()) else {
             continue;
         };
         let place = format!("container {:?}", c.name);
@@ -741,14 +742,10 @@ fn publish(
     }
 
     // Explicit host ports first: a conflict between two of them is an error.
-    let overlaps = |a: Ipv4Addr, b: Ipv4Addr| a == b || a.is_unspecified() || b.is_unspecified();
-    let mut taken: Vec<(Ipv4Addr, u16, Proto, usize, String)> = Vec::new();
+    let mut taken = TakenPorts::default();
     for w in wanted.iter().filter(|w| w.host_port.is_some()) {
         let port = w.host_port.unwrap_or_default();
-        if let Some((ip, _, _, other, other_entry)) = taken
-            .iter()
-            .find(|(ip, p, proto, ..)| *p == port && *proto == w.proto && overlaps(*ip, w.host_ip))
-        {
+        if let Some((ip, other, other_entry)) = taken.holder(w.host_ip, port, w.proto) {
             check.problem(
                 &format!("container {:?}", containers[w.container].name),
                 Some("ports"),
@@ -759,16 +756,10 @@ fn publish(
             );
             continue;
         }
-        taken.push((w.host_ip, port, w.proto, w.container, w.entry.clone()));
+        taken.take(w, port);
     }
     // Then free ports: the one chosen before if still free, else the lowest free.
     let (low, high) = previous.port_range.unwrap_or(DEFAULT_PORT_RANGE);
-    let is_free =
-        |taken: &[(Ipv4Addr, u16, Proto, usize, String)], ip: Ipv4Addr, port: u16, proto: Proto| {
-            !taken.iter().any(|(t_ip, p, t_proto, ..)| {
-                *p == port && *t_proto == proto && overlaps(*t_ip, ip)
-            })
-        };
     // Ports chosen before go back to their owners first, so that a new publication can
     // never take one of them.
     let mut ports: Vec<Option<u16>> = wanted.iter().map(|w| w.host_port).collect();
@@ -785,18 +776,18 @@ fn publish(
         );
         if let Some(before) = previous.published.get(&key).copied()
             && (low..=high).contains(&before)
-            && is_free(&taken, w.host_ip, before, w.proto)
+            && taken.holder(w.host_ip, before, w.proto).is_none()
         {
-            taken.push((w.host_ip, before, w.proto, w.container, w.entry.clone()));
+            taken.take(w, before);
             *port = Some(before);
         }
     }
     let mut chosen: Vec<(usize, Published)> = Vec::new();
     for (w, port) in wanted.iter().zip(ports) {
         let port = port.or_else(|| {
-            let free = (low..=high).find(|p| is_free(&taken, w.host_ip, *p, w.proto));
+            let free = taken.lowest_free(w.host_ip, w.proto, low, high);
             match free {
-                Some(p) => taken.push((w.host_ip, p, w.proto, w.container, w.entry.clone())),
+                Some(p) => taken.take(w, p),
                 None => check.problem(
                     &format!("container {:?}", containers[w.container].name),
                     Some("ports"),
@@ -824,6 +815,49 @@ fn publish(
         if let Some(a) = containers[i].attachment.as_mut() {
             a.ports.push(published);
         }
+    }
+}
+
+/// A host port's holder: the address it is published on, the container's index and its
+/// `ports` entry.
+type Holder = (Ipv4Addr, usize, String);
+
+/// Host ports given out so far, by port and protocol.
+#[derive(Default)]
+struct TakenPorts {
+    by_port: HashMap<(u16, Proto), Vec<Holder>>,
+    /// Per address and protocol, below which no port is free: ports are only ever taken
+    /// here, so each search goes on where the last one stopped.
+    searched: HashMap<(Ipv4Addr, Proto), u16>,
+}
+
+impl TakenPorts {
+    /// Who holds `port`/`proto` on an address overlapping `ip` (the same, or either one
+    /// 0.0.0.0).
+    fn holder(&self, ip: Ipv4Addr, port: u16, proto: Proto) -> Option<&Holder> {
+        self.by_port
+            .get(&(port, proto))?
+            .iter()
+            .find(|(held, ..)| *held == ip || held.is_unspecified() || ip.is_unspecified())
+    }
+
+    /// The lowest port of `low..=high` free on `ip` for `proto`.
+    fn lowest_free(&mut self, ip: Ipv4Addr, proto: Proto, low: u16, high: u16) -> Option<u16> {
+        let from = self
+            .searched
+            .get(&(ip, proto))
+            .map_or(low, |s| (*s).max(low));
+        let free = (from..=high).find(|p| self.holder(ip, *p, proto).is_none())?;
+        self.searched.insert((ip, proto), free);
+        Some(free)
+    }
+
+    fn take(&mut self, w: &Wanted, port: u16) {
+        self.by_port.entry((port, w.proto)).or_default().push((
+            w.host_ip,
+            w.container,
+            w.entry.clone(),
+        ));
     }
 }
 

@@ -168,8 +168,9 @@ pub fn forget_flows(pins: &PinDir, gone: impl Fn(&CtKey, &CtEntry) -> bool) -> R
     let Some(mut table) = open_table(pins)? else {
         return Ok(0);
     };
-    let entries: std::collections::HashMap<CtKey, CtEntry> =
-        table.iter().filter_map(|e| e.ok()).collect();
+    let entries: StdHashMap<CtKey, CtEntry> = super::dump::hash_entries(&table, maps::CT)?
+        .into_iter()
+        .collect();
     let doomed: Vec<CtKey> = entries
         .iter()
         .filter(|(k, e)| gone(k, e))
