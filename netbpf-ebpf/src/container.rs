@@ -216,7 +216,9 @@ fn established(
 ///   sent out of the uplink like the flow's own packets;
 /// - a hairpin flow's packet (the quote's destination becomes the host's address and
 ///   port, its source the sender's own when the flow took a port), delivered into the
-///   sender's container.
+///   sender's container;
+/// - a service flow's packet, at its backend (the quote's destination becomes the VIP and
+///   its port), into the client's container or out of the uplink to a client outside.
 ///
 /// `None`: not such an error.
 #[inline(always)]
@@ -234,20 +236,24 @@ fn icmp_error(
     }
     let e = conntrack::get(&err.key())?;
     let (addr, port) = match e.kind {
-        CT_PUBLISHED_REPLY | CT_MASQ_OUT => (e.nat_addr, e.nat_port),
+        CT_PUBLISHED_REPLY | CT_MASQ_OUT | CT_SERVICE_REPLY | CT_SERVICE_REPLY_OUT => {
+            (e.nat_addr, e.nat_port)
+        }
         CT_HAIRPIN_REPLY => (e.rev_addr, e.rev_port),
         _ => return None,
     };
     if icmp::translate(data, data_end, &err, End::Destination, addr, port).is_err() {
         return Some(drop(Outcome::DropNatFailed));
     }
-    if e.kind != CT_HAIRPIN_REPLY {
+    // Out of the uplink, or into the sender's container.
+    if e.kind != CT_HAIRPIN_REPLY && e.kind != CT_SERVICE_REPLY {
         // SAFETY: a helper call; no neighbour parameters (the kernel looks the next hop up).
         let verdict = unsafe { bpf_redirect_neigh(e.ifindex, core::ptr::null_mut(), 0, 0) } as i32;
         return Some((Outcome::IcmpError, verdict));
     }
     // A hairpin flow that took a port: the sender's own address and port back.
-    if (err.addr(End::Source) != e.nat_addr || err.port(End::Source) != e.nat_port)
+    if e.kind == CT_HAIRPIN_REPLY
+        && (err.addr(End::Source) != e.nat_addr || err.port(End::Source) != e.nat_port)
         && icmp::translate(data, data_end, &err, End::Source, e.nat_addr, e.nat_port).is_err()
     {
         return Some(drop(Outcome::DropNatFailed));

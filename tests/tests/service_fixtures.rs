@@ -259,6 +259,30 @@ fn round_robin_translates_both_ways_and_counts_connections() {
         "web2's two SYNs in, its SYN-ACK out (frames of one size)"
     );
 
+    // An ICMP error web2 sends about the client's packet (fragmentation needed) goes back
+    // into web1 from the VIP, quoting the VIP.
+    let frag_needed = |src: Ipv4Addr, quoted_dst: (Ipv4Addr, u16), macs: (Mac, Mac)| {
+        let syn = packet::tcp(
+            sock(WEB1, 40000),
+            sock(quoted_dst.0, quoted_dst.1),
+            1,
+            0,
+            tcp_flags::SYN,
+            b"",
+        );
+        let quoted = packet::ipv4(WEB1, quoted_dst.0, IPPROTO_TCP, &syn);
+        packet::icmp_error_frame(macs.0, macs.1, src, WEB1, 3, 4, 1400, &quoted)
+    };
+    let error = Fixture {
+        name: "web2's fragmentation needed reaches web1 from the VIP",
+        hook: Hook::FromContainer,
+        input: frag_needed(WEB2, (WEB2, 8080), (HOST_MAC, WEB2_MAC)),
+        verdict: verdict::TC_ACT_REDIRECT,
+        output: Some(frag_needed(VIP, (VIP, 80), (WEB1_MAC, HOST_MAC))),
+        outcome: Outcome::IcmpError,
+    };
+    run(&ebpf, &error).unwrap_or_else(|e| panic!("{}:\n{e}", error.name));
+
     // The client closes: the backend has one connection fewer.
     own(&mut maps, Some(WEB1));
     let fin = |port: u16, flags: u8| {

@@ -517,6 +517,19 @@ fn udp_services_and_host_processes() {
         "{answers:?}"
     );
 
+    // The backends' sockets closed: a backend's port unreachable comes back from the VIP,
+    // so the client's connected socket sees the refusal.
+    drop(responders);
+    let refused = lab.containers[0].run(|| {
+        let socket = UdpSocket::bind("0.0.0.0:0").expect("bind");
+        socket.set_read_timeout(Some(LIMIT)).expect("timeout");
+        socket.connect(SocketAddrV4::new(VIP, 53)).expect("connect");
+        socket.send(b"who?").expect("send");
+        let mut buf = [0u8; 8];
+        socket.recv(&mut buf).map(|_| ()).map_err(|e| e.kind())
+    });
+    assert_eq!(refused, Err(io::ErrorKind::ConnectionRefused));
+
     // The host's processes (in the configured cgroup): the next backends in turn, the VIP
     // as the peer.
     let reached: Vec<String> = (0..3)
