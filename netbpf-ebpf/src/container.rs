@@ -214,9 +214,10 @@ fn established(
 /// - a published port's packet (the quote's destination becomes the host's address and
 ///   port again) or a masqueraded flow's reply (the uplink's address and the flow's port),
 ///   sent out of the uplink like the flow's own packets;
-/// - a hairpin flow's packet (the quote's destination becomes the host's address and
-///   port, its source the sender's own when the flow took a port), delivered into the
-///   sender's container;
+/// - a hairpin flow's packet, at either end (the server's error: the quote's destination
+///   becomes the host's address and port, its source the client's own when the flow took
+///   a port; the client's error about a reply: the quote's source becomes the server's
+///   address and port), delivered into the other end's container;
 /// - a service flow's packet, at its backend (the quote's destination becomes the VIP and
 ///   its port), into the client's container or out of the uplink to a client outside.
 ///
@@ -239,20 +240,23 @@ fn icmp_error(
         CT_PUBLISHED_REPLY | CT_MASQ_OUT | CT_SERVICE_REPLY | CT_SERVICE_REPLY_OUT => {
             (e.nat_addr, e.nat_port)
         }
-        CT_HAIRPIN_REPLY => (e.rev_addr, e.rev_port),
+        // Hairpin, either end: the quote's side that is the erring container's own
+        // becomes what the other end saw (`rev_*`); the other side becomes `nat_*` below.
+        CT_HAIRPIN_REPLY | CT_HAIRPIN => (e.rev_addr, e.rev_port),
         _ => return None,
     };
     if icmp::translate(data, data_end, &err, End::Destination, addr, port).is_err() {
         return Some(drop(Outcome::DropNatFailed));
     }
-    // Out of the uplink, or into the sender's container.
-    if e.kind != CT_HAIRPIN_REPLY && e.kind != CT_SERVICE_REPLY {
+    let hairpin = e.kind == CT_HAIRPIN_REPLY || e.kind == CT_HAIRPIN;
+    // Out of the uplink, or into the other end's container.
+    if !hairpin && e.kind != CT_SERVICE_REPLY {
         // SAFETY: a helper call; no neighbour parameters (the kernel looks the next hop up).
         let verdict = unsafe { bpf_redirect_neigh(e.ifindex, core::ptr::null_mut(), 0, 0) } as i32;
         return Some((Outcome::IcmpError, verdict));
     }
-    // A hairpin flow that took a port: the sender's own address and port back.
-    if e.kind == CT_HAIRPIN_REPLY
+    // Hairpin: the other end's address and port as it knows them.
+    if hairpin
         && (err.addr(End::Source) != e.nat_addr || err.port(End::Source) != e.nat_port)
         && icmp::translate(data, data_end, &err, End::Source, e.nat_addr, e.nat_port).is_err()
     {

@@ -1378,6 +1378,35 @@ fn icmp_errors_about_translated_flows_translate_exactly() {
         verdict::TC_ACT_REDIRECT,
     );
     run(&ebpf, &refused).unwrap_or_else(|e| panic!("{}:\n{e}", refused.name));
+    // The other way: web2's port unreachable about web1's answer (which came from
+    // 198.18.0.1:5353) goes into web1 quoting web1:53.
+    own(&mut maps, Some(WEB2));
+    let answer_refused = translated(
+        "web2's port unreachable about the answer reaches web1 quoting web1:53",
+        Hook::FromContainer,
+        error(
+            HOST_MAC,
+            WEB2_MAC,
+            WEB2,
+            host,
+            unreachable,
+            port_unreachable,
+            0,
+            udp_packet(sock(host, 5353), sock(WEB2, 40002), b"answer"),
+        ),
+        error(
+            WEB1_MAC,
+            HOST_MAC,
+            WEB2,
+            WEB1,
+            unreachable,
+            port_unreachable,
+            0,
+            udp_packet(sock(WEB1, 53), sock(WEB2, 40002), b"answer"),
+        ),
+        verdict::TC_ACT_REDIRECT,
+    );
+    run(&ebpf, &answer_refused).unwrap_or_else(|e| panic!("{}:\n{e}", answer_refused.name));
 }
 
 /// Every outcome `from_container` can give has a fixture. Not here: `published` (the

@@ -847,6 +847,27 @@ fn icmp_errors_of_translated_flows_reach_the_sender() {
             Err(ErrorKind::ConnectionRefused),
             "{mode}: the container's port unreachable reaches its peer"
         );
+        // The other way: web1 answers a peer whose socket has gone; the peer's port
+        // unreachable reaches web1 quoting web1's own address.
+        let server = container.run(|| UdpSocket::bind("0.0.0.0:53").expect("bind 53"));
+        server
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        lab.containers[1].run(|| {
+            let gone = UdpSocket::bind("0.0.0.0:0").expect("bind");
+            gone.send_to(b"query", SocketAddrV4::new(HOST_UPLINK_IP, 5353))
+                .expect("send");
+        });
+        let mut buf = [0u8; 16];
+        let (_, peer) = server.recv_from(&mut buf).expect("the query arrives");
+        server.connect(peer).expect("connect");
+        server.send(b"late answer").expect("answer");
+        assert_eq!(
+            server.recv(&mut buf).map(|_| ()).map_err(|e| e.kind()),
+            Err(ErrorKind::ConnectionRefused),
+            "{mode}: the peer's port unreachable reaches the container"
+        );
+        drop(server);
         let rows = stats(&lab.host);
         assert!(
             counter(&rows, Hook::FromContainer, Outcome::IcmpError).0 > 0,
