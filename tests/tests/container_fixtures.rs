@@ -1340,6 +1340,18 @@ fn icmp_errors_about_translated_flows_translate_exactly() {
         run(&ebpf, f).unwrap_or_else(|e| panic!("{}:\n{e}", f.name));
     }
 
+    let port_unreachable_frame = |(dst_mac, src_mac): (Mac, Mac), src, dst, quoted| {
+        error(
+            dst_mac,
+            src_mac,
+            src,
+            dst,
+            unreachable,
+            port_unreachable,
+            0,
+            quoted,
+        )
+    };
     // A hairpin flow (web2 -> 198.18.0.1:5353 -> web1:53, the source kept): web1's port
     // unreachable goes back into web2 from 198.18.0.1, quoting 198.18.0.1:5353.
     own(&mut maps, Some(WEB2));
@@ -1355,24 +1367,16 @@ fn icmp_errors_about_translated_flows_translate_exactly() {
     let refused = translated(
         "web1's port unreachable to web2 comes from 198.18.0.1 quoting 198.18.0.1:5353",
         Hook::FromContainer,
-        error(
-            WEB2_MAC,
-            WEB1_MAC,
+        port_unreachable_frame(
+            (WEB2_MAC, WEB1_MAC),
             WEB1,
             WEB2,
-            unreachable,
-            port_unreachable,
-            0,
             udp_packet(sock(WEB2, 40002), sock(WEB1, 53), b"query"),
         ),
-        error(
-            WEB2_MAC,
-            HOST_MAC,
+        port_unreachable_frame(
+            (WEB2_MAC, HOST_MAC),
             host,
             WEB2,
-            unreachable,
-            port_unreachable,
-            0,
             udp_packet(sock(WEB2, 40002), sock(host, 5353), b"query"),
         ),
         verdict::TC_ACT_REDIRECT,
@@ -1384,24 +1388,16 @@ fn icmp_errors_about_translated_flows_translate_exactly() {
     let answer_refused = translated(
         "web2's port unreachable about the answer reaches web1 quoting web1:53",
         Hook::FromContainer,
-        error(
-            HOST_MAC,
-            WEB2_MAC,
+        port_unreachable_frame(
+            (HOST_MAC, WEB2_MAC),
             WEB2,
             host,
-            unreachable,
-            port_unreachable,
-            0,
             udp_packet(sock(host, 5353), sock(WEB2, 40002), b"answer"),
         ),
-        error(
-            WEB1_MAC,
-            HOST_MAC,
+        port_unreachable_frame(
+            (WEB1_MAC, HOST_MAC),
             WEB2,
             WEB1,
-            unreachable,
-            port_unreachable,
-            0,
             udp_packet(sock(WEB1, 53), sock(WEB2, 40002), b"answer"),
         ),
         verdict::TC_ACT_REDIRECT,
