@@ -558,8 +558,20 @@ fn docker_network_driver() {
     let mut rm = vec!["rm", "-f"];
     rm.extend(all.lines());
     d.docker_ok(&rm);
+    // dockerd may still be releasing a removed container's endpoints for a moment ("has
+    // active endpoints"): wait for that, and only that.
     for net in ["front", "back", "intern", "quiet"] {
-        d.docker_ok(&["network", "rm", net]);
+        let removed = wait_for(WAIT, || {
+            let out = d.docker(&["network", "rm", net]);
+            let busy = String::from_utf8_lossy(&out.stderr).contains("active endpoints");
+            (out.status.success() || !busy).then_some(out)
+        });
+        let out = removed.unwrap_or_else(|| panic!("network {net} kept active endpoints"));
+        assert!(
+            out.status.success(),
+            "docker network rm {net}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     assert_eq!(w.wired(), Vec::<String>::new());
     assert_eq!(w.veths(), Vec::<String>::new());
