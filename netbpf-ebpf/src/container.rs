@@ -219,7 +219,9 @@ fn established(
 ///   a port; the client's error about a reply: the quote's source becomes the server's
 ///   address and port), delivered into the other end's container;
 /// - a service flow's packet, at its backend (the quote's destination becomes the VIP and
-///   its port), into the client's container or out of the uplink to a client outside.
+///   its port), into the client's container or out of the uplink to a client outside; at
+///   a client about its backend's reply (the quote's source becomes the backend), into
+///   the backend's container.
 ///
 /// `None`: not such an error.
 #[inline(always)]
@@ -243,20 +245,27 @@ fn icmp_error(
         // Hairpin, either end: the quote's side that is the erring container's own
         // becomes what the other end saw (`rev_*`); the other side becomes `nat_*` below.
         CT_HAIRPIN_REPLY | CT_HAIRPIN => (e.rev_addr, e.rev_port),
+        // A client about its backend's reply: its own side stays, the VIP becomes the
+        // backend below.
+        CT_SERVICE => (err.addr(End::Destination), err.port(End::Destination)),
         _ => return None,
     };
-    if icmp::translate(data, data_end, &err, End::Destination, addr, port).is_err() {
+    if (addr != err.addr(End::Destination) || port != err.port(End::Destination))
+        && icmp::translate(data, data_end, &err, End::Destination, addr, port).is_err()
+    {
         return Some(drop(Outcome::DropNatFailed));
     }
     let hairpin = e.kind == CT_HAIRPIN_REPLY || e.kind == CT_HAIRPIN;
+    let both_sides = hairpin || e.kind == CT_SERVICE;
     // Out of the uplink, or into the other end's container.
-    if !hairpin && e.kind != CT_SERVICE_REPLY {
+    if !both_sides && e.kind != CT_SERVICE_REPLY {
         // SAFETY: a helper call; no neighbour parameters (the kernel looks the next hop up).
         let verdict = unsafe { bpf_redirect_neigh(e.ifindex, core::ptr::null_mut(), 0, 0) } as i32;
         return Some((Outcome::IcmpError, verdict));
     }
-    // Hairpin: the other end's address and port as it knows them.
-    if hairpin
+    // Hairpin, or a client's error to its backend: the other end's address and port as it
+    // knows them.
+    if both_sides
         && (err.addr(End::Source) != e.nat_addr || err.port(End::Source) != e.nat_port)
         && icmp::translate(data, data_end, &err, End::Source, e.nat_addr, e.nat_port).is_err()
     {

@@ -283,6 +283,31 @@ fn round_robin_translates_both_ways_and_counts_connections() {
     };
     run(&ebpf, &error).unwrap_or_else(|e| panic!("{}:\n{e}", error.name));
 
+    // The other way: web1's port unreachable about the reply (which came from the VIP)
+    // goes into web2, quoting web2's own address and port.
+    own(&mut maps, Some(WEB1));
+    let reply_refused = |dst: Ipv4Addr, quoted_src: (Ipv4Addr, u16), macs: (Mac, Mac)| {
+        let synack = packet::tcp(
+            sock(quoted_src.0, quoted_src.1),
+            sock(WEB1, 40000),
+            1,
+            2,
+            tcp_flags::SYN | tcp_flags::ACK,
+            b"",
+        );
+        let quoted = packet::ipv4(quoted_src.0, WEB1, IPPROTO_TCP, &synack);
+        packet::icmp_error_frame(macs.0, macs.1, WEB1, dst, 3, 3, 0, &quoted)
+    };
+    let error = Fixture {
+        name: "web1's port unreachable about the reply reaches web2 quoting web2",
+        hook: Hook::FromContainer,
+        input: reply_refused(VIP, (VIP, 80), (HOST_MAC, WEB1_MAC)),
+        verdict: verdict::TC_ACT_REDIRECT,
+        output: Some(reply_refused(WEB2, (WEB2, 8080), (WEB2_MAC, HOST_MAC))),
+        outcome: Outcome::IcmpError,
+    };
+    run(&ebpf, &error).unwrap_or_else(|e| panic!("{}:\n{e}", error.name));
+
     // The client closes: the backend has one connection fewer.
     own(&mut maps, Some(WEB1));
     let fin = |port: u16, flags: u8| {

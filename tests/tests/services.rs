@@ -530,6 +530,38 @@ fn udp_services_and_host_processes() {
     });
     assert_eq!(refused, Err(io::ErrorKind::ConnectionRefused));
 
+    // The other way: a backend answers a client whose socket has gone; the client's port
+    // unreachable (about a datagram from the VIP) reaches the backend quoting itself.
+    let backends: Vec<UdpSocket> = (1..=2)
+        .map(|i| {
+            let socket = lab.containers[i].run(|| UdpSocket::bind("0.0.0.0:5353").expect("bind"));
+            socket
+                .set_read_timeout(Some(Duration::from_millis(50)))
+                .expect("timeout");
+            socket
+        })
+        .collect();
+    lab.containers[0].run(|| {
+        let gone = UdpSocket::bind("0.0.0.0:0").expect("bind");
+        gone.send_to(b"who?", SocketAddrV4::new(VIP, 53))
+            .expect("send");
+    });
+    let mut buf = [0u8; 16];
+    let (backend, client) = netbpf_tests::process::wait_for(LIMIT, || {
+        backends
+            .iter()
+            .find_map(|b| b.recv_from(&mut buf).ok().map(|(_, from)| (b, from)))
+    })
+    .expect("the query reaches a backend");
+    backend.connect(client).expect("connect");
+    backend.send(b"late").expect("answer");
+    backend.set_read_timeout(Some(LIMIT)).expect("timeout");
+    assert_eq!(
+        backend.recv(&mut buf).map(|_| ()).map_err(|e| e.kind()),
+        Err(io::ErrorKind::ConnectionRefused)
+    );
+    drop(backends);
+
     // The host's processes (in the configured cgroup): the next backends in turn, the VIP
     // as the peer.
     let reached: Vec<String> = (0..3)
