@@ -566,7 +566,12 @@ fn docker_network_driver() {
             let busy = String::from_utf8_lossy(&out.stderr).contains("active endpoints");
             (out.status.success() || !busy).then_some(out)
         });
-        let out = removed.unwrap_or_else(|| panic!("network {net} kept active endpoints"));
+        let out = removed.unwrap_or_else(|| {
+            panic!(
+                "network {net} kept active endpoints; the agent's log:\n{}",
+                w.agent_log()
+            )
+        });
         assert!(
             out.status.success(),
             "docker network rm {net}: {}",

@@ -127,13 +127,17 @@ pub fn reconcile(pins: &PinDir, plan: &Plan) -> Result<Report> {
             .is_some_and(|(key, ep)| unchanged(c, *key, ep))
             && veths.contains_key(&c.name)
     };
-    // A kept container that starts publishing is flagged before its ports are: the
-    // replies of the first hairpin flow to it must go through conntrack.
+    // A kept container that starts publishing gets the flag before its ports are written
+    // (the replies of the first hairpin flow to it must go through conntrack); the rest
+    // of what the program reads about it is rewritten below, after its peer slots.
     for c in plan.containers.iter().filter(|c| is_kept(c)) {
-        if publishers.contains(&addr_key(c.ip)) {
-            let (_, ep) = &current[&c.name];
-            let ifindex = veths[&c.name].ifindex;
-            maps.set_iface(ifindex, &iface_info(plan, c, ep.host_mac, true))?;
+        let ifindex = veths[&c.name].ifindex;
+        if publishers.contains(&addr_key(c.ip))
+            && let Some(mut info) = maps.iface(ifindex)?
+            && info.net_flags & IFACE_NAT_TARGET == 0
+        {
+            info.net_flags |= IFACE_NAT_TARGET;
+            maps.set_iface(ifindex, &info)?;
         }
     }
 

@@ -19,7 +19,11 @@ use netbpf_common::{
 use super::{Maps, Origin, Packet, Sender};
 use crate::{
     Error, Result,
-    kernel::{maps::addr_key, pins::PinDir, services::ServiceMaps},
+    kernel::{
+        maps::{addr_key, found},
+        pins::PinDir,
+        services::ServiceMaps,
+    },
 };
 
 /// The pinned maps, opened for lookups.
@@ -57,14 +61,6 @@ fn open<T: TryFrom<Map, Error = MapError>>(pins: &PinDir, name: &'static str) ->
 }
 
 /// A lookup's value, `None` for a missing key or an index past an array's end.
-fn found<V>(result: std::result::Result<V, MapError>, map: &'static str) -> Result<Option<V>> {
-    match result {
-        Ok(v) => Ok(Some(v)),
-        Err(MapError::KeyNotFound | MapError::OutOfBounds { .. }) => Ok(None),
-        Err(source) => Err(Error::Map { map, source }),
-    }
-}
-
 impl PinnedMaps {
     pub fn open(pins: &PinDir) -> Result<Self> {
         Ok(PinnedMaps {

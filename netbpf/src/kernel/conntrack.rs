@@ -168,9 +168,9 @@ pub fn forget_flows(pins: &PinDir, gone: impl Fn(&CtKey, &CtEntry) -> bool) -> R
     let Some(mut table) = open_table(pins)? else {
         return Ok(0);
     };
-    let entries: StdHashMap<CtKey, CtEntry> = super::dump::hash_entries(&table, maps::CT)?
-        .into_iter()
-        .collect();
+    // Entry by entry, skipping what vanishes meanwhile: a reconcile (a Docker call among
+    // them) must not fail on a flow the datapath or the expiry pass removed.
+    let entries: StdHashMap<CtKey, CtEntry> = table.iter().filter_map(|e| e.ok()).collect();
     let doomed: Vec<CtKey> = entries
         .iter()
         .filter(|(k, e)| gone(k, e))

@@ -76,6 +76,15 @@ impl ContainerMaps {
         })
     }
 
+    /// What the program reads about the sender behind `ifindex`.
+    pub fn iface(&self, ifindex: u32) -> Result<Option<IfaceInfo>> {
+        if ifindex < IFACE_SLOTS {
+            found(self.iface_slots.get(&ifindex, 0), maps::IFACES)
+        } else {
+            found(self.iface_big.get(&ifindex, 0), maps::IFACES_BIG)
+        }
+    }
+
     /// Puts the sender behind `ifindex` where the program looks for it.
     pub fn set_iface(&mut self, ifindex: u32, info: &IfaceInfo) -> Result<()> {
         if ifindex < IFACE_SLOTS {
@@ -150,6 +159,18 @@ impl ContainerMaps {
             .into_iter()
             .map(|(k, v)| (addr_of(k), v))
             .collect())
+    }
+}
+
+/// A map read whose key may be absent: `None` then, any other failure an error.
+pub(crate) fn found<V>(
+    result: std::result::Result<V, MapError>,
+    map: &'static str,
+) -> Result<Option<V>> {
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(MapError::KeyNotFound | MapError::OutOfBounds { .. }) => Ok(None),
+        Err(source) => Err(Error::Map { map, source }),
     }
 }
 

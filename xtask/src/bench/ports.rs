@@ -28,7 +28,7 @@ use netbpf_tests::{
 
 use super::{
     BENCH_PREFIX, Derived, Measured, Metric, Scenario, Timing, check_counters, labs, progress,
-    tools::{self, Client},
+    tools,
 };
 use crate::cmd;
 
@@ -343,21 +343,11 @@ pub fn run(netbpf_bin: &Path, quick: bool, timing: &Timing) -> anyhow::Result<Me
             )
         })
         .collect();
-    let mut flow_cost: Vec<Metric> = COUNTS
-        .iter()
-        .map(|count| {
-            Metric::new(
-                super::services::leak(format!(
-                    "new-flow packets to a published port, {}",
-                    label(*count)
-                )),
-                tools::SYN_COST_HOW,
-                "ns/SYN",
-                false,
-                None,
-            )
-        })
-        .collect();
+    let mut flow_cost = tools::syn_cost_metrics(
+        COUNTS
+            .iter()
+            .map(|c| format!("to a published port, {}", label(*c))),
+    );
     let rounds = timing.scale_rounds;
     for round in 1..=rounds {
         for k in 0..COUNTS.len() {
@@ -368,23 +358,16 @@ pub fn run(netbpf_bin: &Path, quick: bool, timing: &Timing) -> anyhow::Result<Me
                     label(t.count),
                     t.name()
                 ));
-                let client = Client::new(&t.lab.outside);
                 let port = FIRST_HOST_PORT + (t.count - 1) as u16;
-                let rate = tools::http_rate(
-                    &client,
+                let (rate, cost) = tools::new_flow_figures(
+                    &t.lab.outside,
+                    OUTSIDE_IP,
                     SocketAddrV4::new(HOST_UPLINK_IP, port),
-                    false,
+                    round,
                     timing.wrk,
                 )
                 .with_context(|| format!("ports: {} at {}", t.name(), label(t.count)))?;
                 metrics[n].values.entry(t.name()).or_default().push(rate);
-                let cost = tools::syn_cost(
-                    &t.lab.outside,
-                    OUTSIDE_IP,
-                    SocketAddrV4::new(HOST_UPLINK_IP, port),
-                    tools::syn_ports(round)?,
-                )
-                .with_context(|| format!("ports: {} SYNs at {}", t.name(), label(t.count)))?;
                 flow_cost[n].values.entry(t.name()).or_default().push(cost);
             }
         }

@@ -509,7 +509,7 @@ fn draw_charts(
             "scaling-services.svg",
             "new connections/s through a VIP against the number of services, iptables \
              (kube-proxy) and netbpf",
-            &[1usize, 100, 1000, 10_000][..],
+            &super::services::COUNTS[..],
             "services",
         ),
         (
@@ -517,7 +517,7 @@ fn draw_charts(
             "scaling-ports.svg",
             "new connections/s to a published port against the number of ports published, \
              iptables (Docker) and netbpf",
-            &[1usize, 1000, 5000][..],
+            &super::ports::COUNTS[..],
             "published ports",
         ),
     ] {
@@ -547,39 +547,29 @@ fn draw_charts(
         charts.push((file.to_owned(), what.to_owned()));
     }
     // A new flow's packets through the whole path against the number of entries, both
-    // targets of both scaling scenarios (the metrics named "new-flow packets ..., N ...").
+    // targets of both scaling scenarios (their flow-cost metrics, in count order).
     let mut flow_series: Vec<charts::Series> = Vec::new();
-    for m in measured {
-        let what = match m.scenario.id {
-            "services" => "services",
-            "ports" => "ports",
-            _ => continue,
+    for (id, what, counts) in [
+        ("services", "services", &super::services::COUNTS[..]),
+        ("ports", "ports", &super::ports::COUNTS[..]),
+    ] {
+        let Some(m) = measured.iter().find(|m| m.scenario.id == id) else {
+            continue;
         };
-        for metric in m
+        let costs: Vec<&Metric> = m
             .metrics
             .iter()
-            .filter(|x| x.name.starts_with("new-flow packets"))
-        {
-            let Some(count) = metric
-                .name
-                .rsplit(", ")
-                .next()
-                .and_then(|c| c.split(' ').next())
-                .and_then(|c| c.replace(',', "").parse::<f64>().ok())
-            else {
-                continue;
-            };
-            for t in m.scenario.targets {
-                let name = format!("{t} ({what})");
-                let point = (count, median(metric.of(t)) / 1000.0);
-                match flow_series.iter_mut().find(|s| s.name == name) {
-                    Some(s) => s.points.push(point),
-                    None => flow_series.push(charts::Series {
-                        name,
-                        points: vec![point],
-                    }),
-                }
-            }
+            .filter(|x| x.name.starts_with(super::tools::NEW_FLOW_PACKETS))
+            .collect();
+        for t in m.scenario.targets {
+            flow_series.push(charts::Series {
+                name: format!("{t} ({what})"),
+                points: counts
+                    .iter()
+                    .zip(&costs)
+                    .map(|(c, metric)| (*c as f64, median(metric.of(t)) / 1000.0))
+                    .collect(),
+            });
         }
     }
     if !flow_series.is_empty() {

@@ -35,25 +35,6 @@ const IDLE_RSS_MIB: f64 = 30.0;
 const LOADED_RSS_MIB: f64 = 64.0;
 const MAPS_MIB: f64 = 256.0;
 
-fn definitions(lab: &Lab, services: usize) -> String {
-    let mut text = format!(
-        "[[network]]\nname = \"front\"\nsubnet = \"198.18.10.0/24\"\n\n\
-         [[container]]\nname = \"web1\"\nnetns = \"{}\"\nnetwork = \"front\"\nip = \"198.18.10.2\"\n\n",
-        lab.containers[0].path().display()
-    );
-    for i in 0..services {
-        let _ = write!(
-            text,
-            "[[service]]\nname = \"svc-{i}\"\nvip = \"198.19.{}.{}\"\nport = 80\n\
-             backends = [{{ address = \"198.18.10.3\" }}, {{ address = \"198.18.10.4\" }}, \
-             {{ address = \"198.18.10.5\" }}]\n\n",
-            i / 200,
-            10 + i % 200
-        );
-    }
-    text
-}
-
 /// A field of /proc/PID/status in kB (VmRSS, VmHWM).
 fn status_kib(pid: u32, field: &str) -> anyhow::Result<f64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status"))
@@ -200,7 +181,7 @@ pub fn run(netbpf_bin: &Path, quick: bool) -> anyhow::Result<Value> {
     let lab = Lab::new(BENCH_PREFIX, 1).context("lab")?;
     let dir = TempDir::new(&unique_prefix(BENCH_PREFIX)).context("bench temp dir")?;
     let idle_file = dir
-        .write("idle.toml", &definitions(&lab, 0))
+        .write("idle.toml", &super::inspect::definitions(&lab, 0, None))
         .context("definitions")?;
     let agent = start_agent(
         netbpf_bin,
@@ -225,7 +206,10 @@ pub fn run(netbpf_bin: &Path, quick: bool) -> anyhow::Result<Value> {
         "resources: netbpf agent started over {SERVICES} services"
     ));
     let loaded_file = dir
-        .write("loaded.toml", &definitions(&lab, SERVICES))
+        .write(
+            "loaded.toml",
+            &super::inspect::definitions(&lab, SERVICES, None),
+        )
         .context("definitions")?;
     let agent = start_agent(
         netbpf_bin,

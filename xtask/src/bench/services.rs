@@ -28,7 +28,7 @@ use netbpf_tests::{TempDir, lab::Lab, netns::Netns, unique_prefix};
 
 use super::{
     BENCH_PREFIX, Derived, Measured, Metric, Scenario, check_counters, labs, progress,
-    tools::{self, Client, HTTP_PORT},
+    tools::{self, HTTP_PORT},
 };
 use crate::cmd;
 
@@ -602,18 +602,8 @@ pub fn run(
         }
     }
 
-    let mut flow_cost: Vec<Metric> = COUNTS
-        .iter()
-        .map(|count| {
-            Metric::new(
-                leak(format!("new-flow packets to a VIP, {}", label(*count))),
-                tools::SYN_COST_HOW,
-                "ns/SYN",
-                false,
-                None,
-            )
-        })
-        .collect();
+    let mut flow_cost =
+        tools::syn_cost_metrics(COUNTS.iter().map(|c| format!("to a VIP, {}", label(*c))));
 
     // Connection rates and new-flow costs: every count and target in every round, the counts in a rotating
     // order (each count first in one round, last in another) so that no count always
@@ -628,17 +618,15 @@ pub fn run(
                     label(*count),
                     t.name()
                 ));
-                let client = Client::new(t.client());
-                let rate = tools::http_rate(&client, measured_vip(*count), false, wrk_seconds)
-                    .with_context(|| format!("services: {} at {}", t.name(), label(*count)))?;
-                metrics[n].values.entry(t.name()).or_default().push(rate);
-                let cost = tools::syn_cost(
+                let (rate, cost) = tools::new_flow_figures(
                     t.client(),
                     labs::CLIENT_IP,
                     measured_vip(*count),
-                    tools::syn_ports(round)?,
+                    round,
+                    wrk_seconds,
                 )
-                .with_context(|| format!("services: {} SYNs at {}", t.name(), label(*count)))?;
+                .with_context(|| format!("services: {} at {}", t.name(), label(*count)))?;
+                metrics[n].values.entry(t.name()).or_default().push(rate);
                 flow_cost[n].values.entry(t.name()).or_default().push(cost);
             }
         }

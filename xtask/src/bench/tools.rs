@@ -500,12 +500,44 @@ pub fn syn_ports(round: usize) -> anyhow::Result<std::ops::Range<u16>> {
     Ok(start as u16..end as u16)
 }
 
+/// How the names of [`syn_cost`]'s metrics begin (the report charts them by it).
+pub const NEW_FLOW_PACKETS: &str = "new-flow packets";
+
 /// How [`syn_cost`]'s figure is measured, for a metric's `how`.
 pub const SYN_COST_HOW: &str = "2,000 TCP SYNs per round from as many source ports (new \
      flows, fresh each round), sent one by one through a raw socket in the client's \
      namespace; wall time per SYN. A veth hands each packet to the sending CPU's softirq \
      before the send returns, so one SYN's time is its whole way through every hook and \
      rule, the server's SYN-ACK back and the client's reset";
+
+/// [`syn_cost`]'s metrics, one per `what` ("to a VIP, 1 service", ...).
+pub fn syn_cost_metrics(what: impl Iterator<Item = String>) -> Vec<super::Metric> {
+    what.map(|w| {
+        super::Metric::new(
+            super::services::leak(format!("{NEW_FLOW_PACKETS} {w}")),
+            SYN_COST_HOW,
+            "ns/SYN",
+            false,
+            None,
+        )
+    })
+    .collect()
+}
+
+/// A scaling scenario's two figures for one target and count, one after the other from
+/// `ns`: new connections/s to `to` (wrk, `Connection: close`) and the cost of a new flow's
+/// packets there ([`syn_cost`] from `from`, round `round`'s source ports).
+pub fn new_flow_figures(
+    ns: &Netns,
+    from: Ipv4Addr,
+    to: SocketAddrV4,
+    round: usize,
+    wrk_seconds: u32,
+) -> anyhow::Result<(f64, f64)> {
+    let rate = http_rate(&Client::new(ns), to, false, wrk_seconds)?;
+    let cost = syn_cost(ns, from, to, syn_ports(round)?).context("SYNs")?;
+    Ok((rate, cost))
+}
 
 /// The cost of a new flow through a whole path, kernel to kernel: TCP SYNs from `from`
 /// to `to`, one per source port of `ports` (each a flow no table has seen), sent through
