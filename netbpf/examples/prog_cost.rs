@@ -249,6 +249,22 @@ fn main() -> anyhow::Result<()> {
         .map(|(k, _)| k)
         .collect();
 
+    // Profiling aid: `PROG_COST_PROFILE=<path>` runs only that path, `runs` times, so that
+    // `perf record -a` sees nothing else (prints ns per packet of each run).
+    if let Ok(only) = std::env::var("PROG_COST_PROFILE") {
+        let path = paths
+            .iter()
+            .find(|p| p.name == only)
+            .with_context(|| format!("no path named {only}"))?;
+        for _ in 0..runs {
+            let (result, _) = run_checked(&ebpf, path, repeat)?;
+            println!("{}", result.duration.as_nanos());
+        }
+        if let Ok(secs) = std::env::var("PROG_COST_HOLD") {
+            std::thread::sleep(std::time::Duration::from_secs(secs.parse()?));
+        }
+        return Ok(());
+    }
     let mut results: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
     let mut flow_results: Vec<Vec<f64>> = vec![Vec::new(); flows.len()];
     for _ in 0..runs {
