@@ -54,6 +54,9 @@ pub fn from_uplink(ctx: TcContext) -> i32 {
 
 /// tc (tcx) ingress on a container's host-side veth: traffic leaving the container.
 #[classifier]
+// The body straight in the program: LLVM otherwise keeps this large function apart, and
+// the entry calls it (a BPF-to-BPF call per packet, and a frame more of stack).
+#[inline(always)]
 pub fn from_container(ctx: TcContext) -> i32 {
     let frame_len = ctx.len();
     packet::pull_headers(&ctx);

@@ -255,23 +255,81 @@ fn rewrite(
         *addr_at = addr;
         *port_at = port;
     }
-    // The transport checksum through the kernel, which knows whether the sender left it
-    // to be completed (CHECKSUM_PARTIAL: only the pseudo header's part changes then).
     let csum = l4.csum_offset();
-    let flags = l4.csum_flags();
-    if l4.has_pseudo_header() {
-        ctx.l4_csum_replace(
-            csum,
-            u64::from(old_addr),
-            u64::from(addr),
-            flags | u64::from(BPF_F_PSEUDO_HDR) | 4,
-        )?;
+    if !l4.has_pseudo_header() {
+        // An ICMP echo's identifier: nothing to tell the sender's checksum state by, so
+        // through the kernel.
+        if old_port != port {
+            ctx.l4_csum_replace(csum, u64::from(old_port), u64::from(port), 2)?;
+        }
+        return Ok(());
     }
+    let csum_at = ptr_at_mut::<u16>(data, data_end, csum).map_err(|()| -1i64)?;
+    // SAFETY: bounds-checked by ptr_at.
+    let before = unsafe { *csum_at };
+    // A UDP checksum of 0 means "none": keep it so.
+    if l4.proto == IPPROTO_UDP && before == 0 {
+        return Ok(());
+    }
+    let change = sum_words(&words(old_addr), &words(addr));
+    if change == 0 || change == 0xffff {
+        // The pseudo header's sum stands (the address kept, mostly); the port through the
+        // kernel, which knows whether the checksum carries it.
+        if old_port != port {
+            ctx.l4_csum_replace(
+                csum,
+                u64::from(old_port),
+                u64::from(port),
+                l4.csum_flags() | 2,
+            )?;
+        }
+        return Ok(());
+    }
+    // The address's part through the kernel, which knows whether the sender left the
+    // checksum to be completed (CHECKSUM_PARTIAL: the field holds the pseudo header's sum
+    // and only that part changes) or whether skb->csum covers it (CHECKSUM_COMPLETE).
+    ctx.l4_csum_replace(
+        csum,
+        u64::from(old_addr),
+        u64::from(addr),
+        l4.csum_flags() | u64::from(BPF_F_PSEUDO_HDR) | 4,
+    )?;
     // Many translations keep the port (-p 80:80, a VIP on its backends' port).
-    if old_port != port {
-        ctx.l4_csum_replace(csum, u64::from(old_port), u64::from(port), flags | 2)?;
+    if old_port == port {
+        return Ok(());
+    }
+    // The port's part, which only a completed checksum carries, without a second call:
+    // the kernel added the address's change to a pseudo header's sum (partial) or took
+    // it from a complement (completed), and the field tells which, as the change is not
+    // zero.
+    let (data, data_end) = (ctx.data(), ctx.data_end());
+    let csum_at = ptr_at_mut::<u16>(data, data_end, csum).map_err(|()| -1i64)?;
+    // SAFETY: bounds-checked by ptr_at (again: the helper may have moved the data).
+    unsafe {
+        let after = *csum_at;
+        let partial = fold(u32::from(before) + u32::from(change));
+        if !same_sum(after, partial) {
+            let mut sum = csum_replace(after, &[old_port], &[port]);
+            // In UDP, a computed 0 is sent as all ones (0 means "no checksum").
+            if l4.proto == IPPROTO_UDP && sum == 0 {
+                sum = 0xffff;
+            }
+            *csum_at = sum;
+        }
     }
     Ok(())
+}
+
+/// The ones'-complement sum of `new` minus `old`, folded (0 and 0xffff both mean zero).
+#[inline(always)]
+fn sum_words(old: &[u16; 2], new: &[u16; 2]) -> u16 {
+    fold(u32::from(!old[0]) + u32::from(!old[1]) + u32::from(new[0]) + u32::from(new[1]))
+}
+
+/// Whether two checksums are the same ones'-complement number (0 and 0xffff are both zero).
+#[inline(always)]
+fn same_sum(a: u16, b: u16) -> bool {
+    a == b || (a == 0 || a == 0xffff) && (b == 0 || b == 0xffff)
 }
 
 /// Rewrites the Ethernet addresses (a frame delivered into a container must be addressed
