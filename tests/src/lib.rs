@@ -6,6 +6,7 @@
 //! tests run in parallel, and is removed on drop, also when the test panics.
 
 pub mod bpfmap;
+pub mod capture;
 pub mod cgroup;
 pub mod dockerd;
 pub mod lab;

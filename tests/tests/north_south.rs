@@ -281,6 +281,148 @@ fn outside_reaches_published_ports_with_the_real_client_address() {
     );
 }
 
+/// Senders that leave their checksums to offload (CHECKSUM_PARTIAL, a veth's default: the
+/// field holds the pseudo header's sum until a device or the kernel completes it): every
+/// translated frame, both ways, of a published port and of masquerade, TCP and UDP,
+/// arrives with the pseudo header's sum of its new addresses, which is what the
+/// completion builds on. (Receivers trust such frames unchecked, so a wrong sum would only
+/// show once a frame left through a device without offload.)
+#[test]
+fn partial_checksums_follow_every_translation() {
+    use std::{
+        io::{Read as _, Write as _},
+        net::{SocketAddrV4, TcpListener, TcpStream, UdpSocket},
+        time::Duration,
+    };
+
+    use netbpf_tests::{
+        capture::Capture,
+        lab::{HOST_UPLINK_IF, HOST_UPLINK_IP, OUTSIDE_IF, OUTSIDE_IP},
+        process::accept_within,
+    };
+
+    require_root!();
+    let lab = Lab::new(TEST_PREFIX, 1).expect("lab");
+    let dir = TempDir::new(&lab.prefix).expect("dir");
+    let file = dir
+        .write(
+            "netbpf.toml",
+            &format!(
+                "[host]\nuplink = \"{HOST_UPLINK_IF}\"\n\n[[network]]\nname = \"front\"\nsubnet = \"198.18.10.0/24\"\n\n\
+                 [[container]]\nname = \"web1\"\nnetns = \"{}\"\nnetwork = \"front\"\nports = [\"8080:80\", \"5353:53/udp\"]\n",
+                lab.containers[0].path().display()
+            ),
+        )
+        .expect("write");
+    netbpf_ok(&lab.host, &["apply", "-c", file.to_str().expect("UTF-8")]);
+    let container = &lab.containers[0];
+    let in_container = container.run(|| Capture::open("eth0")).expect("capture");
+    let at_outside = lab
+        .outside
+        .run(|| Capture::open(OUTSIDE_IF))
+        .expect("capture");
+    let limit = Duration::from_secs(5);
+
+    // Published: the outside's packets in, the container's replies out.
+    let listener = container.run(|| TcpListener::bind("0.0.0.0:80").expect("listen"));
+    let echo = tcp_echo(
+        &listener,
+        &lab.outside,
+        SocketAddrV4::new(HOST_UPLINK_IP, 8080),
+        b"ping",
+    );
+    assert_eq!(&echo.reply, b"ping");
+    let server = container.run(|| UdpSocket::bind("0.0.0.0:53").expect("bind"));
+    server.set_read_timeout(Some(limit)).expect("timeout");
+    let client = lab
+        .outside
+        .run(|| UdpSocket::bind("0.0.0.0:0").expect("bind"));
+    client.set_read_timeout(Some(limit)).expect("timeout");
+    client
+        .send_to(b"query", SocketAddrV4::new(HOST_UPLINK_IP, 5353))
+        .expect("send");
+    let mut buf = [0u8; 64];
+    let (n, from) = server.recv_from(&mut buf).expect("the query arrives");
+    assert_eq!(&buf[..n], b"query");
+    container
+        .run(|| server.send_to(b"answer", from))
+        .expect("answer");
+    let (n, _) = client.recv_from(&mut buf).expect("the answer arrives");
+    assert_eq!(&buf[..n], b"answer");
+
+    // Masquerade: the container's packets out, the outside's replies in.
+    let outside_tcp = SocketAddrV4::new(OUTSIDE_IP, 9000);
+    let outside_listener = lab
+        .outside
+        .run(|| TcpListener::bind(outside_tcp).expect("listen"));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut conn = accept_within(&outside_listener, limit).expect("accept");
+            let mut buf = [0u8; 4];
+            conn.read_exact(&mut buf).expect("read");
+            conn.write_all(&buf).expect("echo");
+        });
+        container.run(|| {
+            let mut conn = TcpStream::connect_timeout(&outside_tcp.into(), limit).expect("connect");
+            conn.set_read_timeout(Some(limit)).expect("timeout");
+            conn.write_all(b"out!").expect("write");
+            let mut buf = [0u8; 4];
+            conn.read_exact(&mut buf).expect("the echo comes back");
+            assert_eq!(&buf, b"out!");
+        });
+    });
+    let outside_udp = lab
+        .outside
+        .run(|| UdpSocket::bind(SocketAddrV4::new(OUTSIDE_IP, 9001)).expect("bind"));
+    outside_udp.set_read_timeout(Some(limit)).expect("timeout");
+    let inside_udp = container.run(|| UdpSocket::bind("0.0.0.0:0").expect("bind"));
+    inside_udp.set_read_timeout(Some(limit)).expect("timeout");
+    container
+        .run(|| inside_udp.send_to(b"hello", SocketAddrV4::new(OUTSIDE_IP, 9001)))
+        .expect("send");
+    let (n, from) = outside_udp
+        .recv_from(&mut buf)
+        .expect("the datagram leaves");
+    assert_eq!(&buf[..n], b"hello");
+    assert_eq!(
+        from.ip(),
+        std::net::IpAddr::V4(HOST_UPLINK_IP),
+        "masqueraded"
+    );
+    lab.outside
+        .run(|| outside_udp.send_to(b"back", from))
+        .expect("reply");
+    let (n, _) = inside_udp.recv_from(&mut buf).expect("the reply comes in");
+    assert_eq!(&buf[..n], b"back");
+
+    for (place, capture) in [
+        ("in the container", &in_container),
+        ("outside", &at_outside),
+    ] {
+        let frames = capture.received(limit).expect("captured frames");
+        let mut pending = 0;
+        let mut checked = 0;
+        for c in &frames {
+            let Some(ok) = c.transport_checksum_ok() else {
+                continue;
+            };
+            checked += 1;
+            pending += usize::from(c.checksum_pending);
+            assert!(
+                ok,
+                "{place}: wrong transport checksum (pending: {}) in {:02x?}",
+                c.checksum_pending, c.frame
+            );
+        }
+        // Both ways carried TCP and UDP of both kinds: a handshake, data and a close each.
+        assert!(
+            pending >= 6,
+            "{place}: {pending} of {checked} TCP/UDP frames left their checksum to offload; \
+             the test needs senders that do"
+        );
+    }
+}
+
 /// Outbound: containers of a masquerading network reach the outside, which sees the
 /// uplink's address and a masquerade port; two containers with the same source port to
 /// the same destination both work; an internal network gets nowhere.
