@@ -271,7 +271,7 @@ fn icmp_error(
     {
         return Some(drop(Outcome::DropNatFailed));
     }
-    if nat::set_macs(ctx, &e.dst_mac, &e.src_mac).is_err() {
+    if nat::set_macs(ctx, &e).is_err() {
         return Some(drop(Outcome::DropNatFailed));
     }
     // SAFETY: a helper call with plain integer arguments.
@@ -300,7 +300,7 @@ fn to_service(ctx: &TcContext, l4: &L4, own: &IfaceInfo, vip: u32, svc: &Service
 #[inline(always)]
 fn to_backend(ctx: &TcContext, l4: &L4, vip: u32, e: &CtEntry) -> Decision {
     if nat::rewrite_dst(ctx, l4, vip, e.nat_addr, e.nat_port).is_err()
-        || nat::set_macs(ctx, &e.dst_mac, &e.src_mac).is_err()
+        || nat::set_macs(ctx, e).is_err()
     {
         return drop(Outcome::DropNatFailed);
     }
@@ -319,7 +319,7 @@ fn service_reply(ctx: &TcContext, l4: &L4, own: &IfaceInfo, e: &CtEntry) -> Deci
         return send_out(ctx, l4, own.addr, e, Outcome::ServiceReply);
     }
     if nat::rewrite_src(ctx, l4, own.addr, e.nat_addr, e.nat_port).is_err()
-        || nat::set_macs(ctx, &e.dst_mac, &e.src_mac).is_err()
+        || nat::set_macs(ctx, e).is_err()
     {
         return drop(Outcome::DropNatFailed);
     }
@@ -465,7 +465,7 @@ fn both_ways(ctx: &TcContext, l4: &L4, old_saddr: u32, old_daddr: u32, e: &CtEnt
     let src_changes = e.rev_addr != old_saddr || e.rev_port != l4.sport;
     if (dst_changes && nat::rewrite_dst(ctx, l4, old_daddr, e.nat_addr, e.nat_port).is_err())
         || (src_changes && nat::rewrite_src(ctx, l4, old_saddr, e.rev_addr, e.rev_port).is_err())
-        || nat::set_macs(ctx, &e.dst_mac, &e.src_mac).is_err()
+        || nat::set_macs(ctx, e).is_err()
     {
         return drop(Outcome::DropNatFailed);
     }

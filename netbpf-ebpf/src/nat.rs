@@ -6,6 +6,9 @@ use aya_ebpf::{
     bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
     programs::TcContext,
 };
+use core::mem::offset_of;
+
+use netbpf_common::conntrack::CtEntry;
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::packet::{ptr_at, ptr_at_mut};
@@ -332,11 +335,11 @@ fn same_sum(a: u16, b: u16) -> bool {
     a == b || (a == 0 || a == 0xffff) && (b == 0 || b == 0xffff)
 }
 
-/// Rewrites the Ethernet addresses (a frame delivered into a container must be addressed
-/// to it, from its gateway).
+/// Rewrites the Ethernet addresses as the flow's entry says (a frame delivered into a
+/// container must be addressed to it, from its gateway).
 #[inline(always)]
-pub fn set_macs(ctx: &TcContext, dst: &[u8; 6], src: &[u8; 6]) -> Result<(), i64> {
-    write_macs(ctx.data(), ctx.data_end(), dst, src).map_err(|()| -1)
+pub fn set_macs(ctx: &TcContext, e: &CtEntry) -> Result<(), i64> {
+    write_macs(ctx.data(), ctx.data_end(), e).map_err(|()| -1)
 }
 
 /// Folds a 32-bit ones'-complement sum into 16 bits.
@@ -381,8 +384,7 @@ pub fn xdp_rewrite_dst(
     old_addr: u32,
     addr: u32,
     port: u16,
-    dst_mac: &[u8; 6],
-    src_mac: &[u8; 6],
+    e: &CtEntry,
 ) -> Result<(), ()> {
     let ip_csum = ptr_at::<u16>(data, data_end, IP_CSUM_OFF)? as *mut u16;
     let daddr = ptr_at::<u32>(data, data_end, IP_DADDR_OFF)? as *mut u32;
@@ -408,22 +410,24 @@ pub fn xdp_rewrite_dst(
         *daddr = addr;
         *dport = port;
     }
-    write_macs(data, data_end, dst_mac, src_mac)
+    write_macs(data, data_end, e)
 }
 
-/// Writes a frame's Ethernet addresses (tc and XDP).
+/// Writes a frame's Ethernet addresses (tc and XDP) from the flow's entry.
 #[inline(always)]
-pub fn write_macs(
-    data: usize,
-    data_end: usize,
-    dst_mac: &[u8; 6],
-    src_mac: &[u8; 6],
-) -> Result<(), ()> {
-    let eth = ptr_at::<[u8; 12]>(data, data_end, 0)? as *mut [u8; 12];
-    let mut macs = [0u8; 12];
-    macs[..6].copy_from_slice(dst_mac);
-    macs[6..].copy_from_slice(src_mac);
-    // SAFETY: bounds-checked by ptr_at; the packet is writable in XDP.
-    unsafe { *eth = macs };
+pub fn write_macs(data: usize, data_end: usize, e: &CtEntry) -> Result<(), ()> {
+    let eth = ptr_at_mut::<[u32; 3]>(data, data_end, 0)?;
+    // SAFETY: bounds-checked by ptr_at; the packet is writable at tc and XDP.
+    unsafe { *eth = macs(e) };
     Ok(())
+}
+
+/// The entry's new destination and source MACs, 12 bytes in the order a frame starts
+/// with, as three words: three loads and stores instead of twelve of each.
+#[inline(always)]
+fn macs(e: &CtEntry) -> [u32; 3] {
+    const AT: usize = offset_of!(CtEntry, dst_mac);
+    const _: () = assert!(AT % 4 == 0 && offset_of!(CtEntry, src_mac) == AT + 6);
+    // SAFETY: 12 bytes inside the entry, 4-aligned (the entry is 8-aligned).
+    unsafe { *core::ptr::from_ref(e).cast::<u8>().add(AT).cast::<[u32; 3]>() }
 }

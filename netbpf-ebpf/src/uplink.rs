@@ -244,7 +244,7 @@ impl Uplink for Tc<'_> {
     #[inline(always)]
     fn deliver(&self, l4: &L4, old_daddr: u32, e: &CtEntry) -> Result<i32, ()> {
         nat::rewrite_dst(self.0, l4, old_daddr, e.nat_addr, e.nat_port).map_err(|_| ())?;
-        nat::set_macs(self.0, &e.dst_mac, &e.src_mac).map_err(|_| ())?;
+        nat::set_macs(self.0, e).map_err(|_| ())?;
         // SAFETY: a helper call with plain integer arguments.
         Ok(unsafe { bpf_redirect_peer(e.ifindex, 0) } as i32)
     }
@@ -259,7 +259,7 @@ impl Uplink for Tc<'_> {
             e.nat_addr,
             e.nat_port,
         )?;
-        nat::set_macs(self.0, &e.dst_mac, &e.src_mac).map_err(|_| ())?;
+        nat::set_macs(self.0, e).map_err(|_| ())?;
         // SAFETY: a helper call with plain integer arguments.
         Ok(unsafe { bpf_redirect_peer(e.ifindex, 0) } as i32)
     }
@@ -313,8 +313,7 @@ impl Uplink for Xdp<'_> {
             old_daddr,
             e.nat_addr,
             e.nat_port,
-            &e.dst_mac,
-            &e.src_mac,
+            e,
         )?;
         // SAFETY: a helper call with plain integer arguments.
         Ok(unsafe { bpf_redirect(e.ifindex, 0) } as u32)
@@ -324,7 +323,7 @@ impl Uplink for Xdp<'_> {
     fn deliver_error(&self, err: &IcmpError, e: &CtEntry) -> Result<u32, ()> {
         let (data, data_end) = (self.data(), self.data_end());
         icmp::translate(data, data_end, err, End::Source, e.nat_addr, e.nat_port)?;
-        nat::write_macs(data, data_end, &e.dst_mac, &e.src_mac)?;
+        nat::write_macs(data, data_end, e)?;
         // SAFETY: a helper call with plain integer arguments.
         Ok(unsafe { bpf_redirect(e.ifindex, 0) } as u32)
     }
