@@ -427,7 +427,12 @@ pub fn write_macs(data: usize, data_end: usize, e: &CtEntry) -> Result<(), ()> {
 #[inline(always)]
 fn macs(e: &CtEntry) -> [u32; 3] {
     const AT: usize = offset_of!(CtEntry, dst_mac);
-    const _: () = assert!(AT % 4 == 0 && offset_of!(CtEntry, src_mac) == AT + 6);
+    const _: () = assert!(AT.is_multiple_of(4) && offset_of!(CtEntry, src_mac) == AT + 6);
     // SAFETY: 12 bytes inside the entry, 4-aligned (the entry is 8-aligned).
-    unsafe { *core::ptr::from_ref(e).cast::<u8>().add(AT).cast::<[u32; 3]>() }
+    unsafe {
+        *core::ptr::from_ref(e)
+            .cast::<u8>()
+            .add(AT)
+            .cast::<[u32; 3]>()
+    }
 }
