@@ -77,6 +77,13 @@ impl L4 {
         self.proto != IPPROTO_ICMP || self.sport_at != 0
     }
 
+    /// Whether the "port" at `at` is none: an ICMP echo has its identifier on one side
+    /// only (the request's source, the reply's destination), the other side's offset
+    /// being the type and code, never to be written.
+    fn not_a_port(&self, at: usize) -> bool {
+        self.proto == IPPROTO_ICMP && at == self.offset()
+    }
+
     /// ICMP has no pseudo header: an address change leaves its checksum alone.
     pub fn has_pseudo_header(&self) -> bool {
         self.proto != IPPROTO_ICMP
@@ -246,6 +253,9 @@ fn rewrite(
     old_port: u16,
     port: u16,
 ) -> Result<(), i64> {
+    if l4.not_a_port(port_off) {
+        return Err(-1);
+    }
     // Written directly: the address and port, and the IPv4 header's checksum, which no
     // sender leaves to be completed (RFC 1624).
     let (data, data_end) = (ctx.data(), ctx.data_end());
@@ -386,6 +396,9 @@ pub fn xdp_rewrite_dst(
     port: u16,
     e: &CtEntry,
 ) -> Result<(), ()> {
+    if l4.not_a_port(l4.dport_offset()) {
+        return Err(());
+    }
     let ip_csum = ptr_at::<u16>(data, data_end, IP_CSUM_OFF)? as *mut u16;
     let daddr = ptr_at::<u32>(data, data_end, IP_DADDR_OFF)? as *mut u32;
     let l4_csum = ptr_at::<u16>(data, data_end, l4.csum_offset())? as *mut u16;

@@ -132,8 +132,13 @@ pub fn schedule(svc: &Service, saddr: u32, daddr: u32) -> Option<(u32, Backend)>
     if svc.count == 0 {
         return None;
     }
-    // SAFETY: helper without preconditions.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    // Only persistence needs the clock (a helper call per new flow otherwise).
+    let now = if svc.persistence_secs != 0 {
+        // SAFETY: helper without preconditions.
+        unsafe { bpf_ktime_get_coarse_ns() }
+    } else {
+        0
+    };
     let affinity_key = AffinityKey {
         service_id: svc.id,
         client: saddr & svc.persistence_mask,

@@ -180,8 +180,9 @@ impl Captured {
         let l4 = f.get(14 + ihl..14 + total)?;
         let check_at = if proto == packet::IPPROTO_TCP { 16 } else { 6 };
         let field = u16::from_be_bytes([*l4.get(check_at)?, *l4.get(check_at + 1)?]);
+        // UDP's "no checksum", which a checksum left to complete can never be.
         if proto == packet::IPPROTO_UDP && field == 0 {
-            return Some(true);
+            return Some(!self.checksum_pending);
         }
         let mut pseudo = Vec::with_capacity(12);
         pseudo.extend_from_slice(&f[26..34]);

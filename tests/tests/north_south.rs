@@ -117,6 +117,64 @@ fn ports_are_published_shown_and_kept_across_reloads() {
     assert_eq!(ports(&lab), second);
 }
 
+/// A lab whose container web1 publishes 8080:80 and 5353:53/udp on the uplink's address
+/// (the definitions file lives as long as the returned directory).
+fn lab_publishing_web1() -> (Lab, TempDir) {
+    use netbpf_tests::lab::HOST_UPLINK_IF;
+
+    let lab = Lab::new(TEST_PREFIX, 1).expect("lab");
+    let dir = TempDir::new(&lab.prefix).expect("dir");
+    let file = dir
+        .write(
+            "netbpf.toml",
+            &format!(
+                "[host]\nuplink = \"{HOST_UPLINK_IF}\"\n\n[[network]]\nname = \"front\"\nsubnet = \"198.18.10.0/24\"\n\n\
+                 [[container]]\nname = \"web1\"\nnetns = \"{}\"\nnetwork = \"front\"\nports = [\"8080:80\", \"5353:53/udp\"]\n",
+                lab.containers[0].path().display()
+            ),
+        )
+        .expect("write");
+    netbpf_ok(&lab.host, &["apply", "-c", file.to_str().expect("UTF-8")]);
+    (lab, dir)
+}
+
+/// A UDP query and its answer, as each end saw them.
+struct UdpExchange {
+    server_saw: std::net::SocketAddr,
+    client_local: std::net::SocketAddr,
+    answered_by: std::net::SocketAddr,
+}
+
+/// A client in `client_ns` sends "query" to `target`; `server` (a socket of `server_ns`)
+/// must receive it and answer, and the answer must come back.
+fn udp_exchange(
+    client_ns: &netbpf_tests::netns::Netns,
+    server_ns: &netbpf_tests::netns::Netns,
+    server: &std::net::UdpSocket,
+    target: std::net::SocketAddrV4,
+) -> UdpExchange {
+    use std::{net::UdpSocket, time::Duration};
+
+    let limit = Some(Duration::from_secs(5));
+    server.set_read_timeout(limit).expect("timeout");
+    let client = client_ns.run(|| UdpSocket::bind("0.0.0.0:0").expect("bind"));
+    client.set_read_timeout(limit).expect("timeout");
+    client.send_to(b"query", target).expect("send");
+    let mut buf = [0u8; 64];
+    let (n, server_saw) = server.recv_from(&mut buf).expect("the query arrives");
+    assert_eq!(&buf[..n], b"query");
+    server_ns
+        .run(|| server.send_to(b"answer", server_saw))
+        .expect("answer");
+    let (n, answered_by) = client.recv_from(&mut buf).expect("the answer comes back");
+    assert_eq!(&buf[..n], b"answer");
+    UdpExchange {
+        server_saw,
+        client_local: client.local_addr().expect("local address"),
+        answered_by,
+    }
+}
+
 /// nstat's counter of TCP and UDP checksum errors in a namespace.
 fn checksum_errors(ns: &netbpf_tests::netns::Netns) -> u64 {
     let out = ns
@@ -144,19 +202,7 @@ fn outside_reaches_published_ports_with_the_real_client_address() {
     use netbpf_tests::lab::{HOST_UPLINK_IF, HOST_UPLINK_IP, OUTSIDE_IF, OUTSIDE_IP};
 
     require_root!();
-    let lab = Lab::new(TEST_PREFIX, 1).expect("lab");
-    let dir = TempDir::new(&lab.prefix).expect("dir");
-    let file = dir
-        .write(
-            "netbpf.toml",
-            &format!(
-                "[host]\nuplink = \"{HOST_UPLINK_IF}\"\n\n[[network]]\nname = \"front\"\nsubnet = \"198.18.10.0/24\"\n\n\
-                 [[container]]\nname = \"web1\"\nnetns = \"{}\"\nnetwork = \"front\"\nports = [\"8080:80\", \"5353:53/udp\"]\n",
-                lab.containers[0].path().display()
-            ),
-        )
-        .expect("write");
-    netbpf_ok(&lab.host, &["apply", "-c", file.to_str().expect("UTF-8")]);
+    let (lab, dir) = lab_publishing_web1();
     // Checksums computed in software by every sender: a wrong rewrite would show.
     lab.outside
         .exec("ethtool", &["-K", OUTSIDE_IF, "tx", "off"])
@@ -189,34 +235,19 @@ fn outside_reaches_published_ports_with_the_real_client_address() {
         );
     }
 
-    let client = lab
-        .outside
-        .run(|| UdpSocket::bind("0.0.0.0:0").expect("bind"));
-    client
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    client
-        .send_to(b"query", SocketAddrV4::new(HOST_UPLINK_IP, 5353))
-        .expect("send");
-    let mut buf = [0u8; 64];
-    let (n, from) = udp_server
-        .recv_from(&mut buf)
-        .expect("datagram reaches the container");
-    assert_eq!(&buf[..n], b"query");
-    assert_eq!(
-        from,
-        client
-            .local_addr()
-            .map(|a| SocketAddr::new(IpAddr::V4(OUTSIDE_IP), a.port()))
-            .expect("addr")
+    let udp = udp_exchange(
+        &lab.outside,
+        container,
+        &udp_server,
+        SocketAddrV4::new(HOST_UPLINK_IP, 5353),
     );
-    container
-        .run(|| udp_server.send_to(b"answer", from))
-        .expect("reply");
-    let (n, answered_by) = client.recv_from(&mut buf).expect("the answer comes back");
-    assert_eq!(&buf[..n], b"answer");
     assert_eq!(
-        answered_by,
+        udp.server_saw,
+        SocketAddr::new(IpAddr::V4(OUTSIDE_IP), udp.client_local.port()),
+        "the server saw the client's own address and port"
+    );
+    assert_eq!(
+        udp.answered_by,
         SocketAddr::from(SocketAddrV4::new(HOST_UPLINK_IP, 5353))
     );
 
@@ -297,24 +328,12 @@ fn partial_checksums_follow_every_translation() {
 
     use netbpf_tests::{
         capture::Capture,
-        lab::{HOST_UPLINK_IF, HOST_UPLINK_IP, OUTSIDE_IF, OUTSIDE_IP},
+        lab::{HOST_UPLINK_IP, OUTSIDE_IF, OUTSIDE_IP},
         process::accept_within,
     };
 
     require_root!();
-    let lab = Lab::new(TEST_PREFIX, 1).expect("lab");
-    let dir = TempDir::new(&lab.prefix).expect("dir");
-    let file = dir
-        .write(
-            "netbpf.toml",
-            &format!(
-                "[host]\nuplink = \"{HOST_UPLINK_IF}\"\n\n[[network]]\nname = \"front\"\nsubnet = \"198.18.10.0/24\"\n\n\
-                 [[container]]\nname = \"web1\"\nnetns = \"{}\"\nnetwork = \"front\"\nports = [\"8080:80\", \"5353:53/udp\"]\n",
-                lab.containers[0].path().display()
-            ),
-        )
-        .expect("write");
-    netbpf_ok(&lab.host, &["apply", "-c", file.to_str().expect("UTF-8")]);
+    let (lab, _dir) = lab_publishing_web1();
     let container = &lab.containers[0];
     let in_container = container.run(|| Capture::open("eth0")).expect("capture");
     let at_outside = lab
@@ -334,21 +353,12 @@ fn partial_checksums_follow_every_translation() {
     assert_eq!(&echo.reply, b"ping");
     let server = container.run(|| UdpSocket::bind("0.0.0.0:53").expect("bind"));
     server.set_read_timeout(Some(limit)).expect("timeout");
-    let client = lab
-        .outside
-        .run(|| UdpSocket::bind("0.0.0.0:0").expect("bind"));
-    client.set_read_timeout(Some(limit)).expect("timeout");
-    client
-        .send_to(b"query", SocketAddrV4::new(HOST_UPLINK_IP, 5353))
-        .expect("send");
-    let mut buf = [0u8; 64];
-    let (n, from) = server.recv_from(&mut buf).expect("the query arrives");
-    assert_eq!(&buf[..n], b"query");
-    container
-        .run(|| server.send_to(b"answer", from))
-        .expect("answer");
-    let (n, _) = client.recv_from(&mut buf).expect("the answer arrives");
-    assert_eq!(&buf[..n], b"answer");
+    udp_exchange(
+        &lab.outside,
+        container,
+        &server,
+        SocketAddrV4::new(HOST_UPLINK_IP, 5353),
+    );
 
     // Masquerade: the container's packets out, the outside's replies in.
     let outside_tcp = SocketAddrV4::new(OUTSIDE_IP, 9000);
@@ -371,6 +381,7 @@ fn partial_checksums_follow_every_translation() {
             assert_eq!(&buf, b"out!");
         });
     });
+    let mut buf = [0u8; 64];
     let outside_udp = lab
         .outside
         .run(|| UdpSocket::bind(SocketAddrV4::new(OUTSIDE_IP, 9001)).expect("bind"));

@@ -153,10 +153,16 @@ struct Row {
 const NOISY: &str = "no profile points at netbpf here: the per-round ratios spread wider \
     than the miss on this shared 2-vCPU machine (a busy neighbour moves single rounds by \
     more; a quick run has one round): see the scenario's per-round column";
-const CSUM_WHY: &str = "perf of the prog-cost runs: at tc the two `bpf_l4_csum_replace` \
-    helper calls the rewrite needs (kept for CHECKSUM_PARTIAL correctness) are about a fifth \
-    of the samples and the conntrack lookup another fifth; XDP updates the checksum inline \
-    and meets it";
+const CSUM_WHY: &str = "perf of the prog-cost runs (cpu-clock samples mapped onto the \
+    JITed program): a translated packet at tc makes three kernel calls, the conntrack lookup \
+    (hash, bucket walk, key compare), one `bpf_l4_csum_replace` (the one way to learn whether \
+    the sender left the checksum to offload, CHECKSUM_PARTIAL, or skb->csum covers it, \
+    CHECKSUM_COMPLETE) and the redirect; on this kernel every return from them is a \
+    mispredicted one (spec_rstack_overflow: Safe RET), and the samples gather right after \
+    the calls; XDP has no checksum state to ask about, updates inline and meets it";
+const MASQ_OUT_WHY: &str = "as the other tc paths, plus a second conntrack lookup per \
+    packet: the flow's reply entry, which the LRU may evict alone (its port would then be \
+    free for another container's flow to the same destination), must still be there";
 const NEW_FLOW_WHY: &str = "perf of the prog-cost runs: the two conntrack inserts of a new \
     flow (both directions into the LRU hash: `bpf_lru_pop_free`, `htab_lru_map_update_elem`, \
     `lookup_nulls_elem_raw`) are about 70% of its samples; meeting it needs one map write per \
@@ -341,6 +347,8 @@ fn targets_summary(measured: &[Measured], extra: &Extra) -> Vec<Row> {
         };
         let why = if name.contains("new") {
             NEW_FLOW_WHY
+        } else if name == "masquerade_out" {
+            MASQ_OUT_WHY
         } else {
             CSUM_WHY
         };
