@@ -936,6 +936,32 @@ fn masquerade_translates_exactly_and_runs_out_of_ports() {
     };
     run(&ebpf, &echo_reply).unwrap_or_else(|e| panic!("{}:\n{e}", echo_reply.name));
 
+    // An echo reply from web1 matching the flow of an echo request with identifier 0 (the
+    // request's id is its source "port", the reply's its destination): the reply has no
+    // source identifier to translate, and its type and code are never written over.
+    {
+        let mut ct: aya::maps::HashMap<_, CtKey, CtEntry> =
+            aya::maps::HashMap::try_from(ebpf.map_mut("NB_CT").expect("NB_CT")).expect("hash");
+        let request_flow = CtKey {
+            proto: 1,
+            ..ct_key((WEB1, 0), (OUTSIDE, 0))
+        };
+        let out = CtEntry {
+            nat_addr: key(uplink_addr),
+            nat_port: 61000u16.to_be(),
+            kind: netbpf_common::conntrack::CT_MASQ_OUT,
+            ifindex: 1,
+            ..CtEntry::default()
+        };
+        ct.insert(&request_flow, &out, 0).expect("insert");
+    }
+    let reply_id_0 = fixture(
+        "web1's echo reply id 0 on an echo request's flow: nothing to translate, dropped",
+        packet::icmp4_frame(HOST_MAC, WEB1_MAC, WEB1, OUTSIDE, 0, 0, 7),
+        Outcome::DropNatFailed,
+    );
+    run(&ebpf, &reply_id_0).unwrap_or_else(|e| panic!("{}:\n{e}", reply_id_0.name));
+
     // The reply to the first flow, arriving on the uplink, goes back into web1.
     let reply = Fixture {
         name: "outside:443 -> 198.18.0.1:61000 is delivered to web1:5555",
