@@ -187,8 +187,10 @@ fn to_service<H: Uplink>(h: &H, key: &CtKey, l4: &L4, svc: &Service, uplink: u32
 }
 
 /// An ICMP error from outside about a packet that left translated: a published port's
-/// reply (the quote's source is the host's address and port) or a masqueraded packet (the
-/// uplink's address and a port taken for it).
+/// reply (the quote's source is the host's address and port), a masqueraded packet (the
+/// uplink's address and a port taken for it) or an external service's reply (the VIP and
+/// its port). It goes into the container that sent the packet, quoting it as it left
+/// there.
 #[inline(always)]
 fn icmp_error<H: Uplink>(h: &H, ip: &Ipv4Hdr) -> Decision<H> {
     let Some(err) = icmp::parse(h.data(), h.data_end(), ip) else {
@@ -202,7 +204,7 @@ fn icmp_error<H: Uplink>(h: &H, ip: &Ipv4Hdr) -> Decision<H> {
         return pass::<H>();
     }
     match conntrack::get(&err.key()) {
-        Some(e) if e.kind == CT_PUBLISHED_IN || e.kind == CT_MASQ_REPLY => {
+        Some(e) if e.kind == CT_PUBLISHED_IN || e.kind == CT_MASQ_REPLY || e.kind == CT_SERVICE => {
             match h.deliver_error(&err, &e) {
                 Ok(verdict) => (Outcome::IcmpError, verdict),
                 Err(()) => drop::<H>(Outcome::DropNatFailed),

@@ -717,6 +717,36 @@ fn external_services_from_the_uplink() {
             outcome: Outcome::ServiceReply,
         };
         run(&ebpf, &out).unwrap_or_else(|e| panic!("{hook:?}: {}:\n{e}", out.name));
+
+        // The client's port unreachable about that reply (which came from the VIP) goes
+        // into the backend, quoting the backend's own address and port.
+        let reply_refused = |dst: Ipv4Addr, quoted_src: (Ipv4Addr, u16), macs: (Mac, Mac)| {
+            let quoted = packet::ipv4(
+                quoted_src.0,
+                CLIENT,
+                IPPROTO_TCP,
+                &packet::tcp(
+                    sock(quoted_src.0, quoted_src.1),
+                    sock(CLIENT, port),
+                    1,
+                    2,
+                    tcp_flags::SYN | tcp_flags::ACK,
+                    b"",
+                ),
+            );
+            packet::icmp_error_frame(macs.0, macs.1, CLIENT, dst, 3, 3, 0, &quoted)
+        };
+        let error = Fixture {
+            name: "the client's port unreachable about the reply reaches the backend",
+            outcome: Outcome::IcmpError,
+            ..translated(
+                "",
+                hook,
+                reply_refused(VIP, (VIP, 80), (UPLINK_MAC, CLIENT_MAC)),
+                reply_refused(WEB2, (WEB2, 8080), (WEB2_MAC, HOST_MAC)),
+            )
+        };
+        run(&ebpf, &error).unwrap_or_else(|e| panic!("{hook:?}: {}:\n{e}", error.name));
     }
 
     let not_external = Fixture {

@@ -444,6 +444,85 @@ fn external_vip_and_source_hashing_from_outside() {
     }
 }
 
+/// ICMP errors of an external UDP service's flows, both ways, at tc and at XDP: an outside
+/// client's connected socket hears the refusal of a backend with no socket, through the
+/// VIP; a backend answering an outside client whose socket has gone hears that client's
+/// refusal, quoting the backend itself.
+#[test]
+fn icmp_errors_of_external_vip_flows_reach_both_ends() {
+    use std::net::UdpSocket;
+
+    use netbpf_tests::lab::{HOST_UPLINK_IF, HOST_UPLINK_IP, OUTSIDE_IF};
+
+    require_root!();
+    let Setup { lab, dir, _servers } = setup();
+    let outside = &lab.outside;
+    // XDP on a veth needs complete checksums from the sender.
+    outside
+        .exec("ethtool", &["-K", OUTSIDE_IF, "tx", "off"])
+        .expect("ethtool");
+    outside
+        .ip(&[
+            "route",
+            "add",
+            &format!("{VIP}/32"),
+            "via",
+            &HOST_UPLINK_IP.to_string(),
+        ])
+        .expect("route to the VIP");
+    let udp_service = format!(
+        "[[service]]\nname = \"dns\"\nvip = \"{VIP}\"\nport = 53\nprotocol = \"udp\"\nscheduler = \"rr\"\n\
+         external = true\nbackends = [{{ container = \"b1\", port = 5353 }}]\n"
+    );
+    for mode in ["tc", "xdp"] {
+        let host = format!("[host]\nuplink = \"{HOST_UPLINK_IF}\"\nuplink_mode = \"{mode}\"\n\n");
+        apply(&lab, &dir, &definitions(&lab, &host, &udp_service));
+
+        // No socket at the backend: its port unreachable reaches the client from the VIP.
+        let refused = outside.run(|| {
+            let socket = UdpSocket::bind("0.0.0.0:0").expect("bind");
+            socket.set_read_timeout(Some(LIMIT)).expect("timeout");
+            socket.connect(SocketAddrV4::new(VIP, 53)).expect("connect");
+            socket.send(b"who?").expect("send");
+            let mut buf = [0u8; 8];
+            socket.recv(&mut buf).map(|_| ()).map_err(|e| e.kind())
+        });
+        assert_eq!(
+            refused,
+            Err(io::ErrorKind::ConnectionRefused),
+            "{mode}: the backend's refusal"
+        );
+
+        // A backend answers a client whose socket has gone.
+        let backend = lab.containers[1].run(|| UdpSocket::bind("0.0.0.0:5353").expect("bind"));
+        backend.set_read_timeout(Some(LIMIT)).expect("timeout");
+        outside.run(|| {
+            let gone = UdpSocket::bind("0.0.0.0:0").expect("bind");
+            gone.send_to(b"who?", SocketAddrV4::new(VIP, 53))
+                .expect("send");
+        });
+        let mut buf = [0u8; 16];
+        let (_, client) = backend.recv_from(&mut buf).expect("the query reaches b1");
+        backend.connect(client).expect("connect");
+        backend.send(b"late").expect("answer");
+        assert_eq!(
+            backend.recv(&mut buf).map(|_| ()).map_err(|e| e.kind()),
+            Err(io::ErrorKind::ConnectionRefused),
+            "{mode}: the client's refusal"
+        );
+        let rows = stats(&lab.host);
+        let hook = if mode == "tc" {
+            Hook::FromUplink
+        } else {
+            Hook::XdpUplink
+        };
+        assert!(
+            counter(&rows, hook, Outcome::IcmpError).0 > 0,
+            "{mode}: the client's error went through the uplink program"
+        );
+    }
+}
+
 /// A UDP service: each new flow (a fresh client socket) takes the next backend, and the
 /// answer comes back from the VIP. The host's own processes reach a VIP too, through the
 /// socket programs, and see the VIP as their peer.
