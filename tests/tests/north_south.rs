@@ -117,21 +117,32 @@ fn ports_are_published_shown_and_kept_across_reloads() {
     assert_eq!(ports(&lab), second);
 }
 
+/// The definitions of an uplink and one container, web1, publishing `ports` (a TOML
+/// array's items; none if empty).
+fn web1_definitions(lab: &Lab, ports: &str) -> String {
+    use netbpf_tests::lab::HOST_UPLINK_IF;
+
+    let ports = if ports.is_empty() {
+        String::new()
+    } else {
+        format!("ports = [{ports}]\n")
+    };
+    format!(
+        "[host]\nuplink = \"{HOST_UPLINK_IF}\"\n\n[[network]]\nname = \"front\"\nsubnet = \"198.18.10.0/24\"\n\n\
+         [[container]]\nname = \"web1\"\nnetns = \"{}\"\nnetwork = \"front\"\n{ports}",
+        lab.containers[0].path().display()
+    )
+}
+
 /// A lab whose container web1 publishes 8080:80 and 5353:53/udp on the uplink's address
 /// (the definitions file lives as long as the returned directory).
 fn lab_publishing_web1() -> (Lab, TempDir) {
-    use netbpf_tests::lab::HOST_UPLINK_IF;
-
     let lab = Lab::new(TEST_PREFIX, 1).expect("lab");
     let dir = TempDir::new(&lab.prefix).expect("dir");
     let file = dir
         .write(
             "netbpf.toml",
-            &format!(
-                "[host]\nuplink = \"{HOST_UPLINK_IF}\"\n\n[[network]]\nname = \"front\"\nsubnet = \"198.18.10.0/24\"\n\n\
-                 [[container]]\nname = \"web1\"\nnetns = \"{}\"\nnetwork = \"front\"\nports = [\"8080:80\", \"5353:53/udp\"]\n",
-                lab.containers[0].path().display()
-            ),
+            &web1_definitions(&lab, r#""8080:80", "5353:53/udp""#),
         )
         .expect("write");
     netbpf_ok(&lab.host, &["apply", "-c", file.to_str().expect("UTF-8")]);
@@ -199,7 +210,7 @@ fn outside_reaches_published_ports_with_the_real_client_address() {
         time::Duration,
     };
 
-    use netbpf_tests::lab::{HOST_UPLINK_IF, HOST_UPLINK_IP, OUTSIDE_IF, OUTSIDE_IP};
+    use netbpf_tests::lab::{HOST_UPLINK_IP, OUTSIDE_IF, OUTSIDE_IP};
 
     require_root!();
     let (lab, dir) = lab_publishing_web1();
@@ -290,14 +301,7 @@ fn outside_reaches_published_ports_with_the_real_client_address() {
 
     // Unpublished, the port's flows go with it (both directions).
     let unpublished = dir
-        .write(
-            "netbpf.toml",
-            &format!(
-                "[host]\nuplink = \"{HOST_UPLINK_IF}\"\n\n[[network]]\nname = \"front\"\nsubnet = \"198.18.10.0/24\"\n\n\
-                 [[container]]\nname = \"web1\"\nnetns = \"{}\"\nnetwork = \"front\"\n",
-                lab.containers[0].path().display()
-            ),
-        )
+        .write("netbpf.toml", &web1_definitions(&lab, ""))
         .expect("write");
     netbpf_ok(
         &lab.host,

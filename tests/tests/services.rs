@@ -375,15 +375,11 @@ fn start_agent(lab: &Lab, file: &Path, log: &Path) -> Background {
     Background::spawn(cmd).expect("agent starts")
 }
 
-/// An external VIP from outside, through the uplink at tc and at XDP; sh keeps each
-/// client on one backend and spreads 50 clients over all of them.
-#[test]
-fn external_vip_and_source_hashing_from_outside() {
-    use netbpf_tests::lab::{HOST_UPLINK_IF, HOST_UPLINK_IP, OUTSIDE_IF};
+/// The outside namespace sends to the VIP through the host's uplink, with checksums
+/// complete (XDP on a veth needs them).
+fn outside_routes_to_the_vip(outside: &Netns) {
+    use netbpf_tests::lab::{HOST_UPLINK_IP, OUTSIDE_IF};
 
-    require_root!();
-    let Setup { lab, dir, _servers } = setup();
-    let outside = &lab.outside;
     outside
         .exec("ethtool", &["-K", OUTSIDE_IF, "tx", "off"])
         .expect("ethtool");
@@ -396,6 +392,18 @@ fn external_vip_and_source_hashing_from_outside() {
             &HOST_UPLINK_IP.to_string(),
         ])
         .expect("route to the VIP");
+}
+
+/// An external VIP from outside, through the uplink at tc and at XDP; sh keeps each
+/// client on one backend and spreads 50 clients over all of them.
+#[test]
+fn external_vip_and_source_hashing_from_outside() {
+    use netbpf_tests::lab::{HOST_UPLINK_IF, OUTSIDE_IF};
+
+    require_root!();
+    let Setup { lab, dir, _servers } = setup();
+    let outside = &lab.outside;
+    outside_routes_to_the_vip(outside);
     let clients: Vec<Ipv4Addr> = (100..150).map(|i| Ipv4Addr::new(198, 18, 0, i)).collect();
     for addr in &clients {
         outside
@@ -452,24 +460,12 @@ fn external_vip_and_source_hashing_from_outside() {
 fn icmp_errors_of_external_vip_flows_reach_both_ends() {
     use std::net::UdpSocket;
 
-    use netbpf_tests::lab::{HOST_UPLINK_IF, HOST_UPLINK_IP, OUTSIDE_IF};
+    use netbpf_tests::lab::HOST_UPLINK_IF;
 
     require_root!();
     let Setup { lab, dir, _servers } = setup();
     let outside = &lab.outside;
-    // XDP on a veth needs complete checksums from the sender.
-    outside
-        .exec("ethtool", &["-K", OUTSIDE_IF, "tx", "off"])
-        .expect("ethtool");
-    outside
-        .ip(&[
-            "route",
-            "add",
-            &format!("{VIP}/32"),
-            "via",
-            &HOST_UPLINK_IP.to_string(),
-        ])
-        .expect("route to the VIP");
+    outside_routes_to_the_vip(outside);
     let udp_service = format!(
         "[[service]]\nname = \"dns\"\nvip = \"{VIP}\"\nport = 53\nprotocol = \"udp\"\nscheduler = \"rr\"\n\
          external = true\nbackends = [{{ container = \"b1\", port = 5353 }}]\n"
