@@ -7,7 +7,9 @@ mod support;
 use netbpf_common::stats::{Hook, Outcome};
 use netbpf_tests::{TEST_PREFIX, TempDir, lab::Lab, require_root, sockets::BoundTcp};
 use serde_json::Value;
-use support::{counter, netbpf, netbpf_ok, stats, stderr_of, tcp_echo};
+use support::{
+    checked_checksums, counter, netbpf, netbpf_ok, stats, stderr_of, tcp_echo, tx_offload,
+};
 
 fn definitions(lab: &Lab, web1_ports: &str, extra: &str) -> String {
     let ns = |i: usize| lab.containers[i].path().display().to_string();
@@ -414,21 +416,7 @@ fn partial_checksums_follow_every_translation() {
         ("in the container", &in_container),
         ("outside", &at_outside),
     ] {
-        let frames = capture.received(limit).expect("captured frames");
-        let mut pending = 0;
-        let mut checked = 0;
-        for c in &frames {
-            let Some(ok) = c.transport_checksum_ok() else {
-                continue;
-            };
-            checked += 1;
-            pending += usize::from(c.checksum_pending);
-            assert!(
-                ok,
-                "{place}: wrong transport checksum (pending: {}) in {:02x?}",
-                c.checksum_pending, c.frame
-            );
-        }
+        let (checked, pending) = checked_checksums(place, capture);
         // Both ways carried TCP and UDP of both kinds: a handshake, data and a close each.
         assert!(
             pending >= 6,
@@ -568,6 +556,66 @@ fn containers_reach_the_outside_through_masquerade() {
     let rows = stats(&lab.host);
     assert!(counter(&rows, Hook::FromContainer, Outcome::DropInternal).0 > 0);
     assert!(counter(&rows, Hook::FromContainer, Outcome::Masquerade).0 > 0);
+}
+
+/// Hairpin (a container to a neighbour's port published on the host's address), both
+/// ways, with senders that complete their checksums and with senders that leave them to
+/// offload: every frame each end receives has the right transport checksum for its
+/// translated addresses.
+#[test]
+fn hairpin_checksums_are_right_both_ways() {
+    use std::net::{SocketAddrV4, TcpListener};
+
+    use netbpf_tests::{
+        capture::Capture,
+        lab::{HOST_UPLINK_IF, HOST_UPLINK_IP},
+    };
+
+    require_root!();
+    let lab = Lab::new(TEST_PREFIX, 2).expect("lab");
+    let dir = TempDir::new(&lab.prefix).expect("dir");
+    let file = dir
+        .write(
+            "netbpf.toml",
+            &format!(
+                "[host]\nuplink = \"{HOST_UPLINK_IF}\"\n\n[[network]]\nname = \"front\"\nsubnet = \"198.18.10.0/24\"\n\n\
+                 [[container]]\nname = \"server\"\nnetns = \"{}\"\nnetwork = \"front\"\nports = [\"8080:80\"]\n\n\
+                 [[container]]\nname = \"peer\"\nnetns = \"{}\"\nnetwork = \"front\"\n",
+                lab.containers[0].path().display(),
+                lab.containers[1].path().display()
+            ),
+        )
+        .expect("write");
+    netbpf_ok(&lab.host, &["apply", "-c", file.to_str().expect("UTF-8")]);
+    let (server, peer) = (&lab.containers[0], &lab.containers[1]);
+    let listener = server.run(|| TcpListener::bind("0.0.0.0:80").expect("listen"));
+    for offload in [false, true] {
+        for ns in [server, peer] {
+            tx_offload(ns, "eth0", offload);
+        }
+        let at_server = server.run(|| Capture::open("eth0")).expect("capture");
+        let at_peer = peer.run(|| Capture::open("eth0")).expect("capture");
+        let echo = tcp_echo(
+            &listener,
+            peer,
+            SocketAddrV4::new(HOST_UPLINK_IP, 8080),
+            b"ping",
+        );
+        assert_eq!(&echo.reply, b"ping");
+        for (place, capture) in [("at the server", &at_server), ("at the peer", &at_peer)] {
+            let (checked, pending) = checked_checksums(place, capture);
+            // A handshake, the data and a close each way.
+            assert!(checked >= 4, "{place}: only {checked} frames");
+            if offload {
+                assert!(
+                    pending >= 4,
+                    "{place}: {pending} of {checked} left to offload"
+                );
+            } else {
+                assert_eq!(pending, 0, "{place}: offload is off");
+            }
+        }
+    }
 }
 
 #[test]

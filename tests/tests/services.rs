@@ -20,7 +20,7 @@ use netbpf_tests::{
     servers::TcpServer, sockets::BoundTcp,
 };
 use serde_json::Value;
-use support::{counter, netbpf_ok, stats};
+use support::{checked_checksums, counter, netbpf_ok, stats, tx_offload};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 200, 10);
 const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 10, 2);
@@ -142,6 +142,46 @@ fn setup() -> Setup {
         lab,
         dir,
         _servers: servers,
+    }
+}
+
+/// A container's connection to a VIP, both ways, with senders that complete their
+/// checksums and with senders that leave them to offload: every frame the client and
+/// the backend receive has the right transport checksum for its translated addresses.
+#[test]
+fn vip_checksums_are_right_both_ways() {
+    use netbpf_tests::capture::Capture;
+
+    require_root!();
+    let Setup { lab, dir, _servers } = setup();
+    apply_services(&lab, &dir, &service("rr", "", &[("b1", 1)]));
+    let (client, backend) = (&lab.containers[0], &lab.containers[1]);
+    for offload in [false, true] {
+        for ns in [client, backend] {
+            tx_offload(ns, "eth0", offload);
+        }
+        let at_client = client.run(|| Capture::open("eth0")).expect("capture");
+        let at_backend = backend.run(|| Capture::open("eth0")).expect("capture");
+        let mut conn = Conn::open(client, SocketAddrV4::new(VIP, 80)).expect("connect");
+        assert_eq!(conn.backend, "b1");
+        assert_eq!(conn.echo("ping").expect("echo"), "ping");
+        drop(conn);
+        for (place, capture) in [
+            ("at the client", &at_client),
+            ("at the backend", &at_backend),
+        ] {
+            let (checked, pending) = checked_checksums(place, capture);
+            // A handshake, the data and a close each way.
+            assert!(checked >= 4, "{place}: only {checked} frames");
+            if offload {
+                assert!(
+                    pending >= 4,
+                    "{place}: {pending} of {checked} left to offload"
+                );
+            } else {
+                assert_eq!(pending, 0, "{place}: offload is off");
+            }
+        }
     }
 }
 

@@ -160,3 +160,36 @@ pub fn tcp_echo(
         }
     })
 }
+
+/// Checks every TCP and UDP frame `capture` received (see
+/// `Captured::transport_checksum_ok`): panics, naming `place`, on the first whose
+/// transport checksum is wrong for its addresses. Returns how many were checked and how
+/// many of them had their checksum left to offload.
+pub fn checked_checksums(place: &str, capture: &netbpf_tests::capture::Capture) -> (usize, usize) {
+    let frames = capture
+        .received(Duration::from_secs(5))
+        .expect("captured frames");
+    let (mut checked, mut pending) = (0, 0);
+    for c in &frames {
+        let Some(ok) = c.transport_checksum_ok() else {
+            continue;
+        };
+        checked += 1;
+        pending += usize::from(c.checksum_pending);
+        assert!(
+            ok,
+            "{place}: wrong transport checksum (left to offload: {}) in {:02x?}",
+            c.checksum_pending, c.frame
+        );
+    }
+    (checked, pending)
+}
+
+/// Turns a namespace's transmit checksum offload on or off on `iface`.
+pub fn tx_offload(ns: &Netns, iface: &str, on: bool) {
+    ns.exec(
+        "ethtool",
+        &["-K", iface, "tx", if on { "on" } else { "off" }],
+    )
+    .expect("ethtool");
+}
