@@ -1,6 +1,7 @@
-//! Address and port translation in tc programs: the L4 header's ports, rewriting a
-//! destination or source with the checksums kept right (incrementally, through the
-//! kernel's csum helpers, which also handle CHECKSUM_PARTIAL from offloading senders).
+//! Address and port translation: the L4 header's ports, rewriting a destination or source
+//! with the checksums kept right, incrementally (RFC 1624). At tc one csum helper call per
+//! packet tells the sender's checksum state (CHECKSUM_PARTIAL from offloading senders,
+//! CHECKSUM_COMPLETE's skb->csum); XDP has none and updates by hand.
 
 use aya_ebpf::{
     bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
