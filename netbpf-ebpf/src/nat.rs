@@ -270,14 +270,6 @@ fn rewrite(
         *port_at = port;
     }
     let csum = l4.csum_offset();
-    if !l4.has_pseudo_header() {
-        // An ICMP echo's identifier: nothing to tell the sender's checksum state by, so
-        // through the kernel.
-        if old_port != port {
-            ctx.l4_csum_replace(csum, u64::from(old_port), u64::from(port), 2)?;
-        }
-        return Ok(());
-    }
     let csum_at = ptr_at_mut::<u16>(data, data_end, csum).map_err(|()| -1i64)?;
     // SAFETY: bounds-checked by ptr_at.
     let before = unsafe { *csum_at };
@@ -286,9 +278,10 @@ fn rewrite(
         return Ok(());
     }
     let change = sum_words(&words(old_addr), &words(addr));
-    if change == 0 || change == 0xffff {
-        // The pseudo header's sum stands (the address kept, mostly); the port through the
-        // kernel, which knows whether the checksum carries it.
+    if !l4.has_pseudo_header() || change == 0 || change == 0xffff {
+        // The address leaves the checksum as it is (an ICMP echo has no pseudo header; or
+        // the address kept, mostly), and nothing tells the sender's checksum state: the
+        // port through the kernel, which knows whether the checksum carries it.
         if old_port != port {
             ctx.l4_csum_replace(
                 csum,
@@ -384,19 +377,18 @@ pub fn words(addr: u32) -> [u16; 2] {
     ]
 }
 
-/// The XDP twin of [`rewrite_dst`] and [`set_macs`]: no skb, no csum helpers, so the
-/// checksums are updated by hand (RFC 1624) and the headers written directly.
-#[allow(clippy::too_many_arguments, reason = "the whole rewrite in one call")]
+/// The XDP twin of [`rewrite_dst`] and [`set_macs`], as the flow's entry says: no skb,
+/// no csum helpers, so the checksums are updated by hand (RFC 1624) and the headers
+/// written directly.
 #[inline(always)]
 pub fn xdp_rewrite_dst(
     data: usize,
     data_end: usize,
     l4: &L4,
     old_addr: u32,
-    addr: u32,
-    port: u16,
     e: &CtEntry,
 ) -> Result<(), ()> {
+    let (addr, port) = (e.nat_addr, e.nat_port);
     if l4.not_a_port(l4.dport_offset()) {
         return Err(());
     }

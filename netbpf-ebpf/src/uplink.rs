@@ -308,15 +308,7 @@ impl Uplink for Xdp<'_> {
 
     #[inline(always)]
     fn deliver(&self, l4: &L4, old_daddr: u32, e: &CtEntry) -> Result<u32, ()> {
-        nat::xdp_rewrite_dst(
-            self.data(),
-            self.data_end(),
-            l4,
-            old_daddr,
-            e.nat_addr,
-            e.nat_port,
-            e,
-        )?;
+        nat::xdp_rewrite_dst(self.data(), self.data_end(), l4, old_daddr, e)?;
         // SAFETY: a helper call with plain integer arguments.
         Ok(unsafe { bpf_redirect(e.ifindex, 0) } as u32)
     }

@@ -163,9 +163,15 @@ pub fn tcp_echo(
 
 /// Checks every TCP and UDP frame `capture` received (see
 /// `Captured::transport_checksum_ok`): panics, naming `place`, on the first whose
-/// transport checksum is wrong for its addresses. Returns how many were checked and how
-/// many of them had their checksum left to offload.
-pub fn checked_checksums(place: &str, capture: &netbpf_tests::capture::Capture) -> (usize, usize) {
+/// transport checksum is wrong for its addresses, and unless at least `at_least` were
+/// checked, all of them left to offload when the senders `offload`, none when they don't
+/// (so that the path meant is the one checked).
+pub fn assert_checksums(
+    place: &str,
+    capture: &netbpf_tests::capture::Capture,
+    offload: bool,
+    at_least: usize,
+) {
     let frames = capture
         .received(Duration::from_secs(5))
         .expect("captured frames");
@@ -182,7 +188,19 @@ pub fn checked_checksums(place: &str, capture: &netbpf_tests::capture::Capture) 
             c.checksum_pending, c.frame
         );
     }
-    (checked, pending)
+    if offload {
+        assert!(
+            pending >= at_least,
+            "{place}: {pending} of {checked} TCP/UDP frames left their checksum to offload, \
+             {at_least} expected"
+        );
+    } else {
+        assert!(
+            checked >= at_least,
+            "{place}: only {checked} TCP/UDP frames"
+        );
+        assert_eq!(pending, 0, "{place}: offload is off");
+    }
 }
 
 /// Turns a namespace's transmit checksum offload on or off on `iface`.
