@@ -77,6 +77,21 @@ pub mod maps {
     pub const MAX_AFFINITY: u32 = 65536;
 }
 
+/// What the loader fills in of the tc programs for the running kernel: the layout of the
+/// kernel's own `struct sk_buff`, which `__sk_buff` does not show (see the kernel side's
+/// `skb` module).
+pub mod skb {
+    /// The helper number the programs call for the kfunc `bpf_cast_to_kern_ctx`: no helper
+    /// has it, and the loader turns each such call into the kfunc's. (Rust cannot declare
+    /// a kfunc yet: it emits no BTF for extern functions.)
+    pub const KERN_CTX_CALL: i32 = 0x4b43_5458;
+    /// The read-only global holding the offset in `struct sk_buff` of the byte with
+    /// `ip_summed`, plus one (0: unknown, the csum helpers decide).
+    pub const CSUM_STATE_AT: &str = "CSUM_STATE_AT";
+    /// The read-only global holding `ip_summed`'s bit position in that byte.
+    pub const CSUM_STATE_SHIFT: &str = "CSUM_STATE_SHIFT";
+}
+
 /// Where netbpf pins its maps and links on bpffs (user space only; shared with the test
 /// harness so its cleanup guards find what an instance left behind).
 pub mod pin_paths {

@@ -19,6 +19,7 @@ mod nat;
 mod packet;
 mod reject;
 mod service;
+mod skb;
 mod sock;
 mod stats;
 mod uplink;

@@ -1,7 +1,9 @@
 //! Address and port translation: the L4 header's ports, rewriting a destination or source
-//! with the checksums kept right, incrementally (RFC 1624). At tc one csum helper call per
-//! packet tells the sender's checksum state (CHECKSUM_PARTIAL from offloading senders,
-//! CHECKSUM_COMPLETE's skb->csum); XDP has none and updates by hand.
+//! with the checksums kept right, incrementally (RFC 1624). At tc the sender's checksum
+//! state decides how: read off the kernel's sk_buff ([`crate::skb`]), it leaves only
+//! CHECKSUM_COMPLETE (whose skb->csum only a helper can write) to the csum helpers, which
+//! also serve a kernel whose layout the loader could not read. XDP has no such state and
+//! updates by hand.
 
 use aya_ebpf::{
     bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
@@ -12,7 +14,10 @@ use core::mem::offset_of;
 use netbpf_common::conntrack::CtEntry;
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
-use crate::packet::{ptr_at, ptr_at_mut};
+use crate::{
+    packet::{ptr_at, ptr_at_mut},
+    skb::{self, CHECKSUM_NONE, CHECKSUM_PARTIAL, CHECKSUM_UNNECESSARY},
+};
 
 pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
@@ -278,6 +283,25 @@ fn rewrite(
         return Ok(());
     }
     let change = sum_words(&words(old_addr), &words(addr));
+    // The sender's checksum state, where the kernel says it without a call.
+    match skb::csum_state(ctx) {
+        CHECKSUM_NONE | CHECKSUM_UNNECESSARY => {
+            // SAFETY: bounds-checked by ptr_at above.
+            unsafe { *csum_at = completed(before, l4, old_addr, addr, old_port, port) };
+            return Ok(());
+        }
+        CHECKSUM_PARTIAL => {
+            // The field holds the pseudo header's sum, which only the address is part of.
+            if l4.has_pseudo_header() {
+                // SAFETY: as above.
+                unsafe { *csum_at = fold(u32::from(before) + u32::from(change)) };
+            }
+            return Ok(());
+        }
+        // CHECKSUM_COMPLETE (skb->csum must follow, which only a helper can write), or
+        // unknown: the helpers, which know.
+        _ => {}
+    }
     if !l4.has_pseudo_header() || change == 0 || change == 0xffff {
         // The address leaves the checksum as it is (an ICMP echo has no pseudo header; or
         // the address kept, mostly), and nothing tells the sender's checksum state: the
@@ -325,6 +349,26 @@ fn rewrite(
         }
     }
     Ok(())
+}
+
+/// A completed transport checksum brought up to date for the address and port replaced
+/// (the address only where a pseudo header covers it). UDP's 0 ("no checksum") is the
+/// caller's to keep.
+#[inline(always)]
+fn completed(check: u16, l4: &L4, old_addr: u32, addr: u32, old_port: u16, port: u16) -> u16 {
+    // Zero words in place of the address where it is not covered: !0 + 0 sums to zero.
+    let (old, new) = if l4.has_pseudo_header() {
+        (words(old_addr), words(addr))
+    } else {
+        ([0; 2], [0; 2])
+    };
+    let sum = csum_replace(check, &[old[0], old[1], old_port], &[new[0], new[1], port]);
+    // In UDP, a computed 0 is sent as all ones (0 means "no checksum").
+    if l4.proto == IPPROTO_UDP && sum == 0 {
+        0xffff
+    } else {
+        sum
+    }
 }
 
 /// The ones'-complement sum of `new` minus `old`, folded (0 and 0xffff both mean zero).
@@ -396,22 +440,12 @@ pub fn xdp_rewrite_dst(
     let daddr = ptr_at::<u32>(data, data_end, IP_DADDR_OFF)? as *mut u32;
     let l4_csum = ptr_at::<u16>(data, data_end, l4.csum_offset())? as *mut u16;
     let dport = ptr_at::<u16>(data, data_end, l4.dport_offset())? as *mut u16;
-    let (old_words, new_words) = (words(old_addr), words(addr));
     // SAFETY: every pointer was bounds-checked by ptr_at; the packet is writable in XDP.
     unsafe {
-        *ip_csum = csum_replace(*ip_csum, &old_words, &new_words);
+        *ip_csum = csum_replace(*ip_csum, &words(old_addr), &words(addr));
         let udp_without_checksum = l4.proto == IPPROTO_UDP && *l4_csum == 0;
         if !udp_without_checksum {
-            let mut sum = *l4_csum;
-            if l4.has_pseudo_header() {
-                sum = csum_replace(sum, &old_words, &new_words);
-            }
-            sum = csum_replace(sum, &[l4.dport], &[port]);
-            // In UDP, a computed 0 is sent as all ones (0 means "no checksum").
-            if l4.proto == IPPROTO_UDP && sum == 0 {
-                sum = 0xffff;
-            }
-            *l4_csum = sum;
+            *l4_csum = completed(*l4_csum, l4, old_addr, addr, l4.dport, port);
         }
         *daddr = addr;
         *dport = port;

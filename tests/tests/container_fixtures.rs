@@ -22,7 +22,7 @@ use netbpf_tests::{
     require_root,
 };
 use support::{
-    fixture::{load, run},
+    fixture::{both_checksum_ways, load, run},
     world::*,
 };
 
@@ -488,7 +488,13 @@ fn from_container_fixtures() {
 #[test]
 fn published_port_syn_and_reply_translate_exactly() {
     require_root!();
-    let mut ebpf = load();
+    for (how, ebpf) in both_checksum_ways() {
+        eprintln!("-- {how}");
+        published_port_syn_and_reply_translate_exactly_with(ebpf);
+    }
+}
+
+fn published_port_syn_and_reply_translate_exactly_with(mut ebpf: aya::Ebpf) {
     let mut maps = fill_maps(&mut ebpf);
     let host = Ipv4Addr::new(198, 18, 0, 1);
     let client = Ipv4Addr::new(198, 18, 0, 2);
@@ -822,7 +828,13 @@ fn hairpin_leftovers_and_clashes(
 #[test]
 fn masquerade_translates_exactly_and_runs_out_of_ports() {
     require_root!();
-    let mut ebpf = load();
+    for (how, ebpf) in both_checksum_ways() {
+        eprintln!("-- {how}");
+        masquerade_translates_exactly_and_runs_out_of_ports_with(ebpf);
+    }
+}
+
+fn masquerade_translates_exactly_and_runs_out_of_ports_with(mut ebpf: aya::Ebpf) {
     let mut maps = fill_maps(&mut ebpf);
     let uplink_addr = Ipv4Addr::new(198, 18, 0, 1);
     let config = HostConfig {

@@ -25,7 +25,7 @@ use netbpf_tests::{
     require_root,
 };
 use support::{
-    fixture::{load, run, run_without_bytes},
+    fixture::{both_checksum_ways, load, run, run_without_bytes},
     world::*,
 };
 
@@ -174,7 +174,13 @@ fn conntrack(ebpf: &Ebpf) -> Vec<(CtKey, CtEntry)> {
 #[test]
 fn round_robin_translates_both_ways_and_counts_connections() {
     require_root!();
-    let mut ebpf = load();
+    for (how, ebpf) in both_checksum_ways() {
+        eprintln!("-- {how}");
+        round_robin_translates_both_ways_and_counts_connections_with(ebpf);
+    }
+}
+
+fn round_robin_translates_both_ways_and_counts_connections_with(mut ebpf: Ebpf) {
     let mut svc = ServiceMaps::take(&mut ebpf);
     let mut maps = fill_maps(&mut ebpf);
     for (id, addr) in [(1, WEB2), (2, DB), (3, DB2)] {
@@ -643,7 +649,13 @@ fn schedulers_persistence_and_refusals() {
 #[test]
 fn external_services_from_the_uplink() {
     require_root!();
-    let mut ebpf = load();
+    for (how, ebpf) in both_checksum_ways() {
+        eprintln!("-- {how}");
+        external_services_from_the_uplink_with(ebpf);
+    }
+}
+
+fn external_services_from_the_uplink_with(mut ebpf: Ebpf) {
     let mut svc = ServiceMaps::take(&mut ebpf);
     let mut maps = fill_maps(&mut ebpf);
     svc.backend(1, WEB2, 1, 1);

@@ -2,6 +2,7 @@
 //! attaching programs and reading their counters.
 
 pub mod batch;
+pub mod btf;
 pub mod clock;
 pub mod conntrack;
 pub mod datapath;

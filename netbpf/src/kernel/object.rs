@@ -1,9 +1,11 @@
 //! The kernel object built by `build.rs` from `netbpf-ebpf`, embedded in the binary.
 
-use aya::{Ebpf, EbpfLoader};
-use netbpf_common::maps;
+use std::sync::OnceLock;
 
-use super::pins::PinDir;
+use aya::{Ebpf, EbpfLoader};
+use netbpf_common::{maps, skb};
+
+use super::{btf::Btf, pins::PinDir};
 use crate::Result;
 
 /// A program that does nothing, the baseline of per-packet cost measurements.
@@ -20,6 +22,17 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 /// there are reused, so counters and state survive a reload. Without, the maps are private
 /// to the returned handle (BPF_PROG_TEST_RUN fixtures).
 pub fn open(pins: Option<&PinDir>) -> Result<Ebpf> {
+    open_with(pins, SkbLayout::of_this_kernel())
+}
+
+/// As [`open`] with private maps, the programs told nothing of this kernel's `sk_buff`:
+/// every checksum goes through the csum helpers, as on a kernel without BTF (tests check
+/// that both ways give the same bytes).
+pub fn open_with_csum_helpers() -> Result<Ebpf> {
+    open_with(None, SkbLayout::UNKNOWN)
+}
+
+fn open_with(pins: Option<&PinDir>, layout: SkbLayout) -> Result<Ebpf> {
     let mut loader = EbpfLoader::new();
     let paths: Vec<_> = pins
         .map(|pins| {
@@ -32,7 +45,109 @@ pub fn open(pins: Option<&PinDir>) -> Result<Ebpf> {
     for (name, path) in &paths {
         loader.map_pin_path(name, path.as_path());
     }
-    Ok(loader.load(OBJECT)?)
+    loader.override_global(skb::CSUM_STATE_AT, &layout.csum_state_at, true);
+    loader.override_global(skb::CSUM_STATE_SHIFT, &layout.csum_state_shift, true);
+    Ok(loader.load(&layout.patch(OBJECT))?)
+}
+
+/// What the tc programs need to know of this kernel's `struct sk_buff` (see
+/// [`netbpf_common::skb`]): how to reach it from their context, and where it keeps the
+/// checksum state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct SkbLayout {
+    /// The BTF id of the kfunc `bpf_cast_to_kern_ctx`; 0: none.
+    kern_ctx_id: u32,
+    /// As the programs' globals of the same names.
+    csum_state_at: u32,
+    csum_state_shift: u32,
+}
+
+impl SkbLayout {
+    const UNKNOWN: SkbLayout = SkbLayout {
+        kern_ctx_id: 0,
+        csum_state_at: 0,
+        csum_state_shift: 0,
+    };
+
+    /// Read once from the kernel's BTF. Without it (or without the kfunc), the programs
+    /// are told nothing and keep to the csum helpers.
+    fn of_this_kernel() -> SkbLayout {
+        static LAYOUT: OnceLock<SkbLayout> = OnceLock::new();
+        *LAYOUT.get_or_init(|| {
+            let Ok(btf) = Btf::vmlinux() else {
+                return SkbLayout::UNKNOWN;
+            };
+            match (
+                btf.func_id("bpf_cast_to_kern_ctx"),
+                btf.bitfield("sk_buff", "ip_summed"),
+            ) {
+                (Some(id), Some(field)) => SkbLayout {
+                    kern_ctx_id: id,
+                    csum_state_at: field.byte + 1,
+                    csum_state_shift: field.shift,
+                },
+                _ => SkbLayout::UNKNOWN,
+            }
+        })
+    }
+
+    /// The object with every call of [`skb::KERN_CTX_CALL`] made the kfunc's call, or,
+    /// without the kfunc, a move of 0 (the programs then never reach it: the verifier
+    /// follows `CSUM_STATE_AT`'s 0 past it).
+    fn patch(&self, object: &[u8]) -> Vec<u8> {
+        const CALL: u8 = 0x85; // BPF_JMP | BPF_CALL
+        const MOV_IMM: u8 = 0xb7; // BPF_ALU64 | BPF_MOV | BPF_K
+        const PSEUDO_KFUNC_CALL: u8 = 2;
+        let mut out = object.to_vec();
+        let marker = skb::KERN_CTX_CALL.to_le_bytes();
+        for range in executable_sections(object) {
+            for insn in out[range].as_chunks_mut::<8>().0 {
+                // A helper call (registers 0, offset 0) of the marker number.
+                if insn[0] != CALL || insn[1..4] != [0; 3] || insn[4..8] != marker {
+                    continue;
+                }
+                if self.kern_ctx_id != 0 {
+                    insn[1] = PSEUDO_KFUNC_CALL << 4;
+                    insn[4..8].copy_from_slice(&self.kern_ctx_id.to_le_bytes());
+                } else {
+                    insn[0] = MOV_IMM;
+                    insn[4..8].copy_from_slice(&[0; 4]);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The file ranges of an ELF64 little-endian object's executable sections (SHF_EXECINSTR).
+fn executable_sections(elf: &[u8]) -> Vec<std::ops::Range<usize>> {
+    const SHF_EXECINSTR: u64 = 0x4;
+    let u16_at = |at: usize| {
+        elf.get(at..at + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let u64_at = |at: usize| {
+        elf.get(at..at + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+    };
+    let (Some(shoff), Some(shentsize), Some(shnum)) = (u64_at(0x28), u16_at(0x3a), u16_at(0x3c))
+    else {
+        return Vec::new();
+    };
+    (0..usize::from(shnum))
+        .filter_map(|i| {
+            let header = usize::try_from(shoff).ok()? + i * usize::from(shentsize);
+            let (flags, offset, size) = (
+                u64_at(header + 0x08)?,
+                u64_at(header + 0x18)?,
+                u64_at(header + 0x20)?,
+            );
+            let start = usize::try_from(offset).ok()?;
+            let end = start.checked_add(usize::try_from(size).ok()?)?;
+            (flags & SHF_EXECINSTR != 0 && end <= elf.len()).then_some(start..end)
+        })
+        .collect()
 }
 
 #[cfg(test)]

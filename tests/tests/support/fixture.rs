@@ -14,7 +14,24 @@ use netbpf_tests::packet::{Fixture, byte_diff};
 
 /// Loads every program with private maps (nothing pinned, nothing attached).
 pub fn load() -> Ebpf {
-    let mut ebpf = object::open(None).expect("object loads");
+    verified(object::open(None).expect("object loads"))
+}
+
+/// The two ways the tc programs keep a translated packet's checksums: by the checksum
+/// state they read off the kernel's sk_buff (this kernel), and through the csum helpers
+/// alone (a kernel without BTF). Translations must give the same bytes both ways.
+pub fn both_checksum_ways() -> [(&'static str, Ebpf); 2] {
+    [
+        ("checksum state read directly", load()),
+        (
+            "csum helpers only",
+            verified(object::open_with_csum_helpers().expect("object loads")),
+        ),
+    ]
+}
+
+/// Loads every program of `ebpf`.
+fn verified(mut ebpf: Ebpf) -> Ebpf {
     for hook in Hook::ALL {
         let program = ebpf.program_mut(hook.name()).expect("program exists");
         match hook {
