@@ -96,7 +96,23 @@ pub struct CtEntry {
     pub pad: u16,
     /// For service kinds: the backend (its connection counts, whether it still exists).
     pub backend_id: u32,
-    pub pad2: u32,
+    /// For `CT_MASQ_OUT`: when its reply entry was last found held, in ticks (the low 32
+    /// bits of `last_seen`'s clock; 0 before the first check).
+    pub reply_checked: u32,
+}
+
+/// Ticks between two checks that a masqueraded flow still holds its reply entry (25 ms
+/// at HZ=1000, 250 ms at HZ=100). The LRU may evict that entry alone (when no reply used
+/// it lately), which frees the flow's port for another container's flow to the same
+/// destination; each check claims it again. Checking on every packet would cost a lookup
+/// a packet for a window no shorter than the gap between two packets.
+pub const MASQ_REPLY_CHECK_TICKS: u32 = 25;
+
+/// Whether a masqueraded flow whose packet came at `now` (ticks) is due for the check of
+/// its reply entry.
+#[inline(always)]
+pub fn reply_check_due(now: u64, e: &CtEntry) -> bool {
+    (now as u32).wrapping_sub(e.reply_checked) >= MASQ_REPLY_CHECK_TICKS
 }
 
 /// The key of the flow's other direction. A packet matching `key` leaves with the entry's

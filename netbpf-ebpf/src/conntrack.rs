@@ -260,6 +260,6 @@ pub fn entry(kind: u8, nat_addr: u32, nat_port: u16, ifindex: u32, l4: &L4) -> C
         rev_port: 0,
         pad: 0,
         backend_id: 0,
-        pad2: 0,
+        reply_checked: 0,
     }
 }

@@ -11,7 +11,7 @@ use aya_ebpf::{
 use netbpf_common::{
     conntrack::{
         CT_HAIRPIN, CT_HAIRPIN_REPLY, CT_MASQ_OUT, CT_MASQ_REPLY, CT_PUBLISHED_REPLY, CT_SERVICE,
-        CT_SERVICE_REPLY, CT_SERVICE_REPLY_OUT, CtEntry, CtKey, HostConfig,
+        CT_SERVICE_REPLY, CT_SERVICE_REPLY_OUT, CtEntry, CtKey, HostConfig, reply_check_due,
     },
     net::{IFACE_NAT_TARGET, IfaceInfo, NET_ICC, NET_INTERNAL, NET_MASQUERADE},
     service::Service,
@@ -170,7 +170,18 @@ fn to_peer(own: &IfaceInfo, dst: u32) -> Decision {
 fn recorded(ctx: &TcContext, l4: &L4, own: &IfaceInfo, dst: u32) -> Option<Decision> {
     let key = conntrack::key(own.addr, dst, l4);
     let entry = conntrack::lookup(&key, l4)?;
-    // SAFETY: a pointer into the map's value, valid for this run.
+    // SAFETY: a pointer into the map's value, valid for this run (lookup just stamped it).
+    unsafe {
+        if (*entry).kind == CT_MASQ_OUT && reply_check_due((*entry).last_seen, &*entry) {
+            // The flow's port must still be its own: claim it again, or give the flow up.
+            if !masquerade_reply_held(ctx, l4, own, dst, &*entry) {
+                conntrack::remove(&key);
+                return Some(drop(Outcome::DropNatFailed));
+            }
+            (*entry).reply_checked = (*entry).last_seen as u32;
+        }
+    }
+    // SAFETY: as above.
     established(ctx, l4, own, dst, &key, unsafe { &*entry })
 }
 
@@ -187,16 +198,8 @@ fn established(
 ) -> Option<Decision> {
     Some(match e.kind {
         CT_PUBLISHED_REPLY => send_out(ctx, l4, own.addr, e, Outcome::PublishedReply),
-        CT_MASQ_OUT => {
-            // The LRU may have evicted the reply entry alone: its port would be free for
-            // another container's flow to the same destination. Claim it again, or give
-            // the flow up.
-            if !masquerade_reply_held(ctx, l4, own, dst, e) {
-                conntrack::remove(key);
-                return Some(drop(Outcome::DropNatFailed));
-            }
-            send_out(ctx, l4, own.addr, e, Outcome::Masquerade)
-        }
+        // Its reply entry checked in `recorded`.
+        CT_MASQ_OUT => send_out(ctx, l4, own.addr, e, Outcome::Masquerade),
         CT_HAIRPIN | CT_HAIRPIN_REPLY => both_ways(ctx, l4, own.addr, dst, e),
         CT_SERVICE if service::backend_alive(e.backend_id, e.nat_addr, e.nat_port) => {
             to_backend(ctx, l4, dst, e)

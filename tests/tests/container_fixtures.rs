@@ -10,8 +10,8 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use netbpf_common::{
     conntrack::{
-        CT_HAIRPIN_REPLY, CT_SERVICE_REPLY, CtEntry, CtKey, HostConfig, TCP_CLOSING,
-        TCP_ESTABLISHED,
+        CT_HAIRPIN_REPLY, CT_SERVICE_REPLY, CtEntry, CtKey, HostConfig, MASQ_REPLY_CHECK_TICKS,
+        TCP_CLOSING, TCP_ESTABLISHED,
     },
     net::IFACE_NAT_TARGET,
     ports::{PortKey, PortTarget},
@@ -702,6 +702,22 @@ fn published_port_syn_and_reply_translate_exactly_with(mut ebpf: aya::Ebpf) {
 }
 
 /// A flow's entry at `key` in NB_CT, if any.
+/// Sets when a masqueraded flow last checked its reply entry.
+fn set_reply_checked(ebpf: &mut aya::Ebpf, key: &CtKey, ticks: u32) {
+    let mut ct: aya::maps::HashMap<_, CtKey, CtEntry> =
+        aya::maps::HashMap::try_from(ebpf.map_mut("NB_CT").expect("NB_CT")).expect("hash");
+    let e = ct.get(key, 0).expect("the flow");
+    let e = CtEntry {
+        reply_checked: ticks,
+        ..e
+    };
+    ct.insert(key, &e, 0).expect("written");
+}
+
+fn jiffies() -> u64 {
+    netbpf::kernel::clock::jiffies().expect("jiffies")
+}
+
 fn ct_entry(ebpf: &aya::Ebpf, key: &CtKey) -> Option<CtEntry> {
     let ct: aya::maps::HashMap<_, CtKey, CtEntry> =
         aya::maps::HashMap::try_from(ebpf.map("NB_CT").expect("NB_CT")).expect("hash");
@@ -863,7 +879,7 @@ fn masquerade_translates_exactly_and_runs_out_of_ports_with(mut ebpf: aya::Ebpf)
     };
     run(&ebpf, &first).unwrap_or_else(|e| panic!("{}:\n{e}", first.name));
 
-    // The LRU evicts the reply entry alone: the next packet of the flow claims its port
+    // The LRU evicts the reply entry alone: the flow's next check of it claims its port
     // again (nobody took it), and the flow goes on.
     let reply_key = CtKey {
         saddr: key(OUTSIDE),
@@ -878,10 +894,44 @@ fn masquerade_translates_exactly_and_runs_out_of_ports_with(mut ebpf: aya::Ebpf)
             aya::maps::HashMap::try_from(ebpf.map_mut("NB_CT").expect("NB_CT")).expect("hash");
         ct.remove(&reply_key).expect("reply entry was there");
     }
+    let forward_key = ct_key((WEB1, 5555), (OUTSIDE, 443));
+    // Checked a moment ago: the packet goes out, the entry stays missing until the check is
+    // due. (Conclusive only when the run came within the check's ticks of reading the
+    // clock: a few tries.)
+    let conclusive = (0..5).any(|_| {
+        let checked = jiffies();
+        set_reply_checked(&mut ebpf, &forward_key, checked as u32);
+        run(&ebpf, &first).unwrap_or_else(|e| panic!("just checked, {}:\n{e}", first.name));
+        let within = jiffies() - checked < u64::from(MASQ_REPLY_CHECK_TICKS);
+        if within {
+            assert_eq!(
+                ct_entry(&ebpf, &reply_key),
+                None,
+                "checked before it was due"
+            );
+        }
+        within
+    });
+    assert!(
+        conclusive,
+        "no try ran within {MASQ_REPLY_CHECK_TICKS} ticks"
+    );
+    // Due: its reply entry is claimed again.
+    let last_seen = ct_entry(&ebpf, &forward_key).expect("the flow").last_seen;
+    set_reply_checked(
+        &mut ebpf,
+        &forward_key,
+        (last_seen as u32).wrapping_sub(MASQ_REPLY_CHECK_TICKS),
+    );
     run(&ebpf, &first).unwrap_or_else(|e| panic!("after eviction, {}:\n{e}", first.name));
     let ct: aya::maps::HashMap<_, CtKey, CtEntry> =
         aya::maps::HashMap::try_from(ebpf.map("NB_CT").expect("NB_CT")).expect("hash");
     let restored = ct.get(&reply_key, 0).expect("the reply entry is back");
+    let flow = ct.get(&forward_key, 0).expect("the flow");
+    assert_eq!(
+        flow.reply_checked, flow.last_seen as u32,
+        "the check is recorded at the packet's tick"
+    );
     assert_eq!(
         (restored.nat_addr, u16::from_be(restored.nat_port)),
         (key(WEB1), 5555)

@@ -11,7 +11,8 @@ use netbpf_common::{
     conntrack::{
         CT_HAIRPIN, CT_HAIRPIN_REPLY, CT_MASQ_OUT, CT_MASQ_REPLY, CT_PUBLISHED_IN,
         CT_PUBLISHED_REPLY, CT_SERVICE, CT_SERVICE_REPLY, CT_SERVICE_REPLY_OUT, CtEntry, CtKey,
-        HostConfig, TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN_SENT, kind_name, partner,
+        HostConfig, MASQ_REPLY_CHECK_TICKS, TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN_SENT, kind_name,
+        partner, reply_check_due,
     },
     net::{
         IFACE_NAT_TARGET, IFACE_SLOTS, IfaceInfo, NET_ICC, NET_INTERNAL, NET_MASQUERADE,
@@ -35,18 +36,21 @@ use crate::{
 };
 
 /// What the datapath would do with `packet` entering at `origin`. `now_ns` is
-/// CLOCK_MONOTONIC_COARSE now (the clock of affinity entries).
+/// CLOCK_MONOTONIC_COARSE now (the clock of affinity entries), `ticks` the kernel's
+/// jiffies now (the clock of conntrack entries).
 pub fn explain<M: Maps>(
     maps: &M,
     packet: &Packet,
     origin: &Origin,
     now_ns: u64,
+    ticks: u64,
 ) -> Result<Explanation> {
     let mut run = Run {
         maps,
         tuple: Tuple::of(packet),
         tcp_flags: packet.tcp_flags,
         now_ns,
+        ticks,
         forgotten: Vec::new(),
         out: Explanation {
             packet: PacketRow {
@@ -176,6 +180,7 @@ struct Run<'m, M: Maps> {
     tuple: Tuple,
     tcp_flags: u8,
     now_ns: u64,
+    ticks: u64,
     /// Entries this packet would remove before a later lookup (a SYN on a closing flow, a
     /// removed backend's flow): later lookups must not find them.
     forgotten: Vec<CtKey>,
@@ -677,27 +682,31 @@ impl<M: Maps> Run<'_, M> {
                     proto: t.proto,
                     pad: [0; 3],
                 };
-                if self.ct_get(&reply_key)?.is_some() {
+                let reply = key_text(t.proto, &reply_key);
+                if !reply_check_due(self.ticks, e) {
                     self.step(
                         "established",
                         format!(
-                            "a masqueraded flow; its reply entry {} is there",
-                            key_text(t.proto, &reply_key)
+                            "a masqueraded flow; its reply entry {reply} was checked {} ticks \
+                             ago (every {MASQ_REPLY_CHECK_TICKS} at most)",
+                            (self.ticks as u32).wrapping_sub(e.reply_checked)
                         ),
                     );
+                } else if self.ct_get(&reply_key)?.is_some() {
+                    self.step(
+                        "established",
+                        format!("a masqueraded flow; its reply entry {reply} is there"),
+                    );
+                    self.effect("NB_CT: the flow's reply entry checked now");
                 } else {
                     self.step(
                         "established",
                         format!(
-                            "a masqueraded flow whose reply entry {} was evicted: recreated \
-                             (its port is free)",
-                            key_text(t.proto, &reply_key)
+                            "a masqueraded flow whose reply entry {reply} was evicted: \
+                             recreated (its port is free)"
                         ),
                     );
-                    self.effect(format!(
-                        "NB_CT: {} recorded again (masquerade_reply)",
-                        key_text(t.proto, &reply_key)
-                    ));
+                    self.effect(format!("NB_CT: {reply} recorded again (masquerade_reply)"));
                 }
                 self.translate((e.nat_addr, e.nat_port), (t.daddr, t.dport));
                 self.out.delivery = Some(self.delivery("redirect_neigh", e.ifindex, None));

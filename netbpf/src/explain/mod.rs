@@ -391,7 +391,11 @@ pub fn command(pins: &PinDir, args: &ExplainArgs) -> Result<()> {
     let packet = args.packet()?;
     let maps = pinned::PinnedMaps::open(pins)?;
     let origin = pinned::resolve_origin(pins, &maps, &args.sender(), &packet)?;
-    let explanation = decide::explain(&maps, &packet, &origin, pinned::monotonic_coarse_ns()?)?;
+    let (now_ns, ticks) = (
+        pinned::monotonic_coarse_ns()?,
+        crate::kernel::clock::jiffies()?,
+    );
+    let explanation = decide::explain(&maps, &packet, &origin, now_ns, ticks)?;
     match args.output {
         Output::Table => print!("{}", text::render(&explanation)),
         Output::Json => println!("{}", json(&explanation)),

@@ -9,8 +9,8 @@ use std::{
 use netbpf_common::{
     conntrack::{
         CT_HAIRPIN_REPLY, CT_MASQ_OUT, CT_PUBLISHED_IN, CT_PUBLISHED_REPLY, CT_SERVICE,
-        CT_SERVICE_REPLY, CT_SERVICE_REPLY_OUT, CtEntry, CtKey, HostConfig, TCP_CLOSING,
-        TCP_ESTABLISHED,
+        CT_SERVICE_REPLY, CT_SERVICE_REPLY_OUT, CtEntry, CtKey, HostConfig, MASQ_REPLY_CHECK_TICKS,
+        TCP_CLOSING, TCP_ESTABLISHED,
     },
     net::{
         EndpointInfo, IFACE_NAT_TARGET, IfaceInfo, NET_ICC, NET_INTERNAL, NET_MASQUERADE,
@@ -120,6 +120,8 @@ impl Maps for Snap {
     }
 }
 
+/// The kernel's jiffies at the explained packet.
+const TICKS: u64 = 5_000_000;
 const FRONT: u32 = 1;
 const BACK: u32 = 2;
 const CLIENT: &str = "198.18.10.2";
@@ -314,7 +316,7 @@ fn tc_uplink() -> Origin {
 }
 
 fn run(s: &Snap, p: &Packet, origin: &Origin) -> Explanation {
-    explain(s, p, origin, 1_000_000_000_000).expect("explains")
+    explain(s, p, origin, 1_000_000_000_000, TICKS).expect("explains")
 }
 
 fn assert_outcome(e: &Explanation, outcome: Outcome) {
@@ -1035,7 +1037,8 @@ fn hairpin_gateway_masquerade_and_internal() {
     );
     assert_eq!(delivered_to(&e), ("redirect_neigh", Some(UPLINK_IF)));
 
-    // An established masqueraded flow whose reply entry is there.
+    // An established masqueraded flow without its reply entry (evicted), checked a
+    // moment ago: not checked again yet.
     let key = CtKey {
         saddr: k(CLIENT),
         daddr: k("198.18.1.9"),
@@ -1044,23 +1047,37 @@ fn hairpin_gateway_masquerade_and_internal() {
         proto: 17,
         pad: [0; 3],
     };
+    let out = CtEntry {
+        nat_addr: k(UPLINK),
+        nat_port: be(40001),
+        kind: CT_MASQ_OUT,
+        ifindex: UPLINK_IF,
+        reply_checked: TICKS as u32 - 3,
+        ..CtEntry::default()
+    };
+    s.ct.insert(key, out);
+    let packet = udp(CLIENT, 5000, "198.18.1.9", 53);
+    let e = run(&s, &packet, &from("client", CLIENT_IF));
+    assert_outcome(&e, Outcome::Masquerade);
+    assert_eq!(translation(&e).0, format!("{UPLINK}:40001"));
+    assert!(
+        e.steps
+            .iter()
+            .any(|x| x.detail.contains("checked 3 ticks ago")),
+        "{:?}",
+        e.steps
+    );
+    assert!(!e.effects.iter().any(|x| x.contains("recorded again")));
+    // Due for its check: the reply entry is recorded again.
     s.ct.insert(
         key,
         CtEntry {
-            nat_addr: k(UPLINK),
-            nat_port: be(40001),
-            kind: CT_MASQ_OUT,
-            ifindex: UPLINK_IF,
-            ..CtEntry::default()
+            reply_checked: TICKS as u32 - MASQ_REPLY_CHECK_TICKS,
+            ..out
         },
     );
-    let e = run(
-        &s,
-        &udp(CLIENT, 5000, "198.18.1.9", 53),
-        &from("client", CLIENT_IF),
-    );
+    let e = run(&s, &packet, &from("client", CLIENT_IF));
     assert_outcome(&e, Outcome::Masquerade);
-    assert_eq!(translation(&e).0, format!("{UPLINK}:40001"));
     assert!(e.effects.iter().any(|x| x.contains("recorded again")));
 
     // Internal: nothing leaves but to the gateway, a published port (hairpin) included.
