@@ -13,9 +13,12 @@ use netbpf_common::{
     maps::{MAX_CT, MAX_LOCAL},
 };
 
+use network_types::{eth::EthHdr, ip::Ipv4Hdr};
+
 use crate::{
     monitor,
     nat::{L4, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    packet::ptr_at,
     service,
 };
 
@@ -237,6 +240,32 @@ pub fn claim(forward: &CtKey, entry: &CtEntry, reply: &CtKey) -> Option<Created>
     }
     remove(reply);
     get(forward).map(Created::Existing)
+}
+
+/// For [`crate::bench_ct_insert`]: an empty entry keyed with the frame's addresses, ports
+/// and protocol (an IPv4 header without options assumed), recorded unless there already.
+/// Whether it was recorded.
+#[inline(always)]
+pub fn bench_insert(data: usize, data_end: usize) -> bool {
+    let Ok(ip) = ptr_at::<Ipv4Hdr>(data, data_end, EthHdr::LEN) else {
+        return false;
+    };
+    let Ok(ports) = ptr_at::<[u16; 2]>(data, data_end, EthHdr::LEN + Ipv4Hdr::LEN) else {
+        return false;
+    };
+    // SAFETY: ptr_at checked both lie inside the packet.
+    let (ip, [sport, dport]) = unsafe { (&*ip, *ports) };
+    let key = CtKey {
+        saddr: u32::from_ne_bytes(ip.src_addr),
+        daddr: u32::from_ne_bytes(ip.dst_addr),
+        sport,
+        dport,
+        proto: ip.proto,
+        pad: [0; 3],
+    };
+    NB_CT
+        .insert(&key, &CtEntry::default(), u64::from(BPF_NOEXIST))
+        .is_ok()
 }
 
 /// A new entry for `l4`'s protocol (TCP starts at SYN_SENT).

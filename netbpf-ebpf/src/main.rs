@@ -26,7 +26,7 @@ mod uplink;
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::{TC_ACT_OK, xdp_action},
+    bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
     macros::{cgroup_sock_addr, classifier, xdp},
     programs::{SockAddrContext, TcContext, XdpContext},
 };
@@ -131,6 +131,18 @@ pub fn sock_peername4(ctx: SockAddrContext) -> i32 {
 #[classifier]
 pub fn bench_empty_tc(_ctx: TcContext) -> i32 {
     TC_ACT_OK
+}
+
+/// Records the packet's flow in conntrack and does nothing else: the floor under a new
+/// flow's cost (which records two entries, besides its own work), timed as the new flows
+/// are. `TC_ACT_SHOT` if the flow was there already. Never attached.
+#[classifier]
+pub fn bench_ct_insert(ctx: TcContext) -> i32 {
+    if conntrack::bench_insert(ctx.data(), ctx.data_end()) {
+        TC_ACT_OK
+    } else {
+        TC_ACT_SHOT
+    }
 }
 
 /// The XDP twin of [`bench_empty_tc`].

@@ -36,7 +36,7 @@ use aya::{
 use netbpf::{
     kernel::{
         maps::{ContainerMaps, addr_key},
-        object::{self, BENCH_EMPTY_TC, BENCH_EMPTY_XDP},
+        object::{self, BENCH_CT_INSERT, BENCH_EMPTY_TC, BENCH_EMPTY_XDP},
         stats,
     },
     plan::sched::{identity, maglev_size, maglev_table, wrr_sequence},
@@ -178,7 +178,12 @@ fn main() -> anyhow::Result<()> {
     );
 
     let mut ebpf = object::open(None)?;
-    for name in ["from_container", "from_uplink", BENCH_EMPTY_TC] {
+    for name in [
+        "from_container",
+        "from_uplink",
+        BENCH_EMPTY_TC,
+        BENCH_CT_INSERT,
+    ] {
         let prog: &mut SchedClassifier = ebpf.program_mut(name).context(name)?.try_into()?;
         prog.load()?;
     }
@@ -1385,6 +1390,31 @@ fn new_flows_paths() -> Vec<NewFlowPath> {
                 sock(ALIAS_VIP, SVC_PORT),
             );
             (input, vec![out])
+        }),
+    });
+    // The floor under every new flow: one conntrack insert and nothing else (a new flow
+    // makes two, one per direction).
+    paths.push(NewFlowPath {
+        name: "ct_insert_floor".to_owned(),
+        what: "bench_ct_insert: one conntrack insert of a new tuple and nothing else (no \
+               parsing beyond the tuple, no lookup, no rewrite): the floor under a new flow, \
+               which records two"
+            .to_owned(),
+        program: BENCH_CT_INSERT,
+        empty: "empty_tc_single",
+        verdict: verdict::TC_ACT_OK,
+        counter: None,
+        backends: Vec::new(),
+        ct_entries: 1,
+        budget: None,
+        frames: Box::new(|sport| {
+            let input = syn(
+                VETH_HOST_MAC,
+                WEB1_MAC,
+                sock(WEB1, sport),
+                vip_of(Scheduler::Rr),
+            );
+            (input.clone(), vec![input])
         }),
     });
     // An ARP request becomes its reply in the test run's buffer, so it cannot be repeated

@@ -12,6 +12,9 @@ use crate::Result;
 pub const BENCH_EMPTY_TC: &str = "bench_empty_tc";
 /// The same for XDP.
 pub const BENCH_EMPTY_XDP: &str = "bench_empty_xdp";
+/// A program that only records the packet's flow in conntrack: the floor under a new
+/// flow's cost.
+pub const BENCH_CT_INSERT: &str = "bench_ct_insert";
 
 /// The ELF object with every netbpf program and map.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netbpf"));
@@ -165,7 +168,7 @@ mod tests {
         let mut programs: Vec<&str> = object.programs.keys().map(String::as_str).collect();
         programs.sort_unstable();
         let mut expected: Vec<&str> = Hook::ALL.iter().map(|h| h.name()).collect();
-        expected.extend([BENCH_EMPTY_TC, BENCH_EMPTY_XDP]);
+        expected.extend([BENCH_EMPTY_TC, BENCH_EMPTY_XDP, BENCH_CT_INSERT]);
         expected.sort_unstable();
         assert_eq!(programs, expected);
 
