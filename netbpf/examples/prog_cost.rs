@@ -994,7 +994,7 @@ fn datapath_entries() -> Vec<(CtKey, CtEntry)> {
 /// MACs). `from_container` checks the sender first: a packet whose source is already
 /// translated would be dropped as spoofed on the next repetition. Its entries therefore
 /// rewrite the source address to web1's own and move only the port, on both tuples: the
-/// same lookups and the same checksum helper calls (which cost the same whatever the
+/// same lookups and the same checksum arithmetic (which costs the same whatever the
 /// values); the real rewrite is the one checked against exact bytes before timing.
 fn alternating_entries() -> Vec<(CtKey, CtEntry)> {
     let back_out = (UPLINK_MAC, OUTSIDE_MAC);

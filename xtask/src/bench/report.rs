@@ -871,7 +871,7 @@ fn prog_cost_table(md: &mut String, prog_cost: &Value) -> anyhow::Result<Value> 
          conntrack hit with a rewrite. On `from_container` the way back cannot change the \
          source address (the sender check would drop it), so those repeats rewrite the \
          address to itself and move the port (a VIP flow: to another VIP, its MACs kept): the \
-         same lookups and checksum helper calls.\n\n{HEADER}",
+         same lookups and checksum arithmetic.\n\n{HEADER}",
         prog_cost["repeat"], prog_cost["runs"],
     );
     let of =
