@@ -1324,6 +1324,17 @@ fn to_vip(
     (input, outputs)
 }
 
+/// A SYN from web1's `sport` to a VIP, for a program that leaves it as it came.
+fn untouched_syn(sport: u16) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let input = syn(
+        VETH_HOST_MAC,
+        WEB1_MAC,
+        sock(WEB1, sport),
+        vip_of(Scheduler::Rr),
+    );
+    (input.clone(), vec![input])
+}
+
 fn new_flows_paths() -> Vec<NewFlowPath> {
     let empty = |name: &str, program, empty, verdict| NewFlowPath {
         name: name.to_owned(),
@@ -1342,15 +1353,7 @@ fn new_flows_paths() -> Vec<NewFlowPath> {
         backends: Vec::new(),
         ct_entries: 0,
         budget: None,
-        frames: Box::new(|sport| {
-            let input = syn(
-                VETH_HOST_MAC,
-                WEB1_MAC,
-                sock(WEB1, sport),
-                vip_of(Scheduler::Rr),
-            );
-            (input.clone(), vec![input])
-        }),
+        frames: Box::new(untouched_syn),
     };
     let mut paths = vec![
         empty(
@@ -1407,15 +1410,7 @@ fn new_flows_paths() -> Vec<NewFlowPath> {
         backends: Vec::new(),
         ct_entries: 1,
         budget: None,
-        frames: Box::new(|sport| {
-            let input = syn(
-                VETH_HOST_MAC,
-                WEB1_MAC,
-                sock(WEB1, sport),
-                vip_of(Scheduler::Rr),
-            );
-            (input.clone(), vec![input])
-        }),
+        frames: Box::new(untouched_syn),
     });
     // An ARP request becomes its reply in the test run's buffer, so it cannot be repeated
     // either: timed one run at a time, every run checked against the exact reply.
