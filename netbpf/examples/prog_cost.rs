@@ -843,7 +843,7 @@ fn paths() -> Vec<Path> {
         translated(
             path(
                 "masquerade_out",
-                "from_container: outbound masqueraded flow, established (conntrack hit, reply entry checked, SNAT, bpf_redirect_neigh)",
+                "from_container: outbound masqueraded flow, established (conntrack hit, SNAT, bpf_redirect_neigh; its reply entry checked once per 25 ticks, so at the first of a run's repeats)",
                 "from_container",
                 &from_web1(out_private(), out_peer()),
                 verdict::TC_ACT_REDIRECT,
