@@ -173,7 +173,8 @@ fn recorded(ctx: &TcContext, l4: &L4, own: &IfaceInfo, dst: u32) -> Option<Decis
     // SAFETY: a pointer into the map's value, valid for this run (lookup just stamped it).
     unsafe {
         if (*entry).kind == CT_MASQ_OUT && reply_check_due((*entry).last_seen, &*entry) {
-            // The flow's port must still be its own: claim it again, or give the flow up.
+            // The flow's port must still be its own: claim it again, or give the flow up
+            // (another flow holds it).
             if !masquerade_reply_held(ctx, l4, own, dst, &*entry) {
                 conntrack::remove(&key);
                 return Some(drop(Outcome::DropNatFailed));
@@ -345,8 +346,9 @@ fn refuse(ctx: &TcContext, l4: &L4) -> Decision {
     (outcome, verdict)
 }
 
-/// Whether the reply entry of a masqueraded flow is there (recreated if it was evicted and
-/// its port is still free).
+/// Whether a masqueraded flow still holds its port: its reply entry there and its own
+/// (recreated if it was evicted and the port is still free; another flow's, if another
+/// container's flow to the same destination took the port meanwhile).
 #[inline(always)]
 fn masquerade_reply_held(
     ctx: &TcContext,
@@ -363,10 +365,12 @@ fn masquerade_reply_held(
         proto: l4.proto,
         pad: [0; 3],
     };
-    if conntrack::exists(&reply_key) {
-        return true;
+    match conntrack::peek(&reply_key) {
+        Some(reply) => {
+            reply.kind == CT_MASQ_REPLY && reply.nat_addr == own.addr && reply.nat_port == l4.sport
+        }
+        None => conntrack::insert_reply(&reply_key, &masquerade_reply(ctx, own, l4)),
     }
-    conntrack::insert_reply(&reply_key, &masquerade_reply(ctx, own, l4))
 }
 
 /// A container's new flow to a published port of the host. As Docker without its proxy,

@@ -298,14 +298,15 @@ fn rewrite(
             }
             return Ok(());
         }
-        // CHECKSUM_COMPLETE (skb->csum must follow, which only a helper can write), or
-        // unknown: the helpers, which know.
+        // CHECKSUM_COMPLETE (skb->csum must follow, which only a helper can write), or a
+        // state the loader could not locate: the helpers, which know it. Below, the state
+        // is whatever the helpers find (it is COMPLETE only where the loader located it).
         _ => {}
     }
     if !l4.has_pseudo_header() || change == 0 || change == 0xffff {
         // The address leaves the checksum as it is (an ICMP echo has no pseudo header; or
-        // the address kept, mostly), and nothing tells the sender's checksum state: the
-        // port through the kernel, which knows whether the checksum carries it.
+        // the address kept, mostly): the port through the kernel, which knows whether the
+        // checksum carries it.
         if old_port != port {
             ctx.l4_csum_replace(
                 csum,
@@ -330,9 +331,9 @@ fn rewrite(
         return Ok(());
     }
     // The port's part, which only a completed checksum carries, without a second call:
-    // the kernel added the address's change to a pseudo header's sum (partial) or took
-    // it from a complement (completed), and the field tells which, as the change is not
-    // zero.
+    // the kernel added the address's change to a pseudo header's sum (partial, possible
+    // only where the loader could not locate the state) or took it from a complement
+    // (completed), and the field tells which, as the change is not zero.
     let (data, data_end) = (ctx.data(), ctx.data_end());
     let csum_at = ptr_at_mut::<u16>(data, data_end, csum).map_err(|()| -1i64)?;
     // SAFETY: bounds-checked by ptr_at (again: the helper may have moved the data).

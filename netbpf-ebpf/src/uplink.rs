@@ -214,7 +214,7 @@ fn icmp_error<H: Uplink>(h: &H, ip: &Ipv4Hdr) -> Decision<H> {
     }
 }
 
-/// `from_uplink` (tc): rewrites through the kernel's csum helpers, delivers with
+/// `from_uplink` (tc): rewrites as the skb's checksum state asks ([`nat`]), delivers with
 /// `bpf_redirect_peer`.
 pub struct Tc<'a>(pub &'a TcContext);
 

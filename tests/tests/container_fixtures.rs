@@ -701,7 +701,6 @@ fn published_port_syn_and_reply_translate_exactly_with(mut ebpf: aya::Ebpf) {
     hairpin_leftovers_and_clashes(&mut ebpf, &mut maps, host, synack);
 }
 
-/// A flow's entry at `key` in NB_CT, if any.
 /// Sets when a masqueraded flow last checked its reply entry.
 fn set_reply_checked(ebpf: &mut aya::Ebpf, key: &CtKey, ticks: u32) {
     let mut ct: aya::maps::HashMap<_, CtKey, CtEntry> =
@@ -718,6 +717,25 @@ fn jiffies() -> u64 {
     netbpf::kernel::clock::jiffies().expect("jiffies")
 }
 
+/// Makes a masqueraded flow's next packet check its reply entry (its last check as long
+/// ago as the check's ticks, before its last packet).
+fn make_reply_check_due(ebpf: &mut aya::Ebpf, key: &CtKey) {
+    let last_seen = ct_entry(ebpf, key).expect("the flow").last_seen;
+    set_reply_checked(
+        ebpf,
+        key,
+        (last_seen as u32).wrapping_sub(MASQ_REPLY_CHECK_TICKS),
+    );
+}
+
+/// Removes an entry from NB_CT, as an eviction would (no matter if it is there).
+fn remove_entry(ebpf: &mut aya::Ebpf, key: &CtKey) {
+    let mut ct: aya::maps::HashMap<_, CtKey, CtEntry> =
+        aya::maps::HashMap::try_from(ebpf.map_mut("NB_CT").expect("NB_CT")).expect("hash");
+    let _ = ct.remove(key);
+}
+
+/// A flow's entry at `key` in NB_CT, if any.
 fn ct_entry(ebpf: &aya::Ebpf, key: &CtKey) -> Option<CtEntry> {
     let ct: aya::maps::HashMap<_, CtKey, CtEntry> =
         aya::maps::HashMap::try_from(ebpf.map("NB_CT").expect("NB_CT")).expect("hash");
@@ -889,20 +907,17 @@ fn masquerade_translates_exactly_and_runs_out_of_ports_with(mut ebpf: aya::Ebpf)
         proto: 6,
         pad: [0; 3],
     };
-    {
-        let mut ct: aya::maps::HashMap<_, CtKey, CtEntry> =
-            aya::maps::HashMap::try_from(ebpf.map_mut("NB_CT").expect("NB_CT")).expect("hash");
-        ct.remove(&reply_key).expect("reply entry was there");
-    }
     let forward_key = ct_key((WEB1, 5555), (OUTSIDE, 443));
     // Checked a moment ago: the packet goes out, the entry stays missing until the check is
-    // due. (Conclusive only when the run came within the check's ticks of reading the
-    // clock: a few tries.)
+    // due. Conclusive when the run's own tick (the flow's last_seen) came within the
+    // check's ticks of the one set: a few tries.
     let conclusive = (0..5).any(|_| {
-        let checked = jiffies();
-        set_reply_checked(&mut ebpf, &forward_key, checked as u32);
+        remove_entry(&mut ebpf, &reply_key);
+        let checked = jiffies() as u32;
+        set_reply_checked(&mut ebpf, &forward_key, checked);
         run(&ebpf, &first).unwrap_or_else(|e| panic!("just checked, {}:\n{e}", first.name));
-        let within = jiffies() - checked < u64::from(MASQ_REPLY_CHECK_TICKS);
+        let seen = ct_entry(&ebpf, &forward_key).expect("the flow").last_seen as u32;
+        let within = seen.wrapping_sub(checked) < MASQ_REPLY_CHECK_TICKS;
         if within {
             assert_eq!(
                 ct_entry(&ebpf, &reply_key),
@@ -917,17 +932,10 @@ fn masquerade_translates_exactly_and_runs_out_of_ports_with(mut ebpf: aya::Ebpf)
         "no try ran within {MASQ_REPLY_CHECK_TICKS} ticks"
     );
     // Due: its reply entry is claimed again.
-    let last_seen = ct_entry(&ebpf, &forward_key).expect("the flow").last_seen;
-    set_reply_checked(
-        &mut ebpf,
-        &forward_key,
-        (last_seen as u32).wrapping_sub(MASQ_REPLY_CHECK_TICKS),
-    );
+    make_reply_check_due(&mut ebpf, &forward_key);
     run(&ebpf, &first).unwrap_or_else(|e| panic!("after eviction, {}:\n{e}", first.name));
-    let ct: aya::maps::HashMap<_, CtKey, CtEntry> =
-        aya::maps::HashMap::try_from(ebpf.map("NB_CT").expect("NB_CT")).expect("hash");
-    let restored = ct.get(&reply_key, 0).expect("the reply entry is back");
-    let flow = ct.get(&forward_key, 0).expect("the flow");
+    let restored = ct_entry(&ebpf, &reply_key).expect("the reply entry is back");
+    let flow = ct_entry(&ebpf, &forward_key).expect("the flow");
     assert_eq!(
         flow.reply_checked, flow.last_seen as u32,
         "the check is recorded at the packet's tick"
@@ -936,6 +944,36 @@ fn masquerade_translates_exactly_and_runs_out_of_ports_with(mut ebpf: aya::Ebpf)
         (restored.nat_addr, u16::from_be(restored.nat_port)),
         (key(WEB1), 5555)
     );
+
+    // Evicted, and another container's flow to the same destination took the port before
+    // the check: the flow is given up (its entry removed), the other flow's left alone.
+    let taken = CtEntry {
+        nat_addr: key(WEB2),
+        ..restored
+    };
+    {
+        let mut ct: aya::maps::HashMap<_, CtKey, CtEntry> =
+            aya::maps::HashMap::try_from(ebpf.map_mut("NB_CT").expect("NB_CT")).expect("hash");
+        ct.insert(&reply_key, &taken, 0).expect("written");
+    }
+    make_reply_check_due(&mut ebpf, &forward_key);
+    let given_up = Fixture {
+        name: "web1's flow whose port web2's took",
+        output: None,
+        verdict: verdict::TC_ACT_SHOT,
+        outcome: Outcome::DropNatFailed,
+        ..first.clone()
+    };
+    run(&ebpf, &given_up).unwrap_or_else(|e| panic!("{}:\n{e}", given_up.name));
+    assert_eq!(ct_entry(&ebpf, &forward_key), None, "the flow is given up");
+    assert_eq!(
+        ct_entry(&ebpf, &reply_key),
+        Some(taken),
+        "the other flow's is kept"
+    );
+    // The other flow gone, web1's SYN takes the port again.
+    remove_entry(&mut ebpf, &reply_key);
+    run(&ebpf, &first).unwrap_or_else(|e| panic!("anew, {}:\n{e}", first.name));
 
     own(&mut maps, Some(WEB2));
     let second = fixture(

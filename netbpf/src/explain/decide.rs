@@ -692,7 +692,24 @@ impl<M: Maps> Run<'_, M> {
                             (self.ticks as u32).wrapping_sub(e.reply_checked)
                         ),
                     );
-                } else if self.ct_get(&reply_key)?.is_some() {
+                } else if let Some(held) = self.ct_get(&reply_key)? {
+                    let own_port = held.kind == CT_MASQ_REPLY
+                        && held.nat_addr == own.addr
+                        && held.nat_port == t.sport;
+                    if !own_port {
+                        self.step(
+                            "established",
+                            format!(
+                                "a masqueraded flow whose port another flow took: {reply} \
+                                 leads to {}; the flow is given up",
+                                ep(held.nat_addr, held.nat_port)
+                            ),
+                        );
+                        self.effect(format!("NB_CT: {} removed", key_text(key.proto, key)));
+                        self.forgotten.push(*key);
+                        self.drop(Outcome::DropNatFailed)?;
+                        return Ok(true);
+                    }
                     self.step(
                         "established",
                         format!("a masqueraded flow; its reply entry {reply} is there"),

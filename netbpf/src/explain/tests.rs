@@ -8,9 +8,9 @@ use std::{
 
 use netbpf_common::{
     conntrack::{
-        CT_HAIRPIN_REPLY, CT_MASQ_OUT, CT_PUBLISHED_IN, CT_PUBLISHED_REPLY, CT_SERVICE,
-        CT_SERVICE_REPLY, CT_SERVICE_REPLY_OUT, CtEntry, CtKey, HostConfig, MASQ_REPLY_CHECK_TICKS,
-        TCP_CLOSING, TCP_ESTABLISHED,
+        CT_HAIRPIN_REPLY, CT_MASQ_OUT, CT_MASQ_REPLY, CT_PUBLISHED_IN, CT_PUBLISHED_REPLY,
+        CT_SERVICE, CT_SERVICE_REPLY, CT_SERVICE_REPLY_OUT, CtEntry, CtKey, HostConfig,
+        MASQ_REPLY_CHECK_TICKS, TCP_CLOSING, TCP_ESTABLISHED,
     },
     net::{
         EndpointInfo, IFACE_NAT_TARGET, IfaceInfo, NET_ICC, NET_INTERNAL, NET_MASQUERADE,
@@ -1079,6 +1079,44 @@ fn hairpin_gateway_masquerade_and_internal() {
     let e = run(&s, &packet, &from("client", CLIENT_IF));
     assert_outcome(&e, Outcome::Masquerade);
     assert!(e.effects.iter().any(|x| x.contains("recorded again")));
+    // Due, and another container's flow to the same destination took the port: given up.
+    let reply_key = CtKey {
+        saddr: k("198.18.1.9"),
+        daddr: k(UPLINK),
+        sport: be(53),
+        dport: be(40001),
+        proto: 17,
+        pad: [0; 3],
+    };
+    s.ct.insert(
+        reply_key,
+        CtEntry {
+            nat_addr: k(OTHER),
+            nat_port: be(5000),
+            kind: CT_MASQ_REPLY,
+            ..CtEntry::default()
+        },
+    );
+    let e = run(&s, &packet, &from("client", CLIENT_IF));
+    assert_outcome(&e, Outcome::DropNatFailed);
+    assert!(
+        e.steps
+            .iter()
+            .any(|x| x.detail.contains("another flow took"))
+    );
+    // Its own reply entry there: on its way.
+    s.ct.insert(
+        reply_key,
+        CtEntry {
+            nat_addr: k(CLIENT),
+            nat_port: be(5000),
+            kind: CT_MASQ_REPLY,
+            ..CtEntry::default()
+        },
+    );
+    let e = run(&s, &packet, &from("client", CLIENT_IF));
+    assert_outcome(&e, Outcome::Masquerade);
+    assert!(e.effects.iter().any(|x| x.contains("checked now")));
 
     // Internal: nothing leaves but to the gateway, a published port (hairpin) included.
     s.set_flags(CLIENT_IF, NET_ICC | NET_INTERNAL);

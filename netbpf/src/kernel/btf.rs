@@ -7,15 +7,23 @@ use std::{collections::HashMap, path::Path};
 const MAGIC: u16 = 0xeb9f;
 
 const KIND_INT: u32 = 1;
+const KIND_PTR: u32 = 2;
 const KIND_ARRAY: u32 = 3;
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
 const KIND_ENUM: u32 = 6;
+const KIND_FWD: u32 = 7;
+const KIND_TYPEDEF: u32 = 8;
+const KIND_VOLATILE: u32 = 9;
+const KIND_CONST: u32 = 10;
+const KIND_RESTRICT: u32 = 11;
 const KIND_FUNC: u32 = 12;
 const KIND_FUNC_PROTO: u32 = 13;
 const KIND_VAR: u32 = 14;
 const KIND_DATASEC: u32 = 15;
+const KIND_FLOAT: u32 = 16;
 const KIND_DECL_TAG: u32 = 17;
+const KIND_TYPE_TAG: u32 = 18;
 const KIND_ENUM64: u32 = 19;
 
 /// Why a BTF blob could not be read.
@@ -88,6 +96,8 @@ impl Btf {
             at += 12;
             let mut members = Vec::new();
             at += match kind {
+                KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT
+                | KIND_FUNC | KIND_FLOAT | KIND_TYPE_TAG => 0,
                 KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
                 KIND_ARRAY => 12,
                 KIND_STRUCT | KIND_UNION => {
@@ -103,7 +113,8 @@ impl Btf {
                 }
                 KIND_ENUM | KIND_FUNC_PROTO => 8 * vlen as usize,
                 KIND_DATASEC | KIND_ENUM64 => 12 * vlen as usize,
-                _ => 0,
+                // Its size unknown, nothing after it can be found.
+                _ => return Err(BtfError(format!("unknown type kind {kind}"))),
             };
             let id = btf.types.len() as u32 + 1;
             let name = name(name_off);
@@ -248,5 +259,22 @@ mod tests {
         let mut cut = blob(&[1, KIND_INT << 24, 1, 8], b"\0");
         cut.truncate(30);
         assert!(Btf::parse(&cut).is_err());
+        // A kind this reader does not know: its size unknown, the rest cannot be read.
+        assert!(Btf::parse(&blob(&[0, 25 << 24, 0], b"\0")).is_err());
+    }
+
+    /// The running kernel's BTF, where it has one: read whole, with the kfunc and the
+    /// bitfield the tc programs need.
+    #[test]
+    fn reads_this_kernels_btf() {
+        let path = Path::new("/sys/kernel/btf/vmlinux");
+        if !path.exists() {
+            eprintln!("no {}: nothing to read", path.display());
+            return;
+        }
+        let btf = Btf::read(path).expect("this kernel's BTF parses");
+        assert!(btf.func_id("bpf_cast_to_kern_ctx").is_some());
+        let field = btf.bitfield("sk_buff", "ip_summed").expect("ip_summed");
+        assert!(field.shift <= 6, "two bits in one byte: {field:?}");
     }
 }

@@ -50,7 +50,7 @@ fn open_with(pins: Option<&PinDir>, layout: SkbLayout) -> Result<Ebpf> {
     }
     loader.override_global(skb::CSUM_STATE_AT, &layout.csum_state_at, true);
     loader.override_global(skb::CSUM_STATE_SHIFT, &layout.csum_state_shift, true);
-    Ok(loader.load(&layout.patch(OBJECT))?)
+    Ok(loader.load(layout.patch(OBJECT).bytes())?)
 }
 
 /// What the tc programs need to know of this kernel's `struct sk_buff` (see
@@ -72,11 +72,15 @@ impl SkbLayout {
         csum_state_shift: 0,
     };
 
-    /// Read once from the kernel's BTF. Without it (or without the kfunc), the programs
-    /// are told nothing and keep to the csum helpers.
+    /// Read once from the kernel's BTF. Without it, without the kfunc, or without the JIT
+    /// (which kfunc calls need), the programs are told nothing and keep to the csum
+    /// helpers.
     fn of_this_kernel() -> SkbLayout {
         static LAYOUT: OnceLock<SkbLayout> = OnceLock::new();
         *LAYOUT.get_or_init(|| {
+            if !jit_enabled() {
+                return SkbLayout::UNKNOWN;
+            }
             let Ok(btf) = Btf::vmlinux() else {
                 return SkbLayout::UNKNOWN;
             };
@@ -97,14 +101,14 @@ impl SkbLayout {
     /// The object with every call of [`skb::KERN_CTX_CALL`] made the kfunc's call, or,
     /// without the kfunc, a move of 0 (the programs then never reach it: the verifier
     /// follows `CSUM_STATE_AT`'s 0 past it).
-    fn patch(&self, object: &[u8]) -> Vec<u8> {
+    fn patch(&self, object: &[u8]) -> AlignedBytes {
         const CALL: u8 = 0x85; // BPF_JMP | BPF_CALL
         const MOV_IMM: u8 = 0xb7; // BPF_ALU64 | BPF_MOV | BPF_K
         const PSEUDO_KFUNC_CALL: u8 = 2;
-        let mut out = object.to_vec();
+        let mut out = AlignedBytes::copy_of(object);
         let marker = skb::KERN_CTX_CALL.to_le_bytes();
         for range in executable_sections(object) {
-            for insn in out[range].as_chunks_mut::<8>().0 {
+            for insn in out.bytes_mut()[range].as_chunks_mut::<8>().0 {
                 // A helper call (registers 0, offset 0) of the marker number.
                 if insn[0] != CALL || insn[1..4] != [0; 3] || insn[4..8] != marker {
                     continue;
@@ -120,6 +124,42 @@ impl SkbLayout {
         }
         out
     }
+}
+
+/// Bytes kept 8-aligned, as the ELF reader wants an object (the embedded one is, through
+/// `include_bytes_aligned!`).
+struct AlignedBytes {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl AlignedBytes {
+    fn copy_of(bytes: &[u8]) -> AlignedBytes {
+        let mut out = AlignedBytes {
+            words: vec![0; bytes.len().div_ceil(8)],
+            len: bytes.len(),
+        };
+        out.bytes_mut().copy_from_slice(bytes);
+        out
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: the words hold at least `len` bytes, and any bits are a valid u8.
+        unsafe { std::slice::from_raw_parts(self.words.as_ptr().cast::<u8>(), self.len) }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as above, borrowed mutably through `self`.
+        unsafe { std::slice::from_raw_parts_mut(self.words.as_mut_ptr().cast::<u8>(), self.len) }
+    }
+}
+
+/// Whether the kernel compiles programs (`net.core.bpf_jit_enable` not 0). The setting
+/// exists in the first network namespace only: where it cannot be read, the JIT is taken
+/// as on (kernels built with CONFIG_BPF_JIT_ALWAYS_ON, the distributions' way, cannot
+/// turn it off).
+fn jit_enabled() -> bool {
+    std::fs::read_to_string("/proc/sys/net/core/bpf_jit_enable").map_or(true, |v| v.trim() != "0")
 }
 
 /// The file ranges of an ELF64 little-endian object's executable sections (SHF_EXECINSTR).
@@ -159,6 +199,35 @@ mod tests {
     use netbpf_common::stats::{Hook, STATS_SLOTS};
 
     use super::*;
+
+    /// On a kernel with BTF and the JIT (this one), the tc programs are told where the
+    /// checksum state is, and the patched object has the kfunc's calls and no marker left.
+    #[test]
+    fn this_kernels_skb_layout_is_found_and_patched_in() {
+        if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() || !jit_enabled() {
+            eprintln!("no BTF or no JIT here: the helpers serve");
+            return;
+        }
+        let layout = SkbLayout::of_this_kernel();
+        assert_ne!(layout.kern_ctx_id, 0, "{layout:?}");
+        assert_ne!(layout.csum_state_at, 0, "{layout:?}");
+        let marker = [&[0x85, 0, 0, 0][..], &skb::KERN_CTX_CALL.to_le_bytes()].concat();
+        let kfunc_call = [&[0x85, 0x20, 0, 0][..], &layout.kern_ctx_id.to_le_bytes()].concat();
+        let count = |bytes: &[u8], insn: &[u8]| {
+            executable_sections(bytes)
+                .into_iter()
+                .flat_map(|r| bytes[r].as_chunks::<8>().0.to_vec())
+                .filter(|i| i[..] == *insn)
+                .count()
+        };
+        let patched = layout.patch(OBJECT);
+        let calls = count(OBJECT, &marker);
+        assert!(calls > 0, "the object calls the marker");
+        assert_eq!(count(patched.bytes(), &marker), 0);
+        assert_eq!(count(patched.bytes(), &kfunc_call), calls);
+        let unpatched = SkbLayout::UNKNOWN.patch(OBJECT);
+        assert_eq!(count(unpatched.bytes(), &marker), 0);
+    }
 
     /// Parses the embedded object without the kernel: it must hold one program per hook
     /// and every map netbpf-common names, with the layout user space reads.
