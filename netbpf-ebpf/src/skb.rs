@@ -17,12 +17,8 @@ use netbpf_common::skb::KERN_CTX_CALL;
 pub const CHECKSUM_NONE: u8 = 0;
 /// ... the device checked it, ...
 pub const CHECKSUM_UNNECESSARY: u8 = 1;
-/// ... `skb->csum` holds the sum of the packet (which a rewrite must keep true), ...
-#[allow(
-    dead_code,
-    reason = "named for the match that leaves it to the helpers"
-)]
-pub const CHECKSUM_COMPLETE: u8 = 2;
+// (2, CHECKSUM_COMPLETE: `skb->csum` holds the packet's sum, which a rewrite must keep
+// true; only the csum helpers can, so no code here names it.)
 /// ... or the sender left it to offload: the field holds the pseudo header's sum.
 pub const CHECKSUM_PARTIAL: u8 = 3;
 /// The loader could not say where the state is.

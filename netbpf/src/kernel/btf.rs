@@ -2,7 +2,7 @@
 //! a kfunc, and where a bitfield of a kernel struct lies. Only as much of the format as
 //! that needs is read (types and strings; see the kernel's Documentation/bpf/btf.rst).
 
-use std::{collections::HashMap, path::Path};
+use std::path::Path;
 
 const MAGIC: u16 = 0xeb9f;
 
@@ -31,18 +31,18 @@ const KIND_ENUM64: u32 = 19;
 #[error("BTF: {0}")]
 pub struct BtfError(String);
 
-/// One type: its kind, name and, for structs and unions, members as
-/// (name, type id, bit offset, bitfield size: 0 for a whole member).
+/// One type: its kind, name (an offset into the strings) and, for structs and unions,
+/// members as (name, type id, bit offset, bitfield size: 0 for a whole member).
 struct Type {
     kind: u32,
-    name: String,
-    members: Vec<(String, u32, u32, u32)>,
+    name: u32,
+    members: Vec<(u32, u32, u32, u32)>,
 }
 
-/// The types of a BTF blob, by id (id 0 is `void` and has no entry).
+/// The types of a BTF blob, by id (id 0 is `void` and has no entry), and its strings.
 pub struct Btf {
     types: Vec<Type>,
-    by_name: HashMap<(u32, String), u32>,
+    strings: Vec<u8>,
 }
 
 /// Where a bitfield lies: the byte holding it and its lowest bit in that byte.
@@ -79,17 +79,10 @@ impl Btf {
         let (str_off, str_len) = (u32_at(16)? as usize, u32_at(20)? as usize);
         let strings = data
             .get(header_len + str_off..header_len + str_off + str_len)
-            .ok_or_else(cut)?;
-        let name = |off: u32| -> String {
-            let tail = strings.get(off as usize..).unwrap_or_default();
-            let end = tail.iter().position(|&b| b == 0).unwrap_or(tail.len());
-            String::from_utf8_lossy(&tail[..end]).into_owned()
-        };
+            .ok_or_else(cut)?
+            .to_vec();
         let (mut at, end) = (header_len + type_off, header_len + type_off + type_len);
-        let mut btf = Btf {
-            types: Vec::new(),
-            by_name: HashMap::new(),
-        };
+        let mut types = Vec::new();
         while at < end {
             let (name_off, info) = (u32_at(at)?, u32_at(at + 4)?);
             let (kind, vlen, kind_flag) = ((info >> 24) & 0x1f, info & 0xffff, info >> 31);
@@ -107,7 +100,7 @@ impl Btf {
                             (offset, 1) => (offset & 0xff_ffff, offset >> 24),
                             (offset, _) => (offset, 0),
                         };
-                        members.push((name(u32_at(m)?), u32_at(m + 4)?, offset, size));
+                        members.push((u32_at(m)?, u32_at(m + 4)?, offset, size));
                     }
                     12 * vlen as usize
                 }
@@ -116,30 +109,40 @@ impl Btf {
                 // Its size unknown, nothing after it can be found.
                 _ => return Err(BtfError(format!("unknown type kind {kind}"))),
             };
-            let id = btf.types.len() as u32 + 1;
-            let name = name(name_off);
-            if !name.is_empty() {
-                btf.by_name.entry((kind, name.clone())).or_insert(id);
-            }
-            btf.types.push(Type {
+            types.push(Type {
                 kind,
-                name,
+                name: name_off,
                 members,
             });
         }
-        Ok(btf)
+        Ok(Btf { types, strings })
+    }
+
+    /// The name at `off` in the strings (empty past their end).
+    fn name(&self, off: u32) -> &[u8] {
+        let tail = self.strings.get(off as usize..).unwrap_or_default();
+        &tail[..tail.iter().position(|&b| b == 0).unwrap_or(tail.len())]
+    }
+
+    /// The id of the first type of `kind` named `name`.
+    fn id_of(&self, kind: u32, name: &str) -> Option<u32> {
+        let at = self
+            .types
+            .iter()
+            .position(|t| t.kind == kind && self.name(t.name) == name.as_bytes())?;
+        Some(at as u32 + 1)
     }
 
     /// The id of the function (a kfunc, say) named `name`.
     pub fn func_id(&self, name: &str) -> Option<u32> {
-        self.by_name.get(&(KIND_FUNC, name.to_owned())).copied()
+        self.id_of(KIND_FUNC, name)
     }
 
     /// Where the bitfield `member` of `struct name` lies, looking through the anonymous
     /// structs and unions it may sit in; `None` if it is not there, not a bitfield, or
     /// spans two bytes.
     pub fn bitfield(&self, name: &str, member: &str) -> Option<Bitfield> {
-        let id = *self.by_name.get(&(KIND_STRUCT, name.to_owned()))?;
+        let id = self.id_of(KIND_STRUCT, name)?;
         let (bit, size) = self.find_member(id, member, 0)?;
         (size > 0 && bit % 8 + size <= 8).then_some(Bitfield {
             byte: bit / 8,
@@ -150,15 +153,16 @@ impl Btf {
     /// `member`'s bit offset (from `base`) and bitfield size, in the struct or union `id`.
     fn find_member(&self, id: u32, member: &str, base: u32) -> Option<(u32, u32)> {
         let ty = self.types.get(id.checked_sub(1)? as usize)?;
-        for (name, type_id, offset, size) in &ty.members {
-            if name == member {
-                return Some((base + offset, *size));
+        for &(name, type_id, offset, size) in &ty.members {
+            let name = self.name(name);
+            if name == member.as_bytes() {
+                return Some((base + offset, size));
             }
             let inner = self.types.get(type_id.checked_sub(1)? as usize)?;
             if name.is_empty()
                 && (inner.kind == KIND_STRUCT || inner.kind == KIND_UNION)
-                && inner.name.is_empty()
-                && let Some(found) = self.find_member(*type_id, member, base + offset)
+                && self.name(inner.name).is_empty()
+                && let Some(found) = self.find_member(type_id, member, base + offset)
             {
                 return Some(found);
             }
